@@ -1,0 +1,267 @@
+"""Typer application. stdout carries only results; messages, progress and errors go to stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..errors import OciartError, UsageError
+
+app = typer.Typer(
+    name="ociart",
+    help="An artifact store for machine learning on OCI registries.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# -- shared options ---------------------------------------------------------------------------------
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON result on stdout.")]
+UserOpt = Annotated[Optional[str], typer.Option("--username", "-u", help="Registry username.")]
+PassStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the registry password from stdin.")]
+PlainOpt = Annotated[bool, typer.Option("--plain-http", help="Use plain HTTP for every registry.")]
+InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Do not verify TLS certificates.")]
+CaOpt = Annotated[Optional[Path], typer.Option("--ca-file", help="PEM file of CA certificates to trust.")]
+ConcOpt = Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Parallel blob transfers.")]
+
+
+def _password(stdin: bool) -> str | None:
+    if not stdin:
+        return None
+    pw = sys.stdin.readline().rstrip("\r\n")
+    if not pw:
+        raise UsageError("--password-stdin: no password on stdin")
+    return pw
+
+
+def _client(username: str | None = None, password_stdin: bool = False, plain_http: bool = False,
+            insecure: bool = False, ca_file: Path | None = None, concurrency: int = 4, as_json: bool = False) -> Any:
+    from ..client import Client
+
+    password = _password(password_stdin)
+    if username and password is None:
+        raise UsageError("--username needs --password-stdin (or use OCIART_REGISTRY_USERNAME/PASSWORD)")
+    if password is not None and not username:
+        raise UsageError("--password-stdin needs --username")
+    return Client(username=username, password=password, plain_http=plain_http, insecure=insecure,
+                  ca_file=ca_file, concurrency=concurrency, progress=None if not as_json else False)
+
+
+def _out(obj: Any) -> None:
+    if hasattr(obj, "model_dump"):
+        obj = obj.model_dump(mode="json", exclude_none=True, by_alias=True)
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+
+
+def _kv(pairs: list[str], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for p in pairs:
+        k, sep, v = p.partition("=")
+        if not sep or not k:
+            raise UsageError(f"{what} {p!r}: expected KEY=VALUE")
+        out[k] = v
+    return out
+
+
+# -- commands ---------------------------------------------------------------------------------------
+@app.command()
+def push(
+    ref: Annotated[str, typer.Argument(help="Destination, e.g. localhost:5000/models/bert:v1 or models/bert:v1.")],
+    paths: Annotated[list[str], typer.Argument(help="Files or directories to push, one layer per file.")],
+    artifact_type: Annotated[Optional[str], typer.Option("--artifact-type", help="Manifest artifactType.")] = None,
+    annotation: Annotated[list[str], typer.Option("--annotation", "-a", help="Manifest annotation KEY=VALUE.")] = [],  # noqa: B006
+    config: Annotated[Optional[str], typer.Option("--config", help="Config blob FILE[:MEDIATYPE].")] = None,
+    username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
+    insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
+) -> None:
+    """Push files as an OCI artifact; prints the manifest digest."""
+    cfg, cfg_type = None, "application/vnd.oci.image.config.v1+json"
+    if config:
+        path, sep, mt = config.partition(":")
+        cfg = path
+        if sep and mt:
+            cfg_type = mt
+    with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json) as c:
+        desc = c.push(ref, paths, artifact_type=artifact_type, annotations=_kv(annotation, "--annotation"),
+                      config=cfg, config_media_type=cfg_type)
+    if as_json:
+        _out(desc)
+    else:
+        print(desc.digest)
+
+
+@app.command()
+def pull(
+    ref: Annotated[str, typer.Argument(help="Artifact to pull.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write files into.")] = Path("."),
+    include: Annotated[list[str], typer.Option("--include", help="Only files matching this glob (repeatable).")] = [],  # noqa: B006
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing different files.")] = False,
+    username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
+    insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
+) -> None:
+    """Pull an artifact's files (digest-verified) into a directory; prints the manifest digest."""
+    with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json) as c:
+        result = c.pull(ref, output, include=include, overwrite=overwrite)
+    if as_json:
+        _out(result)
+        return
+    written = [f for f in result.files if not f.skipped]
+    _err(f"pulled {len(written)} file(s) into {output}" +
+         (f", {len(result.files) - len(written)} already up to date" if len(written) < len(result.files) else ""))
+    print(result.digest)
+
+
+@app.command()
+def resolve(
+    ref: Annotated[str, typer.Argument(help="Reference to resolve.")],
+    username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
+    insecure: InsecureOpt = False, ca_file: CaOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Print the manifest digest a reference points at."""
+    with _client(username, password_stdin, plain_http, insecure, ca_file) as c:
+        desc = c.resolve(ref)
+    if as_json:
+        _out(desc)
+    else:
+        print(desc.digest)
+
+
+@app.command()
+def inspect(
+    ref: Annotated[str, typer.Argument(help="Artifact to inspect.")],
+    username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
+    insecure: InsecureOpt = False, ca_file: CaOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Show the manifest, config and layers."""
+    with _client(username, password_stdin, plain_http, insecure, ca_file) as c:
+        info = c.inspect(ref)
+    if as_json:
+        _out(info)
+        return
+    from .render import print_inspection
+
+    print_inspection(info)
+
+
+@app.command()
+def tags(
+    repo: Annotated[str, typer.Argument(help="Repository, e.g. localhost:5000/models/bert.")],
+    all_tags: Annotated[bool, typer.Option("--all", help="Include sha256-* referrer/signature tags.")] = False,
+    username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
+    insecure: InsecureOpt = False, ca_file: CaOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """List tags (sorted)."""
+    with _client(username, password_stdin, plain_http, insecure, ca_file) as c:
+        found = c.tags(repo, all=all_tags)
+    if as_json:
+        _out({"tags": found})
+    else:
+        for t in found:
+            print(t)
+
+
+@app.command()
+def delete(
+    ref: Annotated[str, typer.Argument(help="REPO@sha256:... deletes the manifest; REPO:TAG only the tag.")],
+    username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
+    insecure: InsecureOpt = False, ca_file: CaOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Delete a manifest by digest (every tag on it goes too) or a tag alone where supported."""
+    with _client(username, password_stdin, plain_http, insecure, ca_file) as c:
+        result = c.delete(ref)
+    if as_json:
+        _out(result)
+        return
+    if result.tag_only:
+        _err(f"deleted tag {result.tags[0]} (manifest {result.digest} kept)")
+    else:
+        gone = f"; tags removed with it: {', '.join(result.tags)}" if result.tags else "; it had no tags"
+        _err(f"deleted manifest {result.digest}{gone}")
+    print(result.digest)
+
+
+@app.command()
+def copy(
+    src: Annotated[str, typer.Argument(help="Source reference (registry, embedded store or oci:DIR).")],
+    dst: Annotated[str, typer.Argument(help="Destination reference.")],
+    username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
+    insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
+) -> None:
+    """Copy an artifact (manifest bytes and digest unchanged) between registries and layouts."""
+    with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json) as c:
+        desc = c.copy(src, dst)
+    if as_json:
+        _out(desc)
+    else:
+        print(desc.digest)
+
+
+@app.command()
+def login(
+    host: Annotated[str, typer.Argument(help="Registry host[:port].")],
+    username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
+    insecure: InsecureOpt = False, ca_file: CaOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Check credentials against a registry and store them in Docker's config.json."""
+    from ..client import Client
+
+    if not username:
+        if not sys.stdin.isatty():
+            raise UsageError("login: --username is required")
+        username = typer.prompt("Username", err=True)
+    password = _password(password_stdin)
+    if password is None:
+        if not sys.stdin.isatty():
+            raise UsageError("login: use --password-stdin to give the password")
+        password = typer.prompt("Password", hide_input=True, err=True)
+    with Client(plain_http=plain_http, insecure=insecure, ca_file=ca_file) as c:
+        path = c.login(host, username, password)
+    if as_json:
+        _out({"host": host, "username": username, "config": str(path)})
+    else:
+        _err(f"login succeeded; credentials stored in {path}")
+
+
+@app.command()
+def logout(
+    host: Annotated[str, typer.Argument(help="Registry host[:port].")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove stored credentials for a registry."""
+    from ..client import Client
+
+    removed = Client().logout(host)
+    if as_json:
+        _out({"host": host, "removed": removed})
+    else:
+        _err(f"removed credentials for {host}" if removed else f"no stored credentials for {host}")
+
+
+def run(argv: list[str]) -> int:
+    """Run the CLI; map every error to one line on stderr and its exit code.
+
+    Usage errors are reported by typer itself (exit 2); library errors by their class's exit code.
+    """
+    try:
+        app(args=argv, prog_name="ociart")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except OciartError as exc:
+        _err(f"error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("error: interrupted")
+        return 130
+    except BrokenPipeError:
+        return 1
+    return 0

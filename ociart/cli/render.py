@@ -1,0 +1,46 @@
+"""Human-readable output (rich tables) for inspect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def print_inspection(info: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    m = info.manifest
+    console.print(f"[bold]{info.reference}[/bold]")
+    console.print(f"mediaType:    {m.get('mediaType', '')}")
+    if m.get("artifactType"):
+        console.print(f"artifactType: {m['artifactType']}")
+    console.print(f"digest:       {info.descriptor.digest}  ({_size(info.descriptor.size)})")
+    if "config" in m:
+        cfg = m["config"]
+        console.print(f"config:       {cfg['mediaType']}  {cfg['digest']}  ({_size(cfg['size'])})")
+    for k, v in sorted((m.get("annotations") or {}).items()):
+        console.print(f"  {k} = {v}")
+    if "layers" in m:
+        table = Table("title", "mediaType", "size", "digest", title="layers", title_justify="left")
+        for layer in m["layers"]:
+            title = (layer.get("annotations") or {}).get("org.opencontainers.image.title", "")
+            table.add_row(title, layer["mediaType"], _size(layer["size"]), layer["digest"][:19])
+        console.print(table)
+    if "manifests" in m:
+        table = Table("digest", "mediaType", "artifactType", "platform", "size", title="manifests",
+                      title_justify="left")
+        for child in m["manifests"]:
+            plat = child.get("platform") or {}
+            table.add_row(child["digest"][:19], child["mediaType"], child.get("artifactType", ""),
+                          "/".join(filter(None, [plat.get("os"), plat.get("architecture")])), _size(child["size"]))
+        console.print(table)

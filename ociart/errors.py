@@ -1,0 +1,89 @@
+"""One exception hierarchy for the library; each class carries the CLI exit code it maps to.
+
+| exit | class               | meaning                                                     |
+|------|---------------------|-------------------------------------------------------------|
+| 1    | OciartError         | anything else (registry refused, unsupported operation)     |
+| 2    | UsageError          | bad arguments or reference, existing file without overwrite |
+| 3    | NotFoundError       | repository, tag, manifest, blob or file not found           |
+| 4    | AuthError           | missing or wrong credentials, access denied                 |
+| 5    | VerificationError   | digest or size mismatch, malformed or oversized content,    |
+|      |                     | unsafe path                                                 |
+| 6    | NetworkError        | connection, TLS or timeout failure after retries            |
+"""
+
+from __future__ import annotations
+
+
+class OciartError(Exception):
+    """Base class. ``str(err)`` is the one line the CLI prints."""
+
+    exit_code = 1
+    kind = "error"
+
+
+class UsageError(OciartError):
+    exit_code = 2
+    kind = "usage"
+
+
+class InvalidReferenceError(UsageError):
+    kind = "invalid-reference"
+
+
+class ConflictError(UsageError):
+    """A destination file exists with different content and overwriting was not allowed."""
+
+    kind = "conflict"
+
+
+class NotFoundError(OciartError):
+    exit_code = 3
+    kind = "not-found"
+
+
+class AuthError(OciartError):
+    exit_code = 4
+    kind = "auth"
+
+
+class VerificationError(OciartError):
+    exit_code = 5
+    kind = "verification"
+
+
+class DigestMismatchError(VerificationError):
+    kind = "digest-mismatch"
+
+
+class InvalidContentError(VerificationError):
+    """Malformed or oversized manifest, index, or other metadata."""
+
+    kind = "invalid-content"
+
+
+class UnsafePathError(VerificationError):
+    """A file name in an artifact would be written outside the target directory."""
+
+    kind = "unsafe-path"
+
+
+class NetworkError(OciartError):
+    exit_code = 6
+    kind = "network"
+
+
+class RegistryError(OciartError):
+    """The registry answered with an error that fits no narrower class."""
+
+    kind = "registry"
+
+    def __init__(self, message: str, status: int | None = None, codes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.codes = codes
+
+
+class UnsupportedError(RegistryError):
+    """The registry (or store) does not implement the operation."""
+
+    kind = "unsupported"

@@ -1,0 +1,77 @@
+"""The small interface every store implements: a registry over HTTP or an OCI image-layout directory.
+
+A target holds content-addressed blobs and manifests per repository, and tags pointing at manifests.
+Copy, push and pull (see :mod:`ociart.transfer`) are written once against this interface.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from ..oci import Content, Descriptor
+
+#: Called with the number of bytes just moved.
+ProgressFn = Callable[[int], None]
+
+
+class Target(ABC):
+    """A place content lives. ``repo`` is the repository name ('' for a plain ``oci:`` layout)."""
+
+    #: Human-readable location for messages.
+    name: str
+
+    @abstractmethod
+    def resolve(self, repo: str, reference: str) -> Descriptor:
+        """Tag or digest → the manifest's descriptor (media type, digest, size)."""
+
+    @abstractmethod
+    def get_manifest(self, repo: str, reference: str) -> Content:
+        """Raw manifest bytes; verified against the digest when ``reference`` is a digest."""
+
+    @abstractmethod
+    def put_manifest(self, repo: str, content: Content, tag: str | None = None) -> None:
+        """Store manifest bytes by digest, and point ``tag`` at them when given."""
+
+    @abstractmethod
+    def has_blob(self, repo: str, desc: Descriptor) -> bool: ...
+
+    @abstractmethod
+    def open_blob(self, repo: str, desc: Descriptor) -> AbstractContextManager[Iterator[bytes]]:
+        """Stream a blob's bytes (the caller verifies, or the receiving target does)."""
+
+    @abstractmethod
+    def fetch_blob(self, repo: str, desc: Descriptor, dest: Path, progress: ProgressFn | None = None) -> None:
+        """Write the blob to ``dest`` atomically, digest- and size-verified before it becomes visible."""
+
+    @abstractmethod
+    def push_blob_file(self, repo: str, path: Path, desc: Descriptor | None, progress: ProgressFn | None = None,
+                       media_type: str = "application/octet-stream") -> Descriptor:
+        """Store a local file as a blob. ``desc`` None means the digest is not yet known (hash while sending)."""
+
+    @abstractmethod
+    def push_blob_stream(self, repo: str, desc: Descriptor, opener: Callable[[], AbstractContextManager[Iterator[bytes]]],
+                         progress: ProgressFn | None = None) -> None:
+        """Store a blob of known digest and size from a re-openable stream (re-opened on retry)."""
+
+    def mount_blob(self, repo: str, desc: Descriptor, from_repo: str) -> bool:
+        """Make a blob of another repository of the same store available in ``repo``; False if not done."""
+        return False
+
+    @abstractmethod
+    def tags(self, repo: str) -> list[str]: ...
+
+    @abstractmethod
+    def delete_manifest(self, repo: str, digest: str) -> None: ...
+
+    @abstractmethod
+    def delete_tag(self, repo: str, tag: str) -> None: ...
+
+    def same_store(self, other: Target) -> bool:
+        """True when blobs can be shared between the two without copying bytes."""
+        return False
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass

@@ -1,0 +1,837 @@
+"""OCI distribution-spec v1.1.1 over httpx: blobs, manifests, tags, deletion, with auth, retries and TLS.
+
+Exact behaviours (see ``docs/transport.md``):
+
+* Blob push: HEAD-skip when the digest is known; cross-repository mount; per-host upload strategy —
+  ``stream`` (one streamed PATCH hashing each piece as it is sent, then ``PUT ?digest=``; probed on first
+  use, remembered per host), ``monolithic`` (hash pre-pass, streamed ``PUT`` with Content-Length) and
+  ``chunked`` (PATCH with Content-Range, honouring ``OCI-Chunk-Min-Length`` and host limits).
+* Blob pull: a reader thread feeds a bounded queue, the caller's thread hashes and writes into a temp
+  file; a dropped connection resumes with ``Range``; size and digest are verified before the rename.
+* Manifests: exact bytes in and out, 4 MiB cap, digest verified, the full ``Accept`` list.
+* Auth: Basic and Bearer, tokens per (host, service, scopes); Authorization only to the registry origin.
+* Retries: connection errors, 408, 429, 5xx, exponential backoff with full jitter and ``Retry-After``,
+  within a time budget.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import queue
+import random
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..errors import (
+    AuthError,
+    DigestMismatchError,
+    InvalidContentError,
+    NetworkError,
+    NotFoundError,
+    OciartError,
+    RegistryError,
+    UnsupportedError,
+)
+from ..fsutil import publish, temp_file, verify, write_all
+from ..oci import MANIFEST_ACCEPT, Content, Descriptor
+from ..oci.digest import CHUNK, Digester
+from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type
+from ..reference import is_digest
+from .auth import Challenge, Credentials, TokenCache, lookup_credentials, merge_scopes, parse_challenge
+from .base import ProgressFn, Target
+
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+READ_CHUNK = 1 << 20
+MAX_TOKEN_BYTES = 4 << 20
+
+#: Upload strategy and PATCH limits by host suffix (registry-protocol.md §13).
+HOST_QUIRKS: list[tuple[re.Pattern[str], dict[str, Any]]] = [
+    (re.compile(r"(^|\.)ghcr\.io$"), {"strategy": "monolithic", "chunk_max": 4 << 20}),
+    (re.compile(r"\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"), {"strategy": "monolithic", "chunk_min": 5 << 20}),
+    (re.compile(r"(-docker\.pkg\.dev|(^|\.)gcr\.io)$"), {"strategy": "monolithic"}),
+]
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1 : host.index("]")]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _cause_chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def _is_cert_error(exc: BaseException) -> bool:
+    return any(isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e)
+               for e in _cause_chain(exc))
+
+
+def _is_tls_protocol_error(exc: BaseException) -> bool:
+    return any(isinstance(e, ssl.SSLError) or "SSL" in type(e).__name__ or "WRONG_VERSION" in str(e)
+               or "record layer" in str(e) for e in _cause_chain(exc))
+
+
+def _oci_errors(resp: httpx.Response) -> tuple[tuple[str, ...], str]:
+    codes: list[str] = []
+    messages: list[str] = []
+    try:
+        body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else None
+    except (ValueError, httpx.ResponseNotRead):
+        body = None
+    if isinstance(body, dict):
+        for err in body.get("errors") or []:
+            if isinstance(err, dict):
+                codes.append(str(err.get("code", "")))
+                if err.get("message"):
+                    messages.append(str(err["message"]))
+    return tuple(codes), "; ".join(messages)
+
+
+def _retry_after(resp: httpx.Response | None) -> float | None:
+    if resp is None:
+        return None
+    value = resp.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+class _Retry:
+    """Exponential backoff with full jitter, bounded by a total time budget."""
+
+    def __init__(self, budget: float, base: float = 0.25, cap: float = 8.0, max_attempts: int = 8) -> None:
+        self.deadline = time.monotonic() + budget
+        self.base, self.cap, self.max_attempts = base, cap, max_attempts
+        self.attempt = 0
+
+    def wait(self, resp: httpx.Response | None = None) -> bool:
+        """Sleep before the next attempt; False when attempts or time ran out."""
+        self.attempt += 1
+        if self.attempt >= self.max_attempts:
+            return False
+        delay = _retry_after(resp)
+        if delay is None:
+            delay = random.uniform(0, min(self.cap, self.base * (2 ** self.attempt)))
+        if time.monotonic() + delay > self.deadline:
+            return False
+        time.sleep(delay)
+        return True
+
+
+class RegistryTarget(Target):
+    """One registry host. Thread-safe: layers transfer in parallel through one client."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        credentials: Credentials | None = None,
+        plain_http: bool = False,
+        insecure: bool = False,
+        ca_file: str | Path | None = None,
+        retry_budget: float | None = None,
+        upload_strategy: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.host = host
+        self.name = host
+        self._explicit_credentials = credentials
+        self._credentials: Credentials | None | bool = credentials if credentials else False  # False = not looked up
+        self._plain_http = plain_http
+        self._retry_budget = retry_budget if retry_budget is not None else float(os.environ.get("OCIART_RETRY_BUDGET", 60))
+        verify_arg: Any = True
+        if insecure:
+            verify_arg = False
+        elif ca_file:
+            ctx = ssl.create_default_context()
+            ctx.load_verify_locations(cafile=str(ca_file))
+            verify_arg = ctx
+        self._insecure = insecure
+        self._client = httpx.Client(
+            verify=verify_arg,
+            timeout=httpx.Timeout(timeout, connect=15.0),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            headers={"User-Agent": "ociart/0.1"},
+        )
+        self._scheme: str | None = "http" if plain_http else None
+        self._lock = threading.Lock()
+        self._challenge: Challenge | None = None
+        self._tokens = TokenCache()
+        quirks: dict[str, Any] = {}
+        for pattern, q in HOST_QUIRKS:
+            if pattern.search(host.split(":")[0]):
+                quirks = dict(q)
+        self._quirks = quirks
+        self._strategy: str | None = upload_strategy or os.environ.get("OCIART_UPLOAD_STRATEGY") or quirks.get("strategy")
+        #: Bytes of blob content sent (for tests and the benchmark: a re-push must send 0).
+        self.bytes_uploaded = 0
+
+    # -- connection basics -------------------------------------------------------------------------
+    @property
+    def origin(self) -> str:
+        if self._scheme is None:
+            with self._lock:
+                if self._scheme is None:
+                    self._scheme = self._probe_scheme()
+        return f"{self._scheme}://{self.host}"
+
+    def _probe_scheme(self) -> str:
+        if not _is_loopback(self.host):
+            return "https"
+        try:
+            self._client.get(f"https://{self.host}/v2/", timeout=10)
+            return "https"
+        except httpx.TransportError as exc:
+            if _is_cert_error(exc):
+                raise NetworkError(
+                    f"TLS certificate of {self.host} is not trusted ({_short(exc)}); use --ca-file or --insecure"
+                ) from None
+            if _is_tls_protocol_error(exc) or isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+                return "http"
+            raise NetworkError(f"cannot connect to {self.host}: {_short(exc)}") from None
+
+    def _same_origin(self, url: httpx.URL) -> bool:
+        o = httpx.URL(self.origin)
+        return url.scheme == o.scheme and url.host == o.host and url.port == o.port
+
+    def _creds(self) -> Credentials | None:
+        if self._credentials is False:
+            self._credentials = lookup_credentials(self.host)
+        return self._credentials or None
+
+    def close(self) -> None:
+        self._client.close()
+
+    def same_store(self, other: Target) -> bool:
+        return isinstance(other, RegistryTarget) and other.host == self.host
+
+    # -- auth --------------------------------------------------------------------------------------
+    def _auth_header(self, scopes: tuple[str, ...], force_refresh: bool = False) -> str | None:
+        ch = self._challenge
+        if ch is None:
+            return None
+        if ch.scheme == "basic":
+            creds = self._creds()
+            if creds is None or creds.username is None:
+                return None
+            return creds.basic_header()
+        if ch.scheme == "bearer":
+            service = ch.params.get("service", "")
+            key = TokenCache.key(self.host, service, scopes)
+            if force_refresh:
+                self._tokens.clear(key)
+            token = self._tokens.get(key)
+            if token is None:
+                token, expires = self._fetch_token(ch, scopes)
+                self._tokens.put(key, token, expires)
+            return f"Bearer {token}"
+        return None
+
+    def _fetch_token(self, ch: Challenge, scopes: tuple[str, ...]) -> tuple[str, float]:
+        realm = ch.params.get("realm")
+        if not realm:
+            raise AuthError(f"{self.host} asked for a bearer token without naming a token realm")
+        creds = self._creds()
+        service = ch.params.get("service")
+        try:
+            if creds and creds.identity_token:
+                data = {"grant_type": "refresh_token", "refresh_token": creds.identity_token, "client_id": "ociart",
+                        "scope": " ".join(scopes)}
+                if service:
+                    data["service"] = service
+                resp = self._client.post(realm, data=data)
+            else:
+                params: list[tuple[str, str]] = [("service", service)] if service else []
+                params += [("scope", s) for s in scopes]
+                headers = {"Authorization": creds.basic_header()} if creds and creds.username else {}
+                resp = self._client.get(realm, params=params, headers=headers)
+        except httpx.TransportError as exc:
+            raise NetworkError(f"token request to {realm} failed: {_short(exc)}") from None
+        if resp.status_code in (401, 403):
+            who = f"user {creds.username!r}" if creds and creds.username else "anonymous access"
+            raise AuthError(f"{self.host}: token service refused {who} (wrong username or password?)")
+        if resp.status_code != 200:
+            raise AuthError(f"{self.host}: token service answered HTTP {resp.status_code}")
+        if len(resp.content) > MAX_TOKEN_BYTES:
+            raise InvalidContentError(f"{self.host}: token response over {MAX_TOKEN_BYTES} bytes refused")
+        try:
+            body = resp.json()
+            token = body.get("token") or body.get("access_token")
+        except (ValueError, AttributeError):
+            token, body = None, {}
+        if not token:
+            raise AuthError(f"{self.host}: token service answered without a token")
+        try:
+            expires = float(body.get("expires_in") or 60)
+        except (TypeError, ValueError):
+            expires = 60.0
+        return str(token), expires
+
+    # -- requests ----------------------------------------------------------------------------------
+    def _url(self, path: str) -> httpx.URL:
+        return httpx.URL(self.origin + path)
+
+    def request(
+        self,
+        method: str,
+        url: str | httpx.URL,
+        *,
+        scopes: tuple[str, ...],
+        headers: dict[str, str] | None = None,
+        body: bytes | Callable[[], Iterable[bytes]] | None = None,
+        stream: bool = False,
+        retry: bool = True,
+        follow: bool = True,
+    ) -> httpx.Response:
+        """Send one request with auth, redirects (auth stripped cross-origin) and retries.
+
+        ``body`` is bytes or a factory of fresh iterators, so it can be re-sent on retry. Returns the
+        response (open when ``stream``; the caller closes it). Error statuses are returned, not raised.
+        """
+        target = url if isinstance(url, httpx.URL) else (self._url(url) if url.startswith("/") else httpx.URL(url))
+        scopes = merge_scopes(scopes)
+        retrier = _Retry(self._retry_budget if retry else 0)
+        auth_rounds = 0
+        refresh = refreshed = False
+        while True:
+            req_url = target
+            redirects = 0
+            sent_auth = False
+            try:
+                while True:
+                    h = dict(headers or {})
+                    if self._same_origin(req_url):
+                        auth = self._auth_header(scopes, refresh)
+                        refresh = False
+                        if auth:
+                            h["Authorization"] = auth
+                            sent_auth = True
+                    content = body() if callable(body) else body
+                    req = self._client.build_request(method, req_url, headers=h, content=content)
+                    resp = self._client.send(req, stream=True)
+                    if follow and resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers \
+                            and redirects < 5:
+                        resp.close()
+                        req_url = req_url.join(resp.headers["location"])
+                        redirects += 1
+                        continue
+                    break
+            except httpx.TransportError as exc:
+                if _is_cert_error(exc):
+                    raise NetworkError(f"TLS certificate of {req_url.host} is not trusted ({_short(exc)})") from None
+                if retry and retrier.wait():
+                    continue
+                raise NetworkError(f"{method} {req_url.copy_with(query=None)} failed: {_short(exc)}") from None
+            status = resp.status_code
+            if status == 401 and self._same_origin(req_url):
+                resp.read()
+                resp.close()
+                ch = parse_challenge(resp.headers.get("www-authenticate", ""))
+                auth_rounds += 1
+                if ch is None or ch.scheme not in ("basic", "bearer") or auth_rounds > 4:
+                    raise self._auth_failure(ch, scopes)
+                self._challenge = ch
+                if ch.scheme == "basic":
+                    if sent_auth or self._creds() is None:
+                        raise self._auth_failure(ch, scopes)
+                    continue
+                wanted = merge_scopes(scopes, ch.scopes)
+                if wanted != scopes:  # scope upgrade (e.g. pull -> pull,push, or a mount source)
+                    scopes = wanted
+                    continue
+                if not sent_auth:
+                    continue
+                if not refreshed:  # the token may have expired early: fetch a fresh one once
+                    refresh = refreshed = True
+                    continue
+                raise self._auth_failure(ch, scopes)
+            if status in RETRY_STATUS and retry:
+                resp.read()
+                resp.close()
+                if retrier.wait(resp):
+                    continue
+                if status == 429:
+                    raise NetworkError(f"{self.host}: too many requests (HTTP 429), gave up after retries")
+            if not stream:
+                resp.read()
+                resp.close()
+            return resp
+
+    def _auth_failure(self, ch: Challenge | None, scopes: tuple[str, ...]) -> AuthError:
+        creds = self._creds()
+        if ch is not None and ch.params.get("error") == "insufficient_scope":
+            return AuthError(f"{self.host}: access denied: insufficient scope for {' '.join(scopes)}")
+        if creds is None:
+            return AuthError(f"{self.host}: authentication required: run `ociart login {self.host}` "
+                             "or set OCIART_REGISTRY_USERNAME and OCIART_REGISTRY_PASSWORD")
+        return AuthError(f"{self.host}: authentication failed for user {creds.username!r} "
+                         f"(credentials from {creds.source}): wrong username or password, or no access")
+
+    def _raise_for(self, resp: httpx.Response, what: str) -> None:
+        status = resp.status_code
+        if status < 400:
+            return
+        if not resp.is_closed:
+            resp.read()
+            resp.close()
+        codes, message = _oci_errors(resp)
+        detail = f"{what}: {message or httpx.codes.get_reason_phrase(status) or 'error'} (HTTP {status}"
+        detail += f", {', '.join(codes)})" if codes else ")"
+        if status == 404 or {"MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "NAME_UNKNOWN"} & set(codes):
+            raise NotFoundError(f"{self.host}: {what}: not found")
+        if status in (401, 403) or {"UNAUTHORIZED", "DENIED"} & set(codes):
+            raise AuthError(f"{self.host}: {detail}")
+        if "DIGEST_INVALID" in codes or "SIZE_INVALID" in codes:
+            raise DigestMismatchError(f"{self.host}: {detail}")
+        if "MANIFEST_INVALID" in codes:
+            raise InvalidContentError(f"{self.host}: {detail}")
+        if status == 405 or "UNSUPPORTED" in codes:
+            raise UnsupportedError(f"{self.host}: {detail}", status, codes)
+        if status >= 500 or status == 429:
+            raise NetworkError(f"{self.host}: {detail}")
+        raise RegistryError(f"{self.host}: {detail}", status, codes)
+
+    def check_login(self) -> None:
+        """Authenticate against ``/v2/`` (and the token service): AuthError when refused."""
+        resp = self.request("GET", "/v2/", scopes=())
+        self._raise_for(resp, "login")
+
+    # -- scopes -----------------------------------------------------------------------------------
+    @staticmethod
+    def _pull(repo: str) -> tuple[str, ...]:
+        return (f"repository:{repo}:pull",)
+
+    @staticmethod
+    def _push(repo: str) -> tuple[str, ...]:
+        return (f"repository:{repo}:pull,push",)
+
+    @staticmethod
+    def _delete(repo: str) -> tuple[str, ...]:
+        return (f"repository:{repo}:delete",)
+
+    # -- manifests ---------------------------------------------------------------------------------
+    def resolve(self, repo: str, reference: str) -> Descriptor:
+        resp = self.request("HEAD", f"/v2/{repo}/manifests/{reference}", scopes=self._pull(repo),
+                            headers={"Accept": MANIFEST_ACCEPT})
+        self._raise_for(resp, f"manifest {repo}:{reference}" if not is_digest(reference) else f"manifest {repo}@{reference}")
+        digest = resp.headers.get("docker-content-digest")
+        media = (resp.headers.get("content-type") or "").split(";")[0].strip()
+        size = resp.headers.get("content-length")
+        if digest and is_digest(digest) and media and size is not None and (not is_digest(reference) or digest == reference):
+            return Descriptor(mediaType=media, digest=digest, size=int(size))
+        content = self.get_manifest(repo, reference)
+        return content.descriptor()
+
+    def get_manifest(self, repo: str, reference: str) -> Content:
+        what = f"manifest {repo}@{reference}" if is_digest(reference) else f"manifest {repo}:{reference}"
+        resp = self.request("GET", f"/v2/{repo}/manifests/{reference}", scopes=self._pull(repo),
+                            headers={"Accept": MANIFEST_ACCEPT}, stream=True)
+        try:
+            self._raise_for(resp, what)
+            declared = resp.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
+                raise InvalidContentError(f"{what}: {declared} bytes, over the {MAX_MANIFEST_BYTES}-byte manifest limit")
+            buf = bytearray()
+            for chunk in resp.iter_bytes():
+                buf += chunk
+                if len(buf) > MAX_MANIFEST_BYTES:
+                    raise InvalidContentError(f"{what}: over the {MAX_MANIFEST_BYTES}-byte manifest limit")
+        except httpx.TransportError as exc:
+            raise NetworkError(f"{what}: connection failed: {_short(exc)}") from None
+        finally:
+            resp.close()
+        data = bytes(buf)
+        content = Content.of(data, detect_media_type(data, resp.headers.get("content-type")))
+        expected = reference if is_digest(reference) else resp.headers.get("docker-content-digest")
+        if expected and expected.startswith("sha256:") and content.digest != expected:
+            raise DigestMismatchError(f"{what}: digest mismatch: expected {expected}, got {content.digest}")
+        return content
+
+    def put_manifest(self, repo: str, content: Content, tag: str | None = None) -> None:
+        ref = tag or content.digest
+        resp = self.request("PUT", f"/v2/{repo}/manifests/{ref}", scopes=self._push(repo),
+                            headers={"Content-Type": content.media_type}, body=content.data)
+        self._raise_for(resp, f"push manifest {repo}:{ref}")
+        got = resp.headers.get("docker-content-digest")
+        if got and got != content.digest:
+            raise DigestMismatchError(f"{self.host}: registry stored manifest as {got}, expected {content.digest}")
+
+    # -- blobs: read -------------------------------------------------------------------------------
+    def has_blob(self, repo: str, desc: Descriptor) -> bool:
+        resp = self.request("HEAD", f"/v2/{repo}/blobs/{desc.digest}", scopes=self._pull(repo))
+        if resp.status_code == 404:
+            return False
+        self._raise_for(resp, f"blob {desc.digest}")
+        return True
+
+    def open_blob(self, repo: str, desc: Descriptor) -> AbstractContextManager[Iterator[bytes]]:
+        @contextmanager
+        def opener() -> Iterator[Iterator[bytes]]:
+            resp = self.request("GET", f"/v2/{repo}/blobs/{desc.digest}", scopes=self._pull(repo), stream=True)
+            try:
+                self._raise_for(resp, f"blob {repo}@{desc.digest}")
+
+                def chunks() -> Iterator[bytes]:
+                    d = Digester()
+                    try:
+                        for c in resp.iter_raw(READ_CHUNK):
+                            d.update(c)
+                            yield c
+                    except httpx.TransportError as exc:
+                        raise NetworkError(f"blob {desc.digest}: connection failed: {_short(exc)}") from None
+                    verify(d, desc.digest, desc.size, f"blob {desc.digest}")
+
+                yield chunks()
+            finally:
+                resp.close()
+
+        return opener()
+
+    def fetch_blob(self, repo: str, desc: Descriptor, dest: Path, progress: ProgressFn | None = None) -> None:
+        what = f"blob {desc.digest}"
+        url = f"/v2/{repo}/blobs/{desc.digest}"
+        retrier = _Retry(self._retry_budget)
+        with temp_file(dest.parent) as (fd, tmp):
+            d = Digester()
+            while True:
+                headers = {"Range": f"bytes={d.size}-{desc.size - 1}"} if d.size else {}
+                resp = self.request("GET", url, scopes=self._pull(repo), headers=headers, stream=True)
+                try:
+                    self._raise_for(resp, f"blob {repo}@{desc.digest}")
+                    if d.size and resp.status_code == 200:  # Range ignored: start over
+                        os.ftruncate(fd, 0)
+                        os.lseek(fd, 0, os.SEEK_SET)
+                        d = Digester()
+                    elif d.size:
+                        cr = resp.headers.get("content-range", "")
+                        if resp.status_code != 206 or not cr.startswith(f"bytes {d.size}-"):
+                            raise NetworkError(f"{what}: bad resume response (HTTP {resp.status_code}, {cr!r})")
+                    length = resp.headers.get("content-length")
+                    if length and length.isdigit() and not d.size and int(length) != desc.size:
+                        raise DigestMismatchError(f"{what}: size mismatch: expected {desc.size} bytes, "
+                                                  f"registry sends {length}")
+                    _pump(resp, fd, d, desc.size, what, progress)
+                except (httpx.TransportError, _Dropped) as exc:
+                    if retrier.wait():
+                        continue
+                    raise NetworkError(f"{what}: connection dropped after {d.size} bytes: {_short(exc)}") from None
+                finally:
+                    resp.close()
+                break
+            verify(d, desc.digest, desc.size, what)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            publish(fd, tmp, dest)
+
+    # -- blobs: write ------------------------------------------------------------------------------
+    def mount_blob(self, repo: str, desc: Descriptor, from_repo: str) -> bool:
+        if from_repo == repo:
+            return False
+        resp = self.request("POST", f"/v2/{repo}/blobs/uploads/?mount={desc.digest}&from={from_repo}",
+                            scopes=self._push(repo) + self._pull(from_repo), headers={"Content-Length": "0"})
+        if resp.status_code == 201:
+            return True
+        if resp.status_code == 202 and "location" in resp.headers:
+            self._cancel(resp.headers["location"], repo)
+            return False
+        self._raise_for(resp, f"mount {desc.digest} from {from_repo}")
+        return False
+
+    def _cancel(self, location: str, repo: str) -> None:
+        try:
+            self.request("DELETE", self._location(location), scopes=self._push(repo), retry=False)
+        except OciartError:
+            pass
+
+    def _location(self, location: str, **params: str) -> httpx.URL:
+        url = httpx.URL(self.origin).join(location)
+        return url.copy_merge_params(params) if params else url
+
+    def _start_upload(self, repo: str) -> tuple[str, int]:
+        resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", scopes=self._push(repo),
+                            headers={"Content-Length": "0"})
+        if resp.status_code != 202 or "location" not in resp.headers:
+            self._raise_for(resp, f"start upload to {repo}")
+            raise RegistryError(f"{self.host}: start upload to {repo}: unexpected HTTP {resp.status_code}")
+        min_chunk = resp.headers.get("oci-chunk-min-length", "0")
+        return resp.headers["location"], int(min_chunk) if min_chunk.isdigit() else 0
+
+    def _finish_upload(self, repo: str, location: str, digest: str, body: Any = None,
+                       length: int = 0) -> None:
+        resp = self.request(
+            "PUT", self._location(location, digest=digest), scopes=self._push(repo), retry=False,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(length)}, body=body,
+        )
+        if resp.status_code != 201:
+            self._raise_for(resp, f"upload {digest}")
+            raise RegistryError(f"{self.host}: upload {digest}: expected HTTP 201, got {resp.status_code}")
+        got = resp.headers.get("docker-content-digest")
+        if got and got != digest:
+            raise DigestMismatchError(f"{self.host}: registry stored blob as {got}, expected {digest}")
+
+    def push_blob_file(self, repo: str, path: Path, desc: Descriptor | None, progress: ProgressFn | None = None,
+                       media_type: str = "application/octet-stream") -> Descriptor:
+        if desc is not None and self.has_blob(repo, desc):
+            return desc
+        strategy = self._strategy or "probe"
+        if strategy in ("stream", "probe") and desc is None:
+            try:
+                return self._upload_with_retries(repo, lambda: self._upload_streamed(repo, path, media_type, progress))
+            except _StrategyUnsupported:
+                self._strategy = "monolithic"
+        elif strategy == "probe":
+            pass  # digest known: monolithic PUT is one request fewer and the same speed
+        if desc is None:
+            from ..oci.digest import sha256_file
+
+            digest, size = sha256_file(path)
+            desc = Descriptor(mediaType=media_type, digest=digest, size=size)
+            if self.has_blob(repo, desc):
+                return desc
+        final = desc
+
+        def opener() -> AbstractContextManager[Iterator[bytes]]:
+            @contextmanager
+            def cm() -> Iterator[Iterator[bytes]]:
+                from ..fsutil import read_file_chunks
+
+                yield read_file_chunks(path)
+
+            return cm()
+
+        self.push_blob_stream(repo, final, opener, progress)
+        return final
+
+    def push_blob_stream(self, repo: str, desc: Descriptor,
+                         opener: Callable[[], AbstractContextManager[Iterator[bytes]]],
+                         progress: ProgressFn | None = None) -> None:
+        if self.has_blob(repo, desc):
+            return
+        if (self._strategy or "") == "chunked":
+            self._upload_with_retries(repo, lambda: self._upload_chunked(repo, desc, opener, progress))
+        else:
+            self._upload_with_retries(repo, lambda: self._upload_monolithic(repo, desc, opener, progress))
+
+    def _upload_with_retries(self, repo: str, attempt: Callable[[], Descriptor | None]) -> Any:
+        retrier = _Retry(self._retry_budget)
+        while True:
+            try:
+                return attempt()
+            except (NetworkError, _Retryable) as exc:
+                # upload sessions are not resumable on distribution: restart the blob
+                if retrier.wait():
+                    continue
+                if isinstance(exc, _Retryable):
+                    raise NetworkError(str(exc)) from None
+                raise
+
+    def _upload_monolithic(self, repo: str, desc: Descriptor,
+                           opener: Callable[[], AbstractContextManager[Iterator[bytes]]],
+                           progress: ProgressFn | None) -> None:
+        location, _ = self._start_upload(repo)
+        with opener() as chunks:
+            def body() -> Iterator[bytes]:
+                for c in chunks:
+                    self.bytes_uploaded += len(c)
+                    if progress:
+                        progress(len(c))
+                    yield c
+
+            try:
+                self._finish_upload(repo, location, desc.digest, body(), desc.size)
+            except NetworkError as exc:
+                raise _Retryable(str(exc)) from None
+
+    def _upload_streamed(self, repo: str, path: Path, media_type: str, progress: ProgressFn | None) -> Descriptor:
+        location, _ = self._start_upload(repo)
+        d = Digester()
+
+        def body() -> Iterator[bytes]:
+            with open(path, "rb", buffering=0) as f:
+                while chunk := f.read(CHUNK):
+                    d.update(chunk)
+                    self.bytes_uploaded += len(chunk)
+                    if progress:
+                        progress(len(chunk))
+                    yield chunk
+
+        resp = self.request("PATCH", self._location(location), scopes=self._push(repo), retry=False,
+                            headers={"Content-Type": "application/octet-stream"}, body=body())
+        if resp.status_code in (400, 405, 413, 415, 416) or (resp.status_code >= 400 and resp.status_code < 500
+                                                             and resp.status_code not in (401, 403, 404)):
+            self._cancel(location, repo)
+            raise _StrategyUnsupported()
+        if resp.status_code >= 500:
+            raise _Retryable(f"{self.host}: PATCH upload answered HTTP {resp.status_code}")
+        if resp.status_code != 202:
+            self._raise_for(resp, f"upload {path.name}")
+        self._strategy = "stream"
+        self._finish_upload(repo, resp.headers.get("location", location), d.digest)
+        return Descriptor(mediaType=media_type, digest=d.digest, size=d.size)
+
+    def _upload_chunked(self, repo: str, desc: Descriptor,
+                        opener: Callable[[], AbstractContextManager[Iterator[bytes]]],
+                        progress: ProgressFn | None) -> None:
+        location, min_len = self._start_upload(repo)
+        size = max(min_len, self._quirks.get("chunk_min", 0), int(os.environ.get("OCIART_CHUNK_SIZE", 8 << 20)))
+        if "chunk_max" in self._quirks:
+            size = min(size, self._quirks["chunk_max"])
+        offset = 0
+        pending = bytearray()
+
+        def send(piece: bytes) -> None:
+            nonlocal location, offset
+            resp = self.request("PATCH", self._location(location), scopes=self._push(repo), retry=False, body=piece,
+                                headers={"Content-Type": "application/octet-stream",
+                                         "Content-Range": f"{offset}-{offset + len(piece) - 1}",
+                                         "Content-Length": str(len(piece))})
+            if resp.status_code >= 500:
+                raise _Retryable(f"{self.host}: chunk upload answered HTTP {resp.status_code}")
+            if resp.status_code not in (202, 201):
+                self._raise_for(resp, f"upload chunk of {desc.digest}")
+            location = resp.headers.get("location", location)
+            offset += len(piece)
+            self.bytes_uploaded += len(piece)
+            if progress:
+                progress(len(piece))
+
+        with opener() as chunks:
+            for c in chunks:
+                pending += c
+                while len(pending) >= size:
+                    send(bytes(pending[:size]))
+                    del pending[:size]
+        if pending:
+            send(bytes(pending))
+        self._finish_upload(repo, location, desc.digest)
+
+    # -- tags and deletion -------------------------------------------------------------------------
+    def tags(self, repo: str) -> list[str]:
+        found: set[str] = set()
+        url: httpx.URL = self._url(f"/v2/{repo}/tags/list?n=1000")
+        for _ in range(10_000):
+            resp = self.request("GET", url, scopes=self._pull(repo))
+            self._raise_for(resp, f"tags of {repo}")
+            try:
+                page = resp.json().get("tags") or []
+            except (ValueError, AttributeError):
+                raise InvalidContentError(f"{self.host}: malformed tag list for {repo}") from None
+            new = set(page) - found
+            found |= set(page)
+            nxt = resp.links.get("next", {}).get("url")
+            if not nxt or not new:
+                break
+            url = url.join(nxt)
+            if not self._same_origin(url):  # never follow pagination to another origin
+                break
+        return sorted(found)
+
+    def delete_manifest(self, repo: str, digest: str) -> None:
+        resp = self.request("DELETE", f"/v2/{repo}/manifests/{digest}", scopes=self._delete(repo))
+        if resp.status_code in (200, 202):
+            return
+        if resp.status_code == 405:
+            raise UnsupportedError(f"{self.host}: manifest deletion is disabled on this registry "
+                                   "(distribution: storage.delete.enabled)", 405)
+        self._raise_for(resp, f"delete {repo}@{digest}")
+
+    def delete_tag(self, repo: str, tag: str) -> None:
+        resp = self.request("DELETE", f"/v2/{repo}/manifests/{tag}", scopes=self._delete(repo))
+        if resp.status_code in (200, 202):
+            return
+        if resp.status_code in (400, 405):
+            raise UnsupportedError(
+                f"{self.host}: this registry cannot delete a tag alone (HTTP {resp.status_code}); "
+                f"delete by digest to remove the manifest and every tag on it", resp.status_code)
+        self._raise_for(resp, f"delete tag {repo}:{tag}")
+
+
+class _Dropped(Exception):
+    """The blob stream ended early."""
+
+
+class _Retryable(Exception):
+    pass
+
+
+class _StrategyUnsupported(Exception):
+    pass
+
+
+_EOF = object()
+
+
+def _pump(resp: httpx.Response, fd: int, d: Digester, size: int, what: str, progress: ProgressFn | None) -> None:
+    """Read ``resp`` on a helper thread into a bounded queue; hash and write here. Raises on a short body."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=16)
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            for chunk in resp.iter_raw(READ_CHUNK):
+                if stop.is_set():
+                    return
+                q.put(chunk)
+            q.put(_EOF)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(exc)
+
+    t = threading.Thread(target=reader, daemon=True, name="ociart-blob-reader")
+    t.start()
+    done = False
+    try:
+        while True:
+            item = q.get()
+            if item is _EOF:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            if d.size + len(item) > size:
+                raise DigestMismatchError(f"{what}: registry sent more than the expected {size} bytes")
+            d.update(item)
+            write_all(fd, item)
+            if progress:
+                progress(len(item))
+        done = True
+        if d.size < size:
+            raise _Dropped(f"stream ended after {d.size} of {size} bytes")
+    finally:
+        stop.set()
+        if not done:
+            resp.close()  # unblocks a reader waiting on the socket
+        while t.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(0.05)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

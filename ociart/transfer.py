@@ -1,0 +1,281 @@
+"""Move graphs of content between targets; push and pull of files are special cases.
+
+* :func:`copy_graph` copies a manifest or index and everything it references from one target to another:
+  blobs already present are skipped, blobs on the same registry are mounted, the rest stream through
+  (verified by digest); children before parents; the root manifest's bytes and digest are unchanged.
+* :func:`push_files` stores files as one layer each (title = relative path) and writes the manifest.
+* :func:`pull_files` restores title-annotated layers into a directory via a staging directory: every
+  blob is verified before anything becomes visible, and nothing is written outside the directory.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from pydantic import BaseModel
+
+from .cache import DigestCache, stat_key
+from .errors import ConflictError, InvalidContentError, NotFoundError, UnsafePathError, UsageError
+from .oci import ANNOTATION_TITLE, EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Index, Manifest
+from .oci.digest import sha256_file
+from .oci.mediatypes import DEFAULT_ARTIFACT_TYPE, DEFAULT_FILE_TYPE
+from .progress import Progress
+from .targets.base import Target
+from .targets.layout import LayoutTarget
+
+
+def _parallel(fn: Callable[[Descriptor], object], items: Sequence[Descriptor], concurrency: int) -> None:
+    if len(items) <= 1 or concurrency <= 1:
+        for item in items:
+            fn(item)
+        return
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ociart-transfer") as pool:
+        for fut in [pool.submit(fn, item) for item in items]:
+            fut.result()
+
+
+def copy_blob(src: Target, src_repo: str, dst: Target, dst_repo: str, desc: Descriptor,
+              progress: Progress | None = None) -> None:
+    if dst.has_blob(dst_repo, desc):
+        return
+    if dst.same_store(src) and dst.mount_blob(dst_repo, desc, src_repo):
+        return
+    cb = progress.task(desc.title or desc.digest[7:19], desc.size) if progress else None
+    if isinstance(dst, LayoutTarget):
+        src.fetch_blob(src_repo, desc, dst.blob_path(desc.digest), cb)
+    else:
+        dst.push_blob_stream(dst_repo, desc, lambda: src.open_blob(src_repo, desc), cb)
+
+
+def copy_graph(src: Target, src_repo: str, dst: Target, dst_repo: str, root: Descriptor, *,
+               tag: str | None = None, concurrency: int = 4, progress: Progress | None = None) -> Content:
+    """Copy ``root`` (a manifest or index) and all it references; tag it at the destination if asked."""
+    content = src.get_manifest(src_repo, root.digest)
+    node = content.parse()
+    if isinstance(node, Index):
+        for child in node.manifests:
+            copy_graph(src, src_repo, dst, dst_repo, child, concurrency=concurrency, progress=progress)
+    else:
+        blobs = [node.config, *node.layers]
+        _parallel(lambda d: copy_blob(src, src_repo, dst, dst_repo, d, progress), _unique(blobs), concurrency)
+    dst.put_manifest(dst_repo, content, tag)
+    return content
+
+
+def _unique(descs: Sequence[Descriptor]) -> list[Descriptor]:
+    seen: dict[str, Descriptor] = {}
+    for d in descs:
+        seen.setdefault(d.digest, d)
+    return list(seen.values())
+
+
+# -- push -------------------------------------------------------------------------------------------
+@dataclass
+class FileSpec:
+    path: Path
+    title: str
+    media_type: str = DEFAULT_FILE_TYPE
+
+
+def collect_files(paths: Sequence[str | Path], cwd: Path | None = None) -> list[FileSpec]:
+    """Expand push arguments: a directory contributes its files titled relative to itself; a file is
+    titled by its path relative to the current directory. Titles must be unique and safe."""
+    cwd = cwd or Path.cwd()
+    specs: list[FileSpec] = []
+    for arg in paths:
+        p = Path(arg)
+        if not p.exists():
+            raise NotFoundError(f"{arg}: no such file or directory")
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                for name in sorted(files):
+                    f = Path(root) / name
+                    if f.is_file():
+                        specs.append(FileSpec(f, f.relative_to(p).as_posix()))
+        elif p.is_file():
+            try:
+                title = p.resolve().relative_to(cwd.resolve()).as_posix()
+            except ValueError:
+                title = p.name
+            specs.append(FileSpec(p, title))
+        else:
+            raise UsageError(f"{arg}: not a regular file or directory")
+    seen: set[str] = set()
+    for s in specs:
+        safe_relpath(s.title)
+        if s.title in seen:
+            raise UsageError(f"two files would both be titled {s.title!r}")
+        seen.add(s.title)
+    if not specs:
+        raise UsageError("nothing to push: no files found")
+    return specs
+
+
+def push_files(target: Target, repo: str, tag: str | None, files: Sequence[FileSpec], *,
+               artifact_type: str | None = None, annotations: dict[str, str] | None = None,
+               config: tuple[Path, str] | None = None, concurrency: int = 4,
+               progress: Progress | None = None, cache: DigestCache | None = None,
+               manifest_annotations_extra: dict[str, str] | None = None) -> Content:
+    cache = cache if cache is not None else DigestCache()
+
+    def push_one(path: Path, media_type: str, annotations: dict[str, str] | None) -> Descriptor:
+        before = stat_key(path)
+        known = cache.get(path)
+        desc = Descriptor(mediaType=media_type, digest=known[0], size=known[1]) if known else None
+        cb = progress.task(path.name, before[3] if before else 0) if progress else None
+        out = target.push_blob_file(repo, path, desc, cb, media_type)
+        if not known:
+            cache.put(path, out.digest, before)
+        return Descriptor(mediaType=media_type, digest=out.digest, size=out.size, annotations=annotations)
+
+    layers: list[Descriptor | None] = [None] * len(files)
+
+    def layer(i: int) -> None:
+        f = files[i]
+        layers[i] = push_one(f.path, f.media_type, {ANNOTATION_TITLE: f.title})
+
+    if concurrency > 1 and len(files) > 1:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ociart-push") as pool:
+            for fut in [pool.submit(layer, i) for i in range(len(files))]:
+                fut.result()
+    else:
+        for i in range(len(files)):
+            layer(i)
+    if config is not None:
+        config_desc = push_one(config[0], config[1], None)
+    else:
+        empty = Content.of(EMPTY_JSON, OCI_EMPTY)
+        config_desc = Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2)
+        if not target.has_blob(repo, config_desc):
+            target.push_blob_stream(repo, config_desc, lambda: _bytes_opener(empty.data))
+    if config is None and not artifact_type:
+        artifact_type = DEFAULT_ARTIFACT_TYPE
+    manifest = Manifest(artifactType=artifact_type, config=config_desc, layers=[d for d in layers if d],
+                        annotations={**(annotations or {}), **(manifest_annotations_extra or {})} or None)
+    content = Content.from_model(manifest)
+    target.put_manifest(repo, content, tag)
+    return content
+
+
+def _bytes_opener(data: bytes):  # type: ignore[no-untyped-def]
+    from contextlib import contextmanager
+
+    @contextmanager
+    def cm():  # type: ignore[no-untyped-def]
+        yield iter([data])
+
+    return cm()
+
+
+# -- pull -------------------------------------------------------------------------------------------
+def safe_relpath(name: str) -> PurePosixPath:
+    """Validate a file name from an artifact: relative, no ``..``, no empty or odd components."""
+    if not name or "\x00" in name or "\\" in name:
+        raise UnsafePathError(f"unsafe file name {name!r} in artifact")
+    p = PurePosixPath(name)
+    if p.is_absolute() or any(part in ("..", "") for part in name.split("/")) or name.startswith("./"):
+        raise UnsafePathError(f"unsafe file name {name!r} in artifact: it would escape the target directory")
+    parts = [x for x in p.parts if x != "."]
+    if not parts:
+        raise UnsafePathError(f"unsafe file name {name!r} in artifact")
+    return PurePosixPath(*parts)
+
+
+def _safe_dest(root: Path, rel: PurePosixPath) -> Path:
+    """The destination path, refusing symlinked parents that would lead outside ``root``."""
+    real_root = Path(os.path.realpath(root))
+    cur = root
+    for part in rel.parts[:-1]:
+        cur = cur / part
+        if cur.is_symlink() or (cur.exists() and not cur.is_dir()):
+            real = Path(os.path.realpath(cur))
+            if not cur.is_dir() or not real.is_relative_to(real_root):
+                raise UnsafePathError(f"{rel}: parent {cur} is not a directory inside {root}")
+    dest = cur / rel.parts[-1]
+    if dest.is_symlink():
+        raise UnsafePathError(f"{rel}: destination {dest} is a symlink; refusing to write through it")
+    return dest
+
+
+class PulledFile(BaseModel):
+    path: str
+    digest: str
+    size: int
+    #: True when an identical file was already there.
+    skipped: bool = False
+
+
+def select_layers(manifest: Manifest, include: Sequence[str] = ()) -> list[tuple[PurePosixPath, Descriptor]]:
+    chosen: list[tuple[PurePosixPath, Descriptor]] = []
+    seen: set[str] = set()
+    for layer in manifest.layers:
+        title = layer.title
+        if title is None:
+            continue
+        rel = safe_relpath(title)
+        if str(rel) in seen:
+            raise InvalidContentError(f"artifact has two layers titled {title!r}")
+        seen.add(str(rel))
+        if include and not any(fnmatch.fnmatchcase(str(rel), g) for g in include):
+            continue
+        chosen.append((rel, layer))
+    return chosen
+
+
+def pull_files(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, include: Sequence[str] = (),
+               overwrite: bool = False, concurrency: int = 4, progress: Progress | None = None) -> list[PulledFile]:
+    chosen = select_layers(manifest, include)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan: list[tuple[PurePosixPath, Descriptor, Path]] = []
+    results: list[PulledFile] = []
+    for rel, desc in chosen:
+        dest = _safe_dest(out_dir, rel)
+        if dest.exists():
+            if dest.is_file() and dest.stat().st_size == desc.size and sha256_file(dest)[0] == desc.digest:
+                results.append(PulledFile(path=str(rel), digest=desc.digest, size=desc.size, skipped=True))
+                continue
+            if not overwrite:
+                raise ConflictError(f"{dest} exists with different content; use --overwrite to replace it")
+            if dest.is_dir():
+                raise ConflictError(f"{dest} is a directory; cannot replace it with a file")
+        plan.append((rel, desc, dest))
+    staging = Path(tempfile.mkdtemp(prefix=".ociart-pull-", dir=out_dir))
+    try:
+        staged: dict[str, Path] = {}
+
+        def fetch(desc: Descriptor) -> None:
+            tmp = staging / desc.digest.removeprefix("sha256:")
+            cb = progress.task(desc.title or desc.digest[7:19], desc.size) if progress else None
+            target.fetch_blob(repo, desc, tmp, cb)
+            staged[desc.digest] = tmp
+
+        _parallel(fetch, _unique([d for _, d, _ in plan]), concurrency)
+        # everything verified: make it visible
+        for rel, desc, dest in plan:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            src = staged[desc.digest]
+            if sum(1 for _, d, _ in plan if d.digest == desc.digest) > 1:
+                shutil.copyfile(src, dest.with_name(dest.name + ".ociart-tmp"))
+                os.replace(dest.with_name(dest.name + ".ociart-tmp"), dest)
+            else:
+                os.replace(src, dest)
+            results.append(PulledFile(path=str(rel), digest=desc.digest, size=desc.size))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return sorted(results, key=lambda r: r.path)
+
+
+def describe_config(data: bytes) -> object:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None

@@ -1,0 +1,98 @@
+"""Shared pytest fixtures: real distribution 2.8.2 registries on loopback and an isolated user environment.
+
+Helpers live in ``tests/support`` and are imported as ``support.*`` (pytest puts ``tests/`` on ``sys.path`` because
+``tests/`` has no ``__init__.py``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from support.registry import AuthMode, RunningRegistry, registry_binary, start_registry
+
+RegistryFactory = Callable[..., RunningRegistry]
+
+_ISOLATED_UNSET = ("OCIART_REGISTRY", "OCIART_REGISTRY_USERNAME", "OCIART_REGISTRY_PASSWORD",
+                   "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+def _require_registry() -> None:
+    try:
+        registry_binary()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every credential/config location at fresh temp dirs so the user's real setup never leaks in.
+
+    Returns the temp dir used as ``HOME``.
+    """
+    base = tmp_path_factory.mktemp("env")
+    for sub in ("home", "ociart-home", "docker-config", "xdg-runtime", "xdg-config"):
+        (base / sub).mkdir()
+    monkeypatch.setenv("HOME", str(base / "home"))
+    monkeypatch.setenv("OCIART_HOME", str(base / "ociart-home"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(base / "docker-config"))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(base / "no-such-auth.json"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(base / "xdg-runtime"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(base / "xdg-config"))
+    for name in _ISOLATED_UNSET:
+        monkeypatch.delenv(name, raising=False)
+    return base / "home"
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
+    """Session-wide anonymous plain-HTTP registry; use a unique repository name per test."""
+    _require_registry()
+    running = start_registry(tmp_path_factory.mktemp("registry-session"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def registry_factory(tmp_path: Path) -> Iterator[RegistryFactory]:
+    """``registry_factory(auth=None|"htpasswd"|"token", tls=False, token_expires_in=300)`` → a started registry in
+    its own temp dir, stopped at teardown."""
+    _require_registry()
+    started: list[RunningRegistry] = []
+
+    def factory(auth: AuthMode = None, tls: bool = False, token_expires_in: int = 300) -> RunningRegistry:
+        running = start_registry(tmp_path / f"registry-{len(started)}", auth=auth, tls=tls,
+                                 token_expires_in=token_expires_in)
+        started.append(running)
+        return running
+
+    yield factory
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def htpasswd_registry(registry_factory: RegistryFactory) -> RunningRegistry:
+    """Plain-HTTP registry with htpasswd Basic auth (``alice``/``s3cret``)."""
+    return registry_factory(auth="htpasswd")
+
+
+@pytest.fixture
+def tls_registry(registry_factory: RegistryFactory) -> RunningRegistry:
+    """Anonymous HTTPS registry; its CA is ``.ca_file``."""
+    return registry_factory(tls=True)
+
+
+@pytest.fixture
+def token_registry(registry_factory: RegistryFactory) -> RunningRegistry:
+    """Plain-HTTP registry with token auth; ``.token_server`` grants anonymous pull, push/delete to alice."""
+    return registry_factory(auth="token")
+
+
+@pytest.fixture
+def unique_repo() -> str:
+    """A fresh repository name, ``test/<12 hex>``."""
+    return f"test/{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,233 @@
+"""Loopback HTTP/1.1 reverse proxy that injects faults in front of a test registry.
+
+Bodies are streamed in both directions (64 KiB pieces), requests framed by ``Content-Length`` or
+``Transfer-Encoding: chunked`` alike. Headers are forwarded unchanged (``Host`` included, so the registry builds
+``Location`` URLs that point back at the proxy); only hop-by-hop framing headers are regenerated.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from .fakeserver import CHUNK, BodyReader, LoopbackHTTPServer, QuietHandler, lower_headers
+
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
+               "expect"}
+
+_ERROR_CODES = {400: "UNSUPPORTED", 401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN", 405: "UNSUPPORTED",
+                413: "SIZE_INVALID", 429: "TOOMANYREQUESTS"}
+
+
+@dataclass
+class _Rule:
+    kind: str  # "status" | "drop" | "drop_upload"
+    path_substring: str
+    times: int
+    method: str | None = None
+    status: int = 0
+    nbytes: int = 0
+    code: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.times > 0 and self.path_substring in path and (self.method is None or self.method == method)
+
+
+class _Abort(Exception):
+    """Raised inside the handler to cut the client connection without a (complete) response."""
+
+
+class _ProxyHandler(QuietHandler):
+    def dispatch(self) -> None:
+        proxy: FaultProxy = self.server.owner  # type: ignore[attr-defined]
+        entry: dict[str, Any] = {"method": self.command, "path": self.path,
+                                 "headers": lower_headers(self.headers.items()), "status": None,
+                                 "bytes_in": 0, "bytes_out": 0, "fault": None, "time": time.time()}
+        proxy.log.append(entry)
+        body = BodyReader(self.rfile, self.headers)
+        rule = proxy._take_rule(self.command, self.path)
+        if rule is not None:
+            entry["fault"] = rule.kind
+        try:
+            if rule is not None and rule.kind == "status":
+                entry["bytes_in"] = body.drain()
+                self._send_injected(rule, entry)
+            else:
+                self._forward(proxy, body, rule, entry)
+        except (_Abort, ConnectionError, OSError):
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _send_injected(self, rule: _Rule, entry: dict[str, Any]) -> None:
+        payload = json.dumps({"errors": [{"code": rule.code or _ERROR_CODES.get(rule.status, "UNKNOWN"),
+                                          "message": f"injected by FaultProxy ({rule.status})",
+                                          "detail": None}]}).encode()
+        entry["status"] = rule.status
+        self.send_response_only(rule.status)
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(payload)), **rule.headers}
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            entry["bytes_out"] = len(payload)
+            self.wfile.write(payload)
+
+    def _forward(self, proxy: FaultProxy, body: BodyReader, rule: _Rule | None, entry: dict[str, Any]) -> None:
+        conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=proxy.timeout)
+        try:
+            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in self.headers.items():
+                if name.lower() not in _HOP_BY_HOP or name.lower() == "transfer-encoding":
+                    conn.putheader(name, value)
+            conn.endheaders()
+            limit = rule.nbytes if rule is not None and rule.kind == "drop_upload" else None
+            for piece in body:
+                if limit is not None and entry["bytes_in"] + len(piece) >= limit:
+                    piece = piece[: limit - entry["bytes_in"]]
+                    entry["bytes_in"] += len(piece)
+                    conn.send(b"%X\r\n%s\r\n" % (len(piece), piece) if body.chunked else piece)
+                    raise _Abort
+                entry["bytes_in"] += len(piece)
+                conn.send(b"%X\r\n%s\r\n" % (len(piece), piece) if body.chunked else piece)
+            if body.chunked:
+                conn.send(b"0\r\n\r\n")
+            resp = conn.getresponse()
+            self._relay(proxy, resp, rule, entry)
+        finally:
+            conn.close()
+
+    def _relay(self, proxy: FaultProxy, resp: http.client.HTTPResponse, rule: _Rule | None,
+               entry: dict[str, Any]) -> None:
+        entry["status"] = resp.status
+        headers = proxy._rewrite(self.path, [(n, v) for n, v in resp.getheaders() if n.lower() not in _HOP_BY_HOP])
+        has_length = any(n.lower() == "content-length" for n, _ in headers)
+        no_body = self.command == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200
+        chunked = not no_body and not has_length
+        if chunked:
+            headers.append(("Transfer-Encoding", "chunked"))
+        self.send_response_only(resp.status, resp.reason)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if no_body:
+            return
+        limit = rule.nbytes if rule is not None and rule.kind == "drop" else None
+        while piece := resp.read1(CHUNK):
+            if limit is not None and entry["bytes_out"] + len(piece) >= limit:
+                piece = piece[: limit - entry["bytes_out"]]
+                entry["bytes_out"] += len(piece)
+                self.write_chunk(piece) if chunked and piece else self.wfile.write(piece)
+                raise _Abort
+            entry["bytes_out"] += len(piece)
+            self.write_chunk(piece) if chunked else self.wfile.write(piece)
+        if chunked:
+            self.write_chunk(b"")
+
+
+class FaultProxy:
+    """Streaming reverse proxy on a free loopback port with runtime-configurable faults.
+
+    ``.log`` holds one dict per request, appended when the request arrives and updated while it runs: ``method``,
+    ``path`` (with query), ``headers`` (lower-cased names), ``status``, ``bytes_in`` (request body bytes forwarded or
+    drained), ``bytes_out`` (response body bytes sent), ``fault`` (rule kind applied or ``None``), ``time``.
+    Rules are checked in the order they were added; each fires ``times`` times.
+    """
+
+    def __init__(self, upstream_url: str, *, timeout: float = 60.0) -> None:
+        parts = urlsplit(upstream_url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"FaultProxy needs a plain http:// upstream, got {upstream_url!r}")
+        self.upstream_url = upstream_url
+        self.upstream_host = parts.hostname
+        self.upstream_port = parts.port or 80
+        self.timeout = timeout
+        self.log: list[dict[str, Any]] = []
+        self._rules: list[_Rule] = []
+        self._rewrites: list[tuple[str, str, Callable[[str], str | None]]] = []
+        self._lock = threading.Lock()
+        self._httpd = LoopbackHTTPServer(_ProxyHandler, self)
+        self.host = self._httpd.host
+        self.url = f"http://{self.host}"
+
+    def inject_status(self, path_substring: str, status: int, times: int = 1, retry_after: str | None = None,
+                      method: str | None = None, *, code: str | None = None,
+                      headers: dict[str, str] | None = None) -> None:
+        """Answer the next ``times`` matching requests with ``status`` and an OCI error body, without upstream.
+
+        ``code`` overrides the OCI error code (default derived from the status); ``headers`` adds response headers
+        (e.g. a ``WWW-Authenticate`` challenge).
+        """
+        extra = dict(headers or {})
+        if retry_after is not None:
+            extra["Retry-After"] = retry_after
+        self._add(_Rule("status", path_substring, times, method, status=status, code=code or "", headers=extra))
+
+    def drop_after(self, path_substring: str, nbytes: int, times: int = 1, method: str | None = "GET") -> None:
+        """For matching requests send the upstream status, headers and first ``nbytes`` of body, then cut the socket."""
+        self._add(_Rule("drop", path_substring, times, method, nbytes=nbytes))
+
+    def drop_upload_after(self, path_substring: str, nbytes: int, times: int = 1,
+                          method: str | None = "PATCH") -> None:
+        """Forward only the first ``nbytes`` of a matching request body upstream, then cut both connections."""
+        self._add(_Rule("drop_upload", path_substring, times, method, nbytes=nbytes))
+
+    def rewrite_header(self, name: str, fn: Callable[[str], str | None], path_substring: str = "") -> None:
+        """Pass every upstream response header ``name`` (on matching paths) through ``fn``; ``None`` removes it."""
+        with self._lock:
+            self._rewrites.append((name.lower(), path_substring, fn))
+
+    def clear(self) -> None:
+        """Remove all fault rules and header rewrites (the log is kept)."""
+        with self._lock:
+            self._rules.clear()
+            self._rewrites.clear()
+
+    def find(self, method: str | None = None, path_substring: str = "") -> list[dict[str, Any]]:
+        """Log entries filtered by method and path substring."""
+        return [e for e in self.log if (method is None or e["method"] == method) and path_substring in e["path"]]
+
+    def stop(self) -> None:
+        """Shut the proxy down and cut open connections."""
+        self._httpd.stop()
+
+    def __enter__(self) -> FaultProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _add(self, rule: _Rule) -> None:
+        with self._lock:
+            self._rules.append(rule)
+
+    def _take_rule(self, method: str, path: str) -> _Rule | None:
+        with self._lock:
+            for rule in self._rules:
+                if rule.matches(method, path):
+                    rule.times -= 1
+                    return rule
+        return None
+
+    def _rewrite(self, path: str, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        with self._lock:
+            rewrites = list(self._rewrites)
+        out: list[tuple[str, str]] = []
+        for name, value in headers:
+            new: str | None = value
+            for target, substring, fn in rewrites:
+                if new is not None and target == name.lower() and substring in path:
+                    new = fn(new)
+            if new is not None:
+                out.append((name, new))
+        return out
