@@ -1,0 +1,3 @@
+from ociart.cli import main
+
+main()

@@ -1,0 +1,40 @@
+"""Small helpers shared by tests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def write_random(path: Path, size: int, seed: int = 0) -> Path:
+    """Deterministic pseudo-random content (fast, incompressible enough)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = hashlib.sha256(f"seed-{seed}".encode()).digest() * 2048  # 64 KiB
+    with open(path, "wb") as f:
+        left = size
+        i = 0
+        while left > 0:
+            chunk = hashlib.sha256(block[:64] + i.to_bytes(8, "big")).digest() + block[32:]
+            f.write(chunk[: min(left, len(chunk))])
+            left -= len(chunk)
+            i += 1
+    return path
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every regular file under root (ignores nothing)."""
+    out: dict[str, str] = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath) / name
+            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def run_cli(*args: str, input: str | None = None, cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ociart", *args], capture_output=True, text=True, input=input,
+                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=300)
