@@ -1,0 +1,541 @@
+#!/usr/bin/env python3
+"""Blob transfer benchmark: ociart vs curl vs oras-py against a local CNCF distribution registry.
+
+    /work/venv/bin/python benchmarks/transfer.py [--size-mib 1024] [--rounds 3] [--json] [--tmpdir DIR]
+
+Starts its own ``docker-registry serve`` (Debian ``docker-registry``, distribution 2.8.2) on a free loopback port
+with filesystem storage in a temp dir, writes a random file of ``--size-mib`` MiB, and then, for each round,
+runs every contender as a separate subprocess (push contenders, pull contenders, then the ociart re-push), each
+under ``/usr/bin/time -v`` for its peak RSS. Everything it created (the random file, registry storage, pulled
+files, ``OCIART_HOME`` dirs) is deleted at the end.
+
+Timing:
+* ``seconds`` for curl = wall time of the curl process(es) (POST + PUT for a push, one GET for a pull);
+* ``seconds`` for the Python contenders = time of the library call inside the runner process (client creation +
+  push/pull + close), i.e. *without* interpreter start-up and imports. The wall time of the whole runner process
+  (including start-up and imports) is reported separately as ``process s``.
+
+Peak RSS is ``Maximum resident set size`` from GNU time (``ru_maxrss`` of the waited-for child); without
+``/usr/bin/time`` the contender is wrapped in a fresh Python process reporting ``RUSAGE_CHILDREN.ru_maxrss``.
+MB = 10^6 bytes.
+
+See shared/reference/registry-protocol.md, §14 and the appendix (measured transfer strategies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+REPO_ROOT = HERE.parent.parent
+REGISTRY_SECRET = "ociart-benchmark-secret"
+FILE_NAME = "blob.bin"
+WRITE_CHUNK = 16 << 20
+HASH_CHUNK = 8 << 20
+START_TIMEOUT = 15.0
+GNU_TIME = "/usr/bin/time"
+
+PUSH = ("curl push", "ociart push", "oras-py push")
+PULL = ("curl pull", "ociart pull", "oras-py pull")
+REPUSH = "ociart re-push"
+ALL = (*PUSH, *PULL, REPUSH)
+BASELINE = {**{c: "curl push" for c in PUSH}, **{c: "curl pull" for c in PULL}}
+
+#: Targets from the issue.
+PUSH_RATIO_MAX = 1.10
+PULL_RATIO_MAX = 1.15
+RSS_MB_MAX = 120.0
+
+
+# ------------------------------------------------------------------------------------------------ runner mode
+# `transfer.py _run SPEC.json` executes one Python contender and writes its result to spec["result"].
+# `transfer.py _wrap RESULT.json CMD...` (fallback when GNU time is missing) runs CMD, writes the child's ru_maxrss.
+
+def _runner(spec_path: str) -> int:
+    import resource
+
+    spec = json.loads(Path(spec_path).read_text())
+    kind: str = spec["kind"]
+    out: dict[str, Any] = {}
+    if kind.startswith("ociart"):
+        import ociart
+        import ociart.client  # noqa: F401 - import outside the timed region
+        import ociart.targets.registry  # noqa: F401
+        import ociart.transfer  # noqa: F401
+    else:
+        import oras.client
+        import oras.provider  # noqa: F401
+
+    t0 = time.perf_counter()
+    if kind in ("ociart-push", "ociart-repush"):
+        client = ociart.Client(plain_http=True)
+        try:
+            desc = client.push(spec["ref"], [spec["file"]])
+            out["bytes_uploaded"] = client.target(client.ref(spec["ref"])).bytes_uploaded
+            out["manifest_digest"] = desc.digest
+        finally:
+            client.close()
+    elif kind == "ociart-pull":
+        client = ociart.Client(plain_http=True)
+        try:
+            res = client.pull(spec["ref"], spec["outdir"])
+            out["manifest_digest"] = res.digest
+        finally:
+            client.close()
+    elif kind == "oras-push":
+        oc = oras.client.OrasClient(hostname=spec["host"], insecure=True)
+        resp = oc.push(target=spec["ref"], files=[spec["file"]], quiet=True)
+        out["status"] = resp.status_code
+    elif kind == "oras-pull":
+        oc = oras.client.OrasClient(hostname=spec["host"], insecure=True)
+        out["files"] = oc.pull(target=spec["ref"], outdir=spec["outdir"])
+    else:
+        raise SystemExit(f"unknown runner kind {kind!r}")
+    out["seconds"] = time.perf_counter() - t0
+    out["self_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    Path(spec["result"]).write_text(json.dumps(out))
+    return 0
+
+
+def _wrap(result_path: str, cmd: list[str]) -> int:
+    import resource
+
+    rc = subprocess.call(cmd)
+    Path(result_path).write_text(json.dumps(
+        {"maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "rc": rc}))
+    return rc
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _http(method: str, url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with _NO_PROXY.open(req, timeout=30) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+class Registry:
+    """``docker-registry serve`` with filesystem storage under ``workdir`` (reference §14)."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+        if not os.access(binary, os.X_OK):
+            raise SystemExit("docker-registry is not installed (apt-get install docker-registry)")
+        self.root = workdir / "storage"
+        self.root.mkdir(parents=True)
+        self.config_path = workdir / "config.yml"
+        self.log_path = workdir / "registry.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        self.proc: subprocess.Popen[bytes] | None = None
+        for _attempt in range(5):
+            port = _free_port()
+            config = {
+                "version": 0.1,
+                "log": {"level": "warn", "accesslog": {"disabled": True}},
+                "storage": {"filesystem": {"rootdirectory": str(self.root)}, "delete": {"enabled": True},
+                            "maintenance": {"uploadpurging": {"enabled": False}}},
+                "http": {"addr": f"127.0.0.1:{port}", "secret": REGISTRY_SECRET},
+            }
+            self.config_path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is valid YAML
+            with open(self.log_path, "wb") as log:
+                self.proc = subprocess.Popen([binary, "serve", str(self.config_path)], stdin=subprocess.DEVNULL,
+                                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+            self.host = f"127.0.0.1:{port}"
+            self.url = f"http://{self.host}"
+            if self._wait_ready():
+                return
+            self.stop()
+            if "address already in use" not in self.log_path.read_text(errors="replace"):
+                break
+        raise SystemExit(f"docker-registry did not start; log:\n{self.log_path.read_text(errors='replace')}")
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                return False
+            try:
+                if _http("GET", f"{self.url}/v2/")[0] == 200:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def has_blob(self, repo: str, digest: str) -> bool:
+        return _http("HEAD", f"{self.url}/v2/{repo}/blobs/{digest}")[0] == 200
+
+    def has_manifest(self, repo: str, tag: str) -> bool:
+        accept = ("application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, "
+                  "application/vnd.docker.distribution.manifest.v2+json")
+        return _http("HEAD", f"{self.url}/v2/{repo}/manifests/{tag}", {"Accept": accept})[0] == 200
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# ------------------------------------------------------------------------------------------------ measuring
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _make_file(path: Path, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            chunk = os.urandom(min(WRITE_CHUNK, left))
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _parse_gnu_time(text: str) -> int:
+    for line in text.splitlines():
+        if "Maximum resident set size" in line:
+            return int(line.rsplit(":", 1)[1].strip())
+    raise RuntimeError(f"no 'Maximum resident set size' in GNU time output:\n{text}")
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.work = work
+        self.size = args.size_mib << 20
+        self.use_gnu_time = os.access(GNU_TIME, os.X_OK)
+        if not self.use_gnu_time:
+            _log(f"note: {GNU_TIME} not found (apt-get install time); peak RSS comes from a Python wrapper "
+                 "reporting RUSAGE_CHILDREN.ru_maxrss of the contender")
+        self.env = dict(os.environ)
+        for var in ("NO_PROXY", "no_proxy"):
+            self.env[var] = ",".join(filter(None, [self.env.get(var), "127.0.0.1", "localhost"]))
+        self.env.pop("OCIART_UPLOAD_STRATEGY", None)  # measure the default strategy selection
+        self.seq = 0
+
+    # one measured subprocess ---------------------------------------------------------------------
+    def measure(self, cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+                ) -> tuple[float, int]:
+        """Run ``cmd``; return (wall seconds, peak RSS kB)."""
+        self.seq += 1
+        rss_file = self.work / f"rss-{self.seq}.txt"
+        if self.use_gnu_time:
+            full = [GNU_TIME, "-v", "-o", str(rss_file), *cmd]
+        else:
+            full = [sys.executable, str(HERE), "_wrap", str(rss_file), *cmd]
+        if not self.args.no_sync:
+            os.sync()  # flush the previous run's dirty pages so its writeback does not land in this run
+        t0 = time.perf_counter()
+        proc = subprocess.run(full, env=env or self.env, cwd=cwd or self.work, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n"
+                               f"{proc.stdout.decode(errors='replace')[-3000:]}\n"
+                               f"{proc.stderr.decode(errors='replace')[-3000:]}")
+        text = rss_file.read_text()
+        rss_file.unlink()
+        rss = _parse_gnu_time(text) if self.use_gnu_time else int(json.loads(text)["maxrss_kb"])
+        return wall, rss
+
+    def python_contender(self, spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+        self.seq += 1
+        spec_path = self.work / f"spec-{self.seq}.json"
+        result_path = self.work / f"result-{self.seq}.json"
+        spec_path.write_text(json.dumps({**spec, "result": str(result_path)}))
+        wall, rss = self.measure([sys.executable, str(HERE), "_run", str(spec_path)], env=env, cwd=self.data_dir)
+        out = json.loads(result_path.read_text())
+        spec_path.unlink()
+        result_path.unlink()
+        return {"seconds": out.pop("seconds"), "process_seconds": wall, "peak_rss_kb": rss, **out}
+
+    # setup -----------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        self.data_dir = self.work / "data"
+        self.data_dir.mkdir()
+        self.out_dir = self.work / "out"
+        self.homes = self.work / "homes"
+        self.homes.mkdir()
+        self.file = self.data_dir / FILE_NAME
+        _log(f"writing {self.args.size_mib} MiB of random data to {self.file} ...")
+        self.digest = _make_file(self.file, self.size)
+        self.registry = Registry(self.work / "registry")
+        _log(f"registry {self.registry.url} (pid {self.registry.proc.pid if self.registry.proc else '?'}); "
+             f"blob {self.digest}")
+        # Source artifact for the pull contenders (untimed), pushed by ociart with its own OCIART_HOME.
+        self.source_repo = "bench/source"
+        self.source_ref = f"{self.registry.host}/{self.source_repo}:v1"
+        self.python_contender({"kind": "ociart-push", "ref": self.source_ref, "file": FILE_NAME},
+                              env={**self.env, "OCIART_HOME": str(self.homes / "source")})
+        if not self.registry.has_blob(self.source_repo, self.digest):
+            raise RuntimeError("setup push of the source artifact did not store the blob")
+        # ociart's digest cache ignores files modified within the last 2 s (racy mtime); make sure the re-push
+        # contender sees a file older than that, as any real re-push would.
+        age = time.time() - self.file.stat().st_mtime
+        if age < 2.5:
+            time.sleep(2.5 - age)
+
+    def _fresh_out(self) -> Path:
+        shutil.rmtree(self.out_dir, ignore_errors=True)
+        self.out_dir.mkdir()
+        return self.out_dir
+
+    def _check_pulled(self, name: str) -> None:
+        got = self.out_dir / FILE_NAME
+        if not got.is_file() or got.stat().st_size != self.size:
+            raise RuntimeError(f"{name}: pulled file missing or wrong size")
+        if _sha256_file(got) != self.digest:
+            raise RuntimeError(f"{name}: pulled file has the wrong content")
+        shutil.rmtree(self.out_dir)  # delete the output before the next pull run
+
+    # contenders ----------------------------------------------------------------------------------
+    def run_one(self, name: str, rnd: int) -> dict[str, Any]:
+        host = self.registry.host
+        url = self.registry.url
+        home = self.homes / f"round{rnd}"
+        if name == "curl push":
+            repo = f"bench/r{rnd}-curl"
+            script = ('loc=$(curl -sS -f --noproxy "*" -D - -o /dev/null -X POST "$1" | tr -d "\\r" '
+                      '| sed -n "s/^[Ll]ocation: *//p") || exit 1; [ -n "$loc" ] || exit 2; '
+                      'case "$loc" in http*) ;; *) loc="$4$loc";; esac; '
+                      'case "$loc" in *\\?*) sep="&";; *) sep="?";; esac; '
+                      'exec curl -sS -f --noproxy "*" -o /dev/null -T "$2" -X PUT '
+                      '-H "Content-Type: application/octet-stream" "$loc${sep}digest=$3"')
+            wall, rss = self.measure(["sh", "-c", script, "sh", f"{url}/v2/{repo}/blobs/uploads/", str(self.file),
+                                      self.digest, url])
+            if not self.registry.has_blob(repo, self.digest):
+                raise RuntimeError("curl push: blob not in the registry afterwards")
+            return {"seconds": wall, "process_seconds": wall, "peak_rss_kb": rss}
+        if name == "curl pull":
+            self._fresh_out()
+            wall, rss = self.measure(["curl", "-sS", "-f", "--noproxy", "*", "-o", str(self.out_dir / FILE_NAME),
+                                      f"{url}/v2/{self.source_repo}/blobs/{self.digest}"])
+            self._check_pulled(name)
+            return {"seconds": wall, "process_seconds": wall, "peak_rss_kb": rss}
+        if name in ("ociart push", REPUSH):
+            repo = f"bench/r{rnd}-ociart"
+            if name == "ociart push":
+                shutil.rmtree(home, ignore_errors=True)
+                home.mkdir()  # fresh OCIART_HOME: a cold push (no digest cache)
+            res = self.python_contender({"kind": "ociart-push" if name == "ociart push" else "ociart-repush",
+                                         "ref": f"{host}/{repo}:v1", "file": FILE_NAME},
+                                        env={**self.env, "OCIART_HOME": str(home)})
+            if not (self.registry.has_blob(repo, self.digest) and self.registry.has_manifest(repo, "v1")):
+                raise RuntimeError(f"{name}: blob or manifest missing afterwards")
+            return res
+        if name == "oras-py push":
+            repo = f"bench/r{rnd}-oras"
+            res = self.python_contender({"kind": "oras-push", "host": host, "ref": f"{host}/{repo}:v1",
+                                         "file": FILE_NAME})
+            if not (self.registry.has_blob(repo, self.digest) and self.registry.has_manifest(repo, "v1")):
+                raise RuntimeError(f"{name}: blob or manifest missing afterwards")
+            return res
+        if name in ("ociart pull", "oras-py pull"):
+            self._fresh_out()
+            kind = "ociart-pull" if name == "ociart pull" else "oras-pull"
+            res = self.python_contender({"kind": kind, "host": host, "ref": self.source_ref,
+                                         "outdir": str(self.out_dir)},
+                                        env={**self.env, "OCIART_HOME": str(self.homes / "pull")})
+            self._check_pulled(name)
+            return res
+        raise ValueError(name)
+
+    def run(self) -> dict[str, list[dict[str, Any]]]:
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in ALL}
+        for rnd in range(self.args.rounds):
+            # interleaved; the order inside each group rotates from round to round
+            k = rnd % 3
+            order = [*PUSH[k:], *PUSH[:k], *PULL[k:], *PULL[:k], REPUSH]
+            for name in order:
+                res = self.run_one(name, rnd)
+                res["round"] = rnd
+                results[name].append(res)
+                extra = f", {res['bytes_uploaded']} blob bytes sent" if "bytes_uploaded" in res else ""
+                _log(f"round {rnd + 1}/{self.args.rounds}  {name:<14} {res['seconds']:7.2f} s  "
+                     f"(process {res['process_seconds']:.2f} s)  peak RSS {res['peak_rss_kb'] / 1000 * 1.024:7.1f} MB"
+                     f"{extra}")
+        return results
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+def _mb(kb: int) -> float:
+    return kb * 1024 / 1e6
+
+
+def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for name, runs in results.items():
+        secs = [r["seconds"] for r in runs]
+        summary[name] = {
+            "seconds": secs,
+            "median_s": statistics.median(secs),
+            "process_seconds": [r["process_seconds"] for r in runs],
+            "median_process_s": statistics.median(r["process_seconds"] for r in runs),
+            "peak_rss_kb": [r["peak_rss_kb"] for r in runs],
+            "peak_rss_mb": max(_mb(r["peak_rss_kb"]) for r in runs),
+        }
+        if any("bytes_uploaded" in r for r in runs):
+            summary[name]["bytes_uploaded"] = [r.get("bytes_uploaded") for r in runs]
+    for name, base in BASELINE.items():
+        s, b = summary[name], summary[base]
+        s["ratio_vs_curl"] = s["median_s"] / b["median_s"]
+        s["ratio_vs_curl_per_round"] = [x / y for x, y in zip(s["seconds"], b["seconds"])]
+    return summary
+
+
+def check_targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    rss = max(summary[n]["peak_rss_mb"] for n in ("ociart push", "ociart pull", REPUSH))
+    repush_bytes = max(summary[REPUSH]["bytes_uploaded"])
+    rows = [
+        ("ociart push time", f"<= {PUSH_RATIO_MAX:.2f}x curl push", summary["ociart push"]["ratio_vs_curl"],
+         f"{summary['ociart push']['ratio_vs_curl']:.2f}x", summary["ociart push"]["ratio_vs_curl"] <= PUSH_RATIO_MAX),
+        ("ociart digest-verified pull time", f"<= {PULL_RATIO_MAX:.2f}x curl pull",
+         summary["ociart pull"]["ratio_vs_curl"], f"{summary['ociart pull']['ratio_vs_curl']:.2f}x",
+         summary["ociart pull"]["ratio_vs_curl"] <= PULL_RATIO_MAX),
+        ("ociart peak RSS (push, pull, re-push)", f"<= {RSS_MB_MAX:.0f} MB", rss, f"{rss:.0f} MB",
+         rss <= RSS_MB_MAX),
+        ("ociart re-push blob bytes", "0 bytes", repush_bytes, f"{repush_bytes} bytes", repush_bytes == 0),
+    ]
+    return [{"name": n, "target": t, "measured": m, "measured_text": mt, "pass": ok} for n, t, m, mt, ok in rows]
+
+
+def render(summary: dict[str, Any], targets: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    target_col = {
+        "ociart push": f"<= {PUSH_RATIO_MAX:.2f}x, <= {RSS_MB_MAX:.0f} MB",
+        "ociart pull": f"<= {PULL_RATIO_MAX:.2f}x, <= {RSS_MB_MAX:.0f} MB",
+        REPUSH: f"0 bytes, <= {RSS_MB_MAX:.0f} MB",
+    }
+    lines = [f"{meta['size_mib']} MiB random blob, {meta['rounds']} rounds, distribution {meta['registry_version']}, "
+             f"nproc {meta['nproc']}, Python {meta['python']}, {meta['date']}",
+             "",
+             f"{'contender':<16} {'median s':>9} {'vs curl':>8} {'process s':>10} {'peak RSS MB':>12}  "
+             f"{'per-round s':<22} target",
+             "-" * 108]
+    for name in ALL:
+        s = summary[name]
+        ratio = f"{s['ratio_vs_curl']:.2f}x" if "ratio_vs_curl" in s else "-"
+        rounds = "/".join(f"{x:.2f}" for x in s["seconds"])
+        target = target_col.get(name, "")
+        if name == REPUSH:
+            target = f"{target}  (sent {'/'.join(str(b) for b in s['bytes_uploaded'])} bytes)"
+        elif name == "ociart push":
+            target = f"{target}  (sent {'/'.join(str(b) for b in s['bytes_uploaded'])} bytes)"
+        lines.append(f"{name:<16} {s['median_s']:>9.2f} {ratio:>8} {s['median_process_s']:>10.2f} "
+                     f"{s['peak_rss_mb']:>12.1f}  {rounds:<22} {target}")
+    lines += ["", "targets:"]
+    for t in targets:
+        lines.append(f"  {'PASS' if t['pass'] else 'FAIL'}  {t['name']:<38} target {t['target']:<20} "
+                     f"measured {t['measured_text']}")
+    lines += ["", "seconds: curl = process wall time; Python contenders = library call inside the runner "
+                  "(process s adds interpreter start-up and imports). Ratios = median / median of curl."]
+    return "\n".join(lines)
+
+
+def _version(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="size of the random blob in MiB (default 1024)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every contender (default 3)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable results on stdout only")
+    parser.add_argument("--tmpdir", default=None, help="where to put the temp dir (default: system temp)")
+    parser.add_argument("--no-sync", action="store_true", help="do not os.sync() before each measured run")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (debugging)")
+    args = parser.parse_args(argv)
+    if args.size_mib < 1 or args.rounds < 1:
+        parser.error("--size-mib and --rounds must be >= 1")
+
+    def on_term(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    work = Path(tempfile.mkdtemp(prefix="ociart-bench-", dir=args.tmpdir))
+    bench: Bench | None = None
+    try:
+        bench = Bench(args, work)
+        bench.setup()
+        results = bench.run()
+    finally:
+        if bench is not None and getattr(bench, "registry", None) is not None:
+            bench.registry.stop()
+        if args.keep:
+            _log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    meta = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "size_mib": args.size_mib, "rounds": args.rounds, "nproc": os.cpu_count(),
+        "python": platform.python_version(), "platform": platform.platform(),
+        "registry_version": _version(["docker-registry", "--version"]).split()[-1],
+        "curl": _version(["curl", "--version"]).split(" (")[0],
+        "rss_source": "GNU time -v" if bench.use_gnu_time else "python wrapper RUSAGE_CHILDREN",
+        "digest": bench.digest,
+    }
+    summary = summarise(results)
+    targets = check_targets(summary)
+    if args.json:
+        print(json.dumps({"meta": meta, "results": summary, "runs": results, "targets": targets}, indent=2))
+    else:
+        print(render(summary, targets, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "_run":
+        sys.exit(_runner(sys.argv[2]))
+    if len(sys.argv) > 3 and sys.argv[1] == "_wrap":
+        sys.exit(_wrap(sys.argv[2], sys.argv[3:]))
+    sys.exit(main())
