@@ -234,7 +234,19 @@ def select_layers(manifest: Manifest, include: Sequence[str] = ()) -> list[tuple
 def pull_files(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, include: Sequence[str] = (),
                overwrite: bool = False, concurrency: int = 4, progress: Progress | None = None) -> list[PulledFile]:
     chosen = select_layers(manifest, include)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _pull_into(target, repo, chosen, out_dir, overwrite=overwrite, concurrency=concurrency,
+                          progress=progress)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # leave no trace of a failed pull
+        raise
+
+
+def _pull_into(target: Target, repo: str, chosen: list[tuple[PurePosixPath, Descriptor]], out_dir: Path, *,
+               overwrite: bool, concurrency: int, progress: Progress | None) -> list[PulledFile]:
     plan: list[tuple[PurePosixPath, Descriptor, Path]] = []
     results: list[PulledFile] = []
     for rel, desc in chosen:
