@@ -16,8 +16,8 @@ Timing:
   (including start-up and imports) is reported separately as ``process s``.
 
 Peak RSS is ``Maximum resident set size`` from GNU time (``ru_maxrss`` of the waited-for child); without
-``/usr/bin/time`` the contender is wrapped in a fresh Python process reporting ``RUSAGE_CHILDREN.ru_maxrss``.
-MB = 10^6 bytes.
+``/usr/bin/time`` the Python runners report their own ``RUSAGE_SELF.ru_maxrss`` and curl runs under a minimal
+Python wrapper reporting ``RUSAGE_CHILDREN.ru_maxrss`` (``--rss-wrapper`` forces this mode). MB = 10^6 bytes.
 
 See shared/reference/registry-protocol.md, §14 and the appendix (measured transfer strategies).
 """
@@ -66,7 +66,6 @@ RSS_MB_MAX = 120.0
 
 # ------------------------------------------------------------------------------------------------ runner mode
 # `transfer.py _run SPEC.json` executes one Python contender and writes its result to spec["result"].
-# `transfer.py _wrap RESULT.json CMD...` (fallback when GNU time is missing) runs CMD, writes the child's ru_maxrss.
 
 def _runner(spec_path: str) -> int:
     import resource
@@ -114,13 +113,22 @@ def _runner(spec_path: str) -> int:
     return 0
 
 
-def _wrap(result_path: str, cmd: list[str]) -> int:
-    import resource
-
-    rc = subprocess.call(cmd)
-    Path(result_path).write_text(json.dumps(
-        {"maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "rc": rc}))
-    return rc
+#: Fallback RSS wrapper for curl when GNU time is missing, run as ``python -I -S -c _WRAP RESULT CMD...``. It must
+#: stay tiny: Linux folds the RSS of the forking process into the child's ru_maxrss (recorded at exec), so a
+#: wrapper that imported this script (~20 MB) would inflate curl's ~11 MB. This one forks at ~7 MB.
+_WRAP = """
+import os, sys, resource
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status = os.waitpid(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 
 # ------------------------------------------------------------------------------------------------ registry
@@ -249,8 +257,8 @@ class Bench:
         self.args = args
         self.work = work
         self.size = args.size_mib << 20
-        self.use_gnu_time = os.access(GNU_TIME, os.X_OK)
-        if not self.use_gnu_time:
+        self.use_gnu_time = os.access(GNU_TIME, os.X_OK) and not args.rss_wrapper
+        if not self.use_gnu_time and not args.rss_wrapper:
             _log(f"note: {GNU_TIME} not found (apt-get install time); peak RSS comes from a Python wrapper "
                  "reporting RUSAGE_CHILDREN.ru_maxrss of the contender")
         self.env = dict(os.environ)
@@ -260,15 +268,18 @@ class Bench:
         self.seq = 0
 
     # one measured subprocess ---------------------------------------------------------------------
-    def measure(self, cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
-                ) -> tuple[float, int]:
-        """Run ``cmd``; return (wall seconds, peak RSS kB)."""
+    def measure(self, cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
+                self_reporting: bool = False) -> tuple[float, int | None]:
+        """Run ``cmd``; return (wall seconds, peak RSS kB). Without GNU time, a ``self_reporting`` command (our
+        Python runner, which reports its own RUSAGE_SELF.ru_maxrss) runs unwrapped and None is returned."""
         self.seq += 1
         rss_file = self.work / f"rss-{self.seq}.txt"
         if self.use_gnu_time:
             full = [GNU_TIME, "-v", "-o", str(rss_file), *cmd]
+        elif self_reporting:
+            full = cmd
         else:
-            full = [sys.executable, str(HERE), "_wrap", str(rss_file), *cmd]
+            full = [sys.executable, "-I", "-S", "-c", _WRAP, str(rss_file), *cmd]
         if not self.args.no_sync:
             os.sync()  # flush the previous run's dirty pages so its writeback does not land in this run
         t0 = time.perf_counter()
@@ -279,18 +290,22 @@ class Bench:
             raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n"
                                f"{proc.stdout.decode(errors='replace')[-3000:]}\n"
                                f"{proc.stderr.decode(errors='replace')[-3000:]}")
+        if not self.use_gnu_time and self_reporting:
+            return wall, None
         text = rss_file.read_text()
         rss_file.unlink()
-        rss = _parse_gnu_time(text) if self.use_gnu_time else int(json.loads(text)["maxrss_kb"])
-        return wall, rss
+        return wall, _parse_gnu_time(text) if self.use_gnu_time else int(text)
 
     def python_contender(self, spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
         self.seq += 1
         spec_path = self.work / f"spec-{self.seq}.json"
         result_path = self.work / f"result-{self.seq}.json"
         spec_path.write_text(json.dumps({**spec, "result": str(result_path)}))
-        wall, rss = self.measure([sys.executable, str(HERE), "_run", str(spec_path)], env=env, cwd=self.data_dir)
+        wall, rss = self.measure([sys.executable, str(HERE), "_run", str(spec_path)], env=env, cwd=self.data_dir,
+                                 self_reporting=True)
         out = json.loads(result_path.read_text())
+        if rss is None:
+            rss = out["self_maxrss_kb"]
         spec_path.unlink()
         result_path.unlink()
         return {"seconds": out.pop("seconds"), "process_seconds": wall, "peak_rss_kb": rss, **out}
@@ -454,6 +469,8 @@ def render(summary: dict[str, Any], targets: list[dict[str, Any]], meta: dict[st
     }
     lines = [f"{meta['size_mib']} MiB random blob, {meta['rounds']} rounds, distribution {meta['registry_version']}, "
              f"nproc {meta['nproc']}, Python {meta['python']}, {meta['date']}",
+             f"ociart {meta['ociart_git']}; load average (1 min) before/after "
+             f"{meta['loadavg_1min_before_after'][0]}/{meta['loadavg_1min_before_after'][1]}",
              "",
              f"{'contender':<16} {'median s':>9} {'vs curl':>8} {'process s':>10} {'peak RSS MB':>12}  "
              f"{'per-round s':<22} target",
@@ -474,7 +491,8 @@ def render(summary: dict[str, Any], targets: list[dict[str, Any]], meta: dict[st
         lines.append(f"  {'PASS' if t['pass'] else 'FAIL'}  {t['name']:<38} target {t['target']:<20} "
                      f"measured {t['measured_text']}")
     lines += ["", "seconds: curl = process wall time; Python contenders = library call inside the runner "
-                  "(process s adds interpreter start-up and imports). Ratios = median / median of curl."]
+                  "(process s adds interpreter start-up and imports). Ratios = median / median of curl.",
+              "sent = RegistryTarget.bytes_uploaded (blob bytes; a cold ociart push includes the 2-byte empty config)."]
     return "\n".join(lines)
 
 
@@ -485,6 +503,18 @@ def _version(cmd: list[str]) -> str:
         return "unknown"
 
 
+def _git_state() -> str:
+    """Commit of the measured library and whether ``ociart/`` had uncommitted changes."""
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "ociart"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit or 'unknown'}{' + uncommitted changes in ociart/' if dirty else ''}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="size of the random blob in MiB (default 1024)")
@@ -492,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print machine-readable results on stdout only")
     parser.add_argument("--tmpdir", default=None, help="where to put the temp dir (default: system temp)")
     parser.add_argument("--no-sync", action="store_true", help="do not os.sync() before each measured run")
+    parser.add_argument("--rss-wrapper", action="store_true",
+                        help="measure peak RSS with the Python wrapper even if GNU time is installed")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (debugging)")
     args = parser.parse_args(argv)
     if args.size_mib < 1 or args.rounds < 1:
@@ -501,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
+    git_state = _git_state()
+    load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="ociart-bench-", dir=args.tmpdir))
     bench: Bench | None = None
     try:
@@ -521,8 +555,11 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(), "platform": platform.platform(),
         "registry_version": _version(["docker-registry", "--version"]).split()[-1],
         "curl": _version(["curl", "--version"]).split(" (")[0],
-        "rss_source": "GNU time -v" if bench.use_gnu_time else "python wrapper RUSAGE_CHILDREN",
+        "rss_source": "GNU time -v" if bench.use_gnu_time else
+        "curl: minimal python wrapper RUSAGE_CHILDREN; python contenders: their own RUSAGE_SELF",
         "digest": bench.digest,
+        "ociart_git": git_state,
+        "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
     summary = summarise(results)
     targets = check_targets(summary)
@@ -536,6 +573,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "_run":
         sys.exit(_runner(sys.argv[2]))
-    if len(sys.argv) > 3 and sys.argv[1] == "_wrap":
-        sys.exit(_wrap(sys.argv[2], sys.argv[3:]))
     sys.exit(main())

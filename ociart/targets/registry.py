@@ -184,6 +184,7 @@ class RegistryTarget(Target):
         self._lock = threading.Lock()
         self._challenge: Challenge | None = None
         self._tokens = TokenCache()
+        self._token_lock = threading.Lock()  # one token request per scope set, not one per thread
         quirks: dict[str, Any] = {}
         for pattern, q in HOST_QUIRKS:
             if pattern.search(host.split(":")[0]):
@@ -223,7 +224,9 @@ class RegistryTarget(Target):
 
     def _creds(self) -> Credentials | None:
         if self._credentials is False:
-            self._credentials = lookup_credentials(self.host)
+            with self._lock:  # parallel transfers must not each run the credential helper
+                if self._credentials is False:
+                    self._credentials = lookup_credentials(self.host)
         return self._credentials or None
 
     def close(self) -> None:
@@ -249,8 +252,11 @@ class RegistryTarget(Target):
                 self._tokens.clear(key)
             token = self._tokens.get(key)
             if token is None:
-                token, expires = self._fetch_token(ch, scopes)
-                self._tokens.put(key, token, expires)
+                with self._token_lock:
+                    token = self._tokens.get(key)  # another thread may have fetched it meanwhile
+                    if token is None:
+                        token, expires = self._fetch_token(ch, scopes)
+                        self._tokens.put(key, token, expires)
             return f"Bearer {token}"
         return None
 
@@ -276,6 +282,9 @@ class RegistryTarget(Target):
             raise NetworkError(f"token request to {realm} failed: {_short(exc)}") from None
         if resp.status_code in (401, 403):
             who = f"user {creds.username!r}" if creds and creds.username else "anonymous access"
+            if creds and creds.identity_token:
+                raise AuthError(f"{self.host}: token service refused the identity token from {creds.source} "
+                                f"(expired or revoked? run `ociart login {self.host}`)")
             raise AuthError(f"{self.host}: token service refused {who} (wrong username or password?)")
         if resp.status_code != 200:
             raise AuthError(f"{self.host}: token service answered HTTP {resp.status_code}")
@@ -387,7 +396,8 @@ class RegistryTarget(Target):
     def _auth_failure(self, ch: Challenge | None, scopes: tuple[str, ...]) -> AuthError:
         creds = self._creds()
         if ch is not None and ch.params.get("error") == "insufficient_scope":
-            return AuthError(f"{self.host}: access denied: insufficient scope for {' '.join(scopes)}")
+            hint = f"; run `ociart login {self.host}` to authenticate" if creds is None else ""
+            return AuthError(f"{self.host}: access denied: insufficient scope for {' '.join(scopes)}{hint}")
         if creds is None:
             return AuthError(f"{self.host}: authentication required: run `ociart login {self.host}` "
                              "or set OCIART_REGISTRY_USERNAME and OCIART_REGISTRY_PASSWORD")
@@ -645,7 +655,7 @@ class RegistryTarget(Target):
                 return attempt()
             except (NetworkError, _Retryable) as exc:
                 # upload sessions are not resumable on distribution: restart the blob
-                if retrier.wait():
+                if not _is_cert_error(exc) and retrier.wait():  # an untrusted certificate stays untrusted
                     continue
                 if isinstance(exc, _Retryable):
                     raise NetworkError(str(exc)) from None
