@@ -6,8 +6,8 @@ Exact behaviours (see ``docs/transport.md``):
   ``stream`` (one streamed PATCH hashing each piece as it is sent, then ``PUT ?digest=``; probed on first
   use, remembered per host), ``monolithic`` (hash pre-pass, streamed ``PUT`` with Content-Length) and
   ``chunked`` (PATCH with Content-Range, honouring ``OCI-Chunk-Min-Length`` and host limits).
-* Blob pull: a reader thread feeds a bounded queue, the caller's thread hashes and writes into a temp
-  file; a dropped connection resumes with ``Range``; size and digest are verified before the rename.
+* Blob pull: the body is hashed and written into a temp file as it arrives (kernel writeback started every
+  64 MiB); a dropped connection resumes with ``Range``; size and digest are verified before the rename.
 * Manifests: exact bytes in and out, 4 MiB cap, digest verified, the full ``Accept`` list.
 * Auth: Basic and Bearer, tokens per (host, service, scopes); Authorization only to the registry origin.
 * Retries: connection errors, 408, 429, 5xx, exponential backoff with full jitter and ``Retry-After``,
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import queue
 import random
 import re
 import ssl
@@ -511,7 +510,7 @@ class RegistryTarget(Target):
                 def chunks() -> Iterator[bytes]:
                     d = Digester()
                     try:
-                        for c in resp.iter_raw(READ_CHUNK):
+                        for c in resp.iter_raw():
                             d.update(c)
                             yield c
                     except httpx.TransportError as exc:
@@ -568,7 +567,7 @@ class RegistryTarget(Target):
         if resp.status_code == 201:
             return True
         if resp.status_code == 202 and "location" in resp.headers:
-            self._cancel(resp.headers["location"], repo)
+            self._cancel(_next_location(resp, str(resp.url)), repo)
             return False
         self._raise_for(resp, f"mount {desc.digest} from {from_repo}")
         return False
@@ -590,7 +589,7 @@ class RegistryTarget(Target):
             self._raise_for(resp, f"start upload to {repo}")
             raise RegistryError(f"{self.host}: start upload to {repo}: unexpected HTTP {resp.status_code}")
         min_chunk = resp.headers.get("oci-chunk-min-length", "0")
-        return resp.headers["location"], int(min_chunk) if min_chunk.isdigit() else 0
+        return _next_location(resp, ""), int(min_chunk) if min_chunk.isdigit() else 0
 
     def _finish_upload(self, repo: str, location: str, digest: str, body: Any = None,
                        length: int = 0) -> None:
@@ -598,6 +597,8 @@ class RegistryTarget(Target):
             "PUT", self._location(location, digest=digest), scopes=self._push(repo), retry=False,
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(length)}, body=body,
         )
+        if resp.status_code in RETRY_STATUS:
+            raise _Retryable(f"{self.host}: upload {digest} answered HTTP {resp.status_code}", resp)
         if resp.status_code != 201:
             self._raise_for(resp, f"upload {digest}")
             raise RegistryError(f"{self.host}: upload {digest}: expected HTTP 201, got {resp.status_code}")
@@ -655,7 +656,8 @@ class RegistryTarget(Target):
                 return attempt()
             except (NetworkError, _Retryable) as exc:
                 # upload sessions are not resumable on distribution: restart the blob
-                if not _is_cert_error(exc) and retrier.wait():  # an untrusted certificate stays untrusted
+                resp = exc.resp if isinstance(exc, _Retryable) else None
+                if not _is_cert_error(exc) and retrier.wait(resp):  # an untrusted certificate stays untrusted
                     continue
                 if isinstance(exc, _Retryable):
                     raise NetworkError(str(exc)) from None
@@ -673,10 +675,7 @@ class RegistryTarget(Target):
                         progress(len(c))
                     yield c
 
-            try:
-                self._finish_upload(repo, location, desc.digest, body(), desc.size)
-            except NetworkError as exc:
-                raise _Retryable(str(exc)) from None
+            self._finish_upload(repo, location, desc.digest, body(), desc.size)
 
     def _upload_streamed(self, repo: str, path: Path, media_type: str, progress: ProgressFn | None) -> Descriptor:
         location, _ = self._start_upload(repo)
@@ -698,11 +697,11 @@ class RegistryTarget(Target):
             self._cancel(location, repo)
             raise _StrategyUnsupported()
         if resp.status_code >= 500:
-            raise _Retryable(f"{self.host}: PATCH upload answered HTTP {resp.status_code}")
+            raise _Retryable(f"{self.host}: PATCH upload answered HTTP {resp.status_code}", resp)
         if resp.status_code != 202:
             self._raise_for(resp, f"upload {path.name}")
         self._strategy = "stream"
-        self._finish_upload(repo, resp.headers.get("location", location), d.digest)
+        self._finish_upload(repo, _next_location(resp, location), d.digest)
         return Descriptor(mediaType=media_type, digest=d.digest, size=d.size)
 
     def _upload_chunked(self, repo: str, desc: Descriptor,
@@ -722,10 +721,10 @@ class RegistryTarget(Target):
                                          "Content-Range": f"{offset}-{offset + len(piece) - 1}",
                                          "Content-Length": str(len(piece))})
             if resp.status_code >= 500:
-                raise _Retryable(f"{self.host}: chunk upload answered HTTP {resp.status_code}")
+                raise _Retryable(f"{self.host}: chunk upload answered HTTP {resp.status_code}", resp)
             if resp.status_code not in (202, 201):
                 self._raise_for(resp, f"upload chunk of {desc.digest}")
-            location = resp.headers.get("location", location)
+            location = _next_location(resp, location)
             offset += len(piece)
             self.bytes_uploaded += len(piece)
             if progress:
@@ -787,59 +786,52 @@ class _Dropped(Exception):
 
 
 class _Retryable(Exception):
-    pass
+    def __init__(self, message: str, resp: httpx.Response | None = None) -> None:
+        super().__init__(message)
+        self.resp = resp
+
+
+def _next_location(resp: httpx.Response, default: str) -> str:
+    """The upload ``Location`` of a response, made absolute against the URL that answered."""
+    loc = resp.headers.get("location")
+    return str(resp.url.join(loc)) if loc else default
 
 
 class _StrategyUnsupported(Exception):
     pass
 
 
-_EOF = object()
+#: Start kernel writeback every this many bytes, so the final fsync has little left to flush.
+WRITEBACK_BYTES = 64 << 20
 
 
 def _pump(resp: httpx.Response, fd: int, d: Digester, size: int, what: str, progress: ProgressFn | None) -> None:
-    """Read ``resp`` on a helper thread into a bounded queue; hash and write here. Raises on a short body."""
-    q: queue.Queue[Any] = queue.Queue(maxsize=16)
-    stop = threading.Event()
+    """Hash and write the body as it arrives; raise :class:`_Dropped` on a short body.
 
-    def reader() -> None:
-        try:
-            for chunk in resp.iter_raw(READ_CHUNK):
-                if stop.is_set():
-                    return
-                q.put(chunk)
-            q.put(_EOF)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            q.put(exc)
-
-    t = threading.Thread(target=reader, daemon=True, name="ociart-blob-reader")
-    t.start()
-    done = False
-    try:
-        while True:
-            item = q.get()
-            if item is _EOF:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            if d.size + len(item) > size:
-                raise DigestMismatchError(f"{what}: registry sent more than the expected {size} bytes")
-            d.update(item)
-            write_all(fd, item)
-            if progress:
-                progress(len(item))
-        done = True
-        if d.size < size:
-            raise _Dropped(f"stream ended after {d.size} of {size} bytes")
-    finally:
-        stop.set()
-        if not done:
-            resp.close()  # unblocks a reader waiting on the socket
-        while t.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                t.join(0.05)
+    Measured on 1 GiB over loopback (benchmarks/README.md): reading, hashing and writing inline on the
+    socket-reading thread, with httpx's own piece sizes (no re-chunking), beat a reader thread + bounded queue
+    (1.8 s vs 2.4 s) because hashing and writing release the GIL anyway and the queue adds handoffs.
+    """
+    flushed = d.size
+    pending = 0
+    advise = getattr(os, "posix_fadvise", None)
+    for chunk in resp.iter_raw():
+        if d.size + len(chunk) > size:
+            raise DigestMismatchError(f"{what}: registry sent more than the expected {size} bytes")
+        d.update(chunk)
+        write_all(fd, chunk)
+        if progress:
+            pending += len(chunk)
+            if pending >= READ_CHUNK:
+                progress(pending)
+                pending = 0
+        if advise and d.size - flushed >= WRITEBACK_BYTES:
+            advise(fd, flushed, d.size - flushed, os.POSIX_FADV_DONTNEED)  # starts writeback
+            flushed = d.size
+    if progress and pending:
+        progress(pending)
+    if d.size < size:
+        raise _Dropped(f"stream ended after {d.size} of {size} bytes")
 
 
 def _short(exc: BaseException) -> str:
