@@ -574,6 +574,33 @@ def test_oversized_manifest(with_length: bool, tmp_path: Path) -> None:
         assert not server.errors
 
 
+@pytest.mark.parametrize("with_length", [True, False], ids=["content-length", "chunked"])
+def test_oversized_token_response(with_length: bool) -> None:
+    """A token service answering more than 4 MiB is refused before the body is buffered whole."""
+    body = json.dumps({"token": "t" * (5 * 1024 * 1024)}).encode()
+
+    def token_handle(method, path, headers, reader):  # type: ignore[no-untyped-def]
+        reader.drain()
+        hdrs = {"Content-Type": "application/json"}
+        if with_length:
+            hdrs["Content-Length"] = str(len(body))
+        return 200, hdrs, (body[i:i + 65536] for i in range(0, len(body), 65536))
+
+    with FakeServer(token_handle) as tokens:
+        def registry_handle(method, path, headers, reader):  # type: ignore[no-untyped-def]
+            reader.drain()
+            challenge = f'Bearer realm="{tokens.url}/token",service="fake"'
+            return 401, {"WWW-Authenticate": challenge, "Content-Type": "application/json"}, b'{"errors":[]}'
+
+        with FakeServer(registry_handle) as server:
+            client = ociart.Client(plain_http=True)
+            with pytest.raises(InvalidContentError) as err:
+                client.resolve(f"{server.host}/models/x:v1")
+            msg = assert_one_line(err.value)
+            assert "token response" in msg and str(MANIFEST_LIMIT) in msg, msg
+            assert len(tokens.log) == 1
+
+
 @pytest.mark.parametrize(("body", "needle"), [
     (b"this is { not json", "not json"),
     (json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": []}).encode(), "config"),

@@ -17,6 +17,7 @@ Exact behaviours (see ``docs/transport.md``):
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import random
 import re
@@ -271,12 +272,17 @@ class RegistryTarget(Target):
                         "scope": " ".join(scopes)}
                 if service:
                     data["service"] = service
-                resp = self._client.post(realm, data=data)
+                req = self._client.build_request("POST", realm, data=data)
             else:
                 params: list[tuple[str, str]] = [("service", service)] if service else []
                 params += [("scope", s) for s in scopes]
                 headers = {"Authorization": creds.basic_header()} if creds and creds.username else {}
-                resp = self._client.get(realm, params=params, headers=headers)
+                req = self._client.build_request("GET", realm, params=params, headers=headers)
+            resp = self._client.send(req, stream=True)
+            try:
+                body_bytes = _read_capped(resp, MAX_TOKEN_BYTES, f"{self.host}: token response")
+            finally:
+                resp.close()
         except httpx.TransportError as exc:
             raise NetworkError(f"token request to {realm} failed: {_short(exc)}") from None
         if resp.status_code in (401, 403):
@@ -287,10 +293,8 @@ class RegistryTarget(Target):
             raise AuthError(f"{self.host}: token service refused {who} (wrong username or password?)")
         if resp.status_code != 200:
             raise AuthError(f"{self.host}: token service answered HTTP {resp.status_code}")
-        if len(resp.content) > MAX_TOKEN_BYTES:
-            raise InvalidContentError(f"{self.host}: token response over {MAX_TOKEN_BYTES} bytes refused")
         try:
-            body = resp.json()
+            body = json.loads(body_bytes)
             token = body.get("token") or body.get("access_token")
         except (ValueError, AttributeError):
             token, body = None, {}
@@ -464,19 +468,11 @@ class RegistryTarget(Target):
                             headers={"Accept": MANIFEST_ACCEPT}, stream=True)
         try:
             self._raise_for(resp, what)
-            declared = resp.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
-                raise InvalidContentError(f"{what}: {declared} bytes, over the {MAX_MANIFEST_BYTES}-byte manifest limit")
-            buf = bytearray()
-            for chunk in resp.iter_bytes():
-                buf += chunk
-                if len(buf) > MAX_MANIFEST_BYTES:
-                    raise InvalidContentError(f"{what}: over the {MAX_MANIFEST_BYTES}-byte manifest limit")
+            data = _read_capped(resp, MAX_MANIFEST_BYTES, what)
         except httpx.TransportError as exc:
             raise NetworkError(f"{what}: connection failed: {_short(exc)}") from None
         finally:
             resp.close()
-        data = bytes(buf)
         content = Content.of(data, detect_media_type(data, resp.headers.get("content-type")))
         expected = reference if is_digest(reference) else resp.headers.get("docker-content-digest")
         if expected and expected.startswith("sha256:") and content.digest != expected:
@@ -832,6 +828,19 @@ def _pump(resp: httpx.Response, fd: int, d: Digester, size: int, what: str, prog
         progress(pending)
     if d.size < size:
         raise _Dropped(f"stream ended after {d.size} of {size} bytes")
+
+
+def _read_capped(resp: httpx.Response, limit: int, what: str) -> bytes:
+    """Read a small response body, refusing more than ``limit`` bytes (announced or actually sent)."""
+    declared = resp.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise InvalidContentError(f"{what}: {declared} bytes, over the {limit}-byte limit")
+    buf = bytearray()
+    for chunk in resp.iter_bytes():
+        buf += chunk
+        if len(buf) > limit:
+            raise InvalidContentError(f"{what}: over the {limit}-byte limit")
+    return bytes(buf)
 
 
 def _short(exc: BaseException) -> str:
