@@ -28,7 +28,7 @@ from .oci import ANNOTATION_TITLE, EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Con
 from .oci.digest import sha256_file
 from .oci.mediatypes import DEFAULT_ARTIFACT_TYPE, DEFAULT_FILE_TYPE
 from .progress import Progress
-from .targets.base import Target
+from .targets.base import Target, bytes_opener
 from .targets.layout import LayoutTarget
 
 
@@ -156,7 +156,7 @@ def push_files(target: Target, repo: str, tag: str | None, files: Sequence[FileS
         empty = Content.of(EMPTY_JSON, OCI_EMPTY)
         config_desc = Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2)
         if not target.has_blob(repo, config_desc):
-            target.push_blob_stream(repo, config_desc, lambda: _bytes_opener(empty.data))
+            target.push_blob_stream(repo, config_desc, bytes_opener(empty.data))
     if config is None and not artifact_type:
         artifact_type = DEFAULT_ARTIFACT_TYPE
     manifest = Manifest(artifactType=artifact_type, config=config_desc, layers=[d for d in layers if d],
@@ -164,16 +164,6 @@ def push_files(target: Target, repo: str, tag: str | None, files: Sequence[FileS
     content = Content.from_model(manifest)
     target.put_manifest(repo, content, tag)
     return content
-
-
-def _bytes_opener(data: bytes):  # type: ignore[no-untyped-def]
-    from contextlib import contextmanager
-
-    @contextmanager
-    def cm():  # type: ignore[no-untyped-def]
-        yield iter([data])
-
-    return cm()
 
 
 # -- pull -------------------------------------------------------------------------------------------

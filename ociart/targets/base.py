@@ -8,13 +8,33 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from ..oci import Content, Descriptor
 
 #: Called with the number of bytes just moved.
 ProgressFn = Callable[[int], None]
+#: Opens a fresh stream of a blob's bytes (called again when an upload is retried).
+Opener = Callable[[], AbstractContextManager[Iterator[bytes]]]
+
+
+def file_opener(path: Path) -> Opener:
+    @contextmanager
+    def cm() -> Iterator[Iterator[bytes]]:
+        from ..fsutil import read_file_chunks
+
+        yield read_file_chunks(path)
+
+    return cm
+
+
+def bytes_opener(data: bytes) -> Opener:
+    @contextmanager
+    def cm() -> Iterator[Iterator[bytes]]:
+        yield iter([data])
+
+    return cm
 
 
 class Target(ABC):
@@ -46,15 +66,23 @@ class Target(ABC):
     def fetch_blob(self, repo: str, desc: Descriptor, dest: Path, progress: ProgressFn | None = None) -> None:
         """Write the blob to ``dest`` atomically, digest- and size-verified before it becomes visible."""
 
-    @abstractmethod
     def push_blob_file(self, repo: str, path: Path, desc: Descriptor | None, progress: ProgressFn | None = None,
                        media_type: str = "application/octet-stream") -> Descriptor:
         """Store a local file as a blob. ``desc`` None means the digest is not yet known (hash while sending)."""
+        if desc is not None:
+            self.push_blob_stream(repo, desc, file_opener(path), progress)
+            return desc
+        return self.push_blob_chunks(repo, file_opener(path), media_type, progress)
 
     @abstractmethod
-    def push_blob_stream(self, repo: str, desc: Descriptor, opener: Callable[[], AbstractContextManager[Iterator[bytes]]],
+    def push_blob_stream(self, repo: str, desc: Descriptor, opener: Opener,
                          progress: ProgressFn | None = None) -> None:
-        """Store a blob of known digest and size from a re-openable stream (re-opened on retry)."""
+        """Store a blob of known digest and size (skipped when present); the stream is re-opened on retry."""
+
+    @abstractmethod
+    def push_blob_chunks(self, repo: str, opener: Opener, media_type: str,
+                         progress: ProgressFn | None = None) -> Descriptor:
+        """Store a blob whose digest is not known yet, hashing it as it is stored; returns its descriptor."""
 
     def mount_blob(self, repo: str, desc: Descriptor, from_repo: str) -> bool:
         """Make a blob of another repository of the same store available in ``repo``; False if not done."""

@@ -8,19 +8,18 @@ Writers of ``index.json`` hold a file lock (``index.json.lock``).
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from ..errors import DigestMismatchError, InvalidContentError, NotFoundError
 from ..fsutil import publish, read_file_chunks, temp_file, write_all, write_stream_verified
 from ..oci import ANNOTATION_REF_NAME, Content, Descriptor, ImageLayout, Index
-from ..oci.digest import CHUNK, Digester
+from ..oci.digest import Digester
 from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type
 from ..reference import is_digest
-from .base import ProgressFn, Target
+from .base import Opener, ProgressFn, Target
 
 
 class LayoutTarget(Target):
@@ -142,27 +141,22 @@ class LayoutTarget(Target):
         with self.open_blob(repo, desc) as chunks:
             write_stream_verified(dest, _counting(chunks, progress), desc.digest, desc.size, f"blob {desc.digest}")
 
-    def push_blob_file(self, repo: str, path: Path, desc: Descriptor | None, progress: ProgressFn | None = None,
-                       media_type: str = "application/octet-stream") -> Descriptor:
-        if desc is not None and self.has_blob(repo, desc):
-            return desc
+    def push_blob_chunks(self, repo: str, opener: Opener, media_type: str,
+                         progress: ProgressFn | None = None) -> Descriptor:
         d = Digester()
-        with temp_file(self._tmp) as (fd, tmp):
-            for chunk in read_file_chunks(path, CHUNK):
+        with temp_file(self._tmp) as (fd, tmp), opener() as chunks:
+            for chunk in chunks:
                 d.update(chunk)
                 write_all(fd, chunk)
                 if progress:
                     progress(len(chunk))
-            if desc is not None and (d.digest != desc.digest or d.size != desc.size):
-                    raise DigestMismatchError(f"{path} changed while being stored (now {d.digest})")
             final = self.blob_path(d.digest)
             if not final.exists():
                 final.parent.mkdir(parents=True, exist_ok=True)
                 publish(fd, tmp, final)
-        return desc or Descriptor(mediaType=media_type, digest=d.digest, size=d.size)
+        return Descriptor(mediaType=media_type, digest=d.digest, size=d.size)
 
-    def push_blob_stream(self, repo: str, desc: Descriptor,
-                         opener: Callable[[], AbstractContextManager[Iterator[bytes]]],
+    def push_blob_stream(self, repo: str, desc: Descriptor, opener: Opener,
                          progress: ProgressFn | None = None) -> None:
         if self.has_blob(repo, desc):
             return

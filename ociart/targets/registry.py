@@ -44,11 +44,11 @@ from ..errors import (
 )
 from ..fsutil import publish, temp_file, verify, write_all
 from ..oci import MANIFEST_ACCEPT, Content, Descriptor
-from ..oci.digest import CHUNK, Digester
+from ..oci.digest import Digester
 from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type
 from ..reference import is_digest
 from .auth import Challenge, Credentials, TokenCache, lookup_credentials, merge_scopes, parse_challenge
-from .base import ProgressFn, Target
+from .base import Opener, ProgressFn, Target
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 READ_CHUNK = 1 << 20
@@ -602,41 +602,23 @@ class RegistryTarget(Target):
         if got and got != digest:
             raise DigestMismatchError(f"{self.host}: registry stored blob as {got}, expected {digest}")
 
-    def push_blob_file(self, repo: str, path: Path, desc: Descriptor | None, progress: ProgressFn | None = None,
-                       media_type: str = "application/octet-stream") -> Descriptor:
-        if desc is not None and self.has_blob(repo, desc):
-            return desc
-        strategy = self._strategy or "probe"
-        if strategy in ("stream", "probe") and desc is None:
+    def push_blob_chunks(self, repo: str, opener: Opener, media_type: str,
+                         progress: ProgressFn | None = None) -> Descriptor:
+        if (self._strategy or "probe") in ("stream", "probe"):
             try:
-                return self._upload_with_retries(repo, lambda: self._upload_streamed(repo, path, media_type, progress))
+                return self._upload_with_retries(repo, lambda: self._upload_streamed(repo, opener, media_type,
+                                                                                    progress))
             except _StrategyUnsupported:
                 self._strategy = "monolithic"
-        elif strategy == "probe":
-            pass  # digest known: monolithic PUT is one request fewer and the same speed
-        if desc is None:
-            from ..oci.digest import sha256_file
+        d = Digester()  # the host needs the digest first: a hash pre-pass
+        with opener() as chunks:
+            for chunk in chunks:
+                d.update(chunk)
+        desc = Descriptor(mediaType=media_type, digest=d.digest, size=d.size)
+        self.push_blob_stream(repo, desc, opener, progress)
+        return desc
 
-            digest, size = sha256_file(path)
-            desc = Descriptor(mediaType=media_type, digest=digest, size=size)
-            if self.has_blob(repo, desc):
-                return desc
-        final = desc
-
-        def opener() -> AbstractContextManager[Iterator[bytes]]:
-            @contextmanager
-            def cm() -> Iterator[Iterator[bytes]]:
-                from ..fsutil import read_file_chunks
-
-                yield read_file_chunks(path)
-
-            return cm()
-
-        self.push_blob_stream(repo, final, opener, progress)
-        return final
-
-    def push_blob_stream(self, repo: str, desc: Descriptor,
-                         opener: Callable[[], AbstractContextManager[Iterator[bytes]]],
+    def push_blob_stream(self, repo: str, desc: Descriptor, opener: Opener,
                          progress: ProgressFn | None = None) -> None:
         if self.has_blob(repo, desc):
             return
@@ -660,7 +642,7 @@ class RegistryTarget(Target):
                 raise
 
     def _upload_monolithic(self, repo: str, desc: Descriptor,
-                           opener: Callable[[], AbstractContextManager[Iterator[bytes]]],
+                           opener: Opener,
                            progress: ProgressFn | None) -> None:
         location, _ = self._start_upload(repo)
         with opener() as chunks:
@@ -673,21 +655,21 @@ class RegistryTarget(Target):
 
             self._finish_upload(repo, location, desc.digest, body(), desc.size)
 
-    def _upload_streamed(self, repo: str, path: Path, media_type: str, progress: ProgressFn | None) -> Descriptor:
+    def _upload_streamed(self, repo: str, opener: Opener, media_type: str,
+                         progress: ProgressFn | None) -> Descriptor:
         location, _ = self._start_upload(repo)
         d = Digester()
-
-        def body() -> Iterator[bytes]:
-            with open(path, "rb", buffering=0) as f:
-                while chunk := f.read(CHUNK):
+        with opener() as chunks:
+            def body() -> Iterator[bytes]:
+                for chunk in chunks:
                     d.update(chunk)
                     self.bytes_uploaded += len(chunk)
                     if progress:
                         progress(len(chunk))
                     yield chunk
 
-        resp = self.request("PATCH", self._location(location), scopes=self._push(repo), retry=False,
-                            headers={"Content-Type": "application/octet-stream"}, body=body())
+            resp = self.request("PATCH", self._location(location), scopes=self._push(repo), retry=False,
+                                headers={"Content-Type": "application/octet-stream"}, body=body())
         if resp.status_code in (400, 405, 413, 415, 416) or (resp.status_code >= 400 and resp.status_code < 500
                                                              and resp.status_code not in (401, 403, 404)):
             self._cancel(location, repo)
@@ -695,13 +677,13 @@ class RegistryTarget(Target):
         if resp.status_code >= 500:
             raise _Retryable(f"{self.host}: PATCH upload answered HTTP {resp.status_code}", resp)
         if resp.status_code != 202:
-            self._raise_for(resp, f"upload {path.name}")
+            self._raise_for(resp, "upload")
         self._strategy = "stream"
         self._finish_upload(repo, _next_location(resp, location), d.digest)
         return Descriptor(mediaType=media_type, digest=d.digest, size=d.size)
 
     def _upload_chunked(self, repo: str, desc: Descriptor,
-                        opener: Callable[[], AbstractContextManager[Iterator[bytes]]],
+                        opener: Opener,
                         progress: ProgressFn | None) -> None:
         location, min_len = self._start_upload(repo)
         size = max(min_len, self._quirks.get("chunk_min", 0), int(os.environ.get("OCIART_CHUNK_SIZE", 8 << 20)))

@@ -1,0 +1,150 @@
+"""Deterministic tar layers (written as a stream) and safe extraction (docs/spec.md §5).
+
+Writer: regular files only, sorted by UTF-8 path, names relative with ``/``; mtime 0, uid/gid 0, empty
+uname/gname; mode 0755 when the owner-executable bit is set, else 0644; POSIX pax format (pax records only
+where ustar cannot hold a name or size); two zero blocks, padded to a 10240-byte record — the bytes Python's
+``tarfile`` writes for the same members.
+
+Reader: every member is checked before anything is written. Refused, with one error naming the member: absolute
+names, ``..`` components, symlinks and hardlinks, device files and FIFOs, and names that collide.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from ..errors import DigestMismatchError, UnsafePathError, UsageError
+
+BLOCK = 512
+RECORD = 20 * BLOCK
+FLUSH = 1 << 20
+
+
+@dataclass(frozen=True)
+class TarMember:
+    path: Path  # on disk
+    name: str  # in the archive
+    size: int
+    mode: int  # 0o755 or 0o644
+
+
+def normal_mode(st_mode: int) -> int:
+    return 0o755 if st_mode & 0o100 else 0o644
+
+
+def iter_tar(members: list[TarMember]) -> Iterator[bytes]:
+    """Stream a deterministic tar of ``members`` (in the given order) in pieces of about 1 MiB."""
+    buf = bytearray()
+    total = 0
+    for m in members:
+        info = tarfile.TarInfo(m.name)
+        info.size, info.mode, info.mtime, info.type = m.size, m.mode, 0, tarfile.REGTYPE
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        buf += header
+        seen = 0
+        with open(m.path, "rb") as f:
+            while chunk := f.read(FLUSH):
+                seen += len(chunk)
+                if seen > m.size:
+                    break
+                buf += chunk
+                if len(buf) >= FLUSH:
+                    total += len(buf)
+                    yield bytes(buf)
+                    buf.clear()
+        if seen != m.size:
+            raise DigestMismatchError(f"{m.path} changed size while being packed ({m.size} -> {seen} bytes)")
+        pad = -m.size % BLOCK
+        buf += b"\0" * pad
+        if len(buf) >= FLUSH:
+            total += len(buf)
+            yield bytes(buf)
+            buf.clear()
+    buf += b"\0" * (2 * BLOCK)
+    end = total + len(buf)
+    buf += b"\0" * (-end % RECORD)
+    yield bytes(buf)
+
+
+# -- extraction -------------------------------------------------------------------------------------
+def _clean_name(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return name.rstrip("/")
+
+
+def check_members(members: list[tarfile.TarInfo], what: str) -> None:
+    seen: dict[str, bool] = {}
+    for m in members:
+        raw = m.name
+        name = _clean_name(raw)
+        if not name or name == ".":
+            if m.isdir():
+                continue
+            raise UnsafePathError(f"{what}: tar member {raw!r} has no name")
+        if raw.startswith("/") or PurePosixPath(raw).is_absolute():
+            raise UnsafePathError(f"{what}: tar member {raw!r} is an absolute path")
+        if "\\" in name or "\x00" in name or any(p in ("..", "") for p in name.split("/")):
+            raise UnsafePathError(f"{what}: tar member {raw!r} would escape the target directory")
+        if m.issym() or m.islnk():
+            kind = "symlink" if m.issym() else "hardlink"
+            target = m.linkname
+            escapes = target.startswith("/") or ".." in PurePosixPath(target).parts
+            why = "leaves the target directory" if escapes else "is not allowed in ociart layers"
+            raise UnsafePathError(f"{what}: tar member {raw!r} is a {kind} to {target!r}, which {why}")
+        if m.ischr() or m.isblk() or m.isfifo() or m.isdev():
+            raise UnsafePathError(f"{what}: tar member {raw!r} is a device or FIFO")
+        if not (m.isreg() or m.isdir()):
+            raise UnsafePathError(f"{what}: tar member {raw!r} has unsupported type {m.type!r}")
+        # a name may not repeat, nor be both a file and a directory (file 'a' then 'a/b')
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if seen.get(parent) is False:
+                raise UnsafePathError(f"{what}: tar member {raw!r} collides with the file {parent!r}")
+        if name in seen and not (m.isdir() and seen[name]):
+            raise UnsafePathError(f"{what}: tar member {raw!r} appears twice (colliding names)")
+        seen[name] = m.isdir()
+
+
+def tar_mode(media_type: str) -> str:
+    if media_type.endswith("+gzip"):
+        return "r:gz"
+    if media_type.endswith("+zstd"):
+        raise UsageError(f"layer type {media_type}: zstd-compressed tar layers are not supported")
+    return "r:"
+
+
+def extract(tar_path: Path, dest: Path, media_type: str, what: str,
+            want: Callable[[str], bool] = lambda _: True) -> list[tuple[str, int, int]]:
+    """Extract the regular files ``want`` selects into ``dest``; returns (name, size, mode) for each.
+
+    All members are validated first; files are written below ``dest`` only (created fresh, never through links).
+    """
+    out: list[tuple[str, int, int]] = []
+    try:
+        with tarfile.open(tar_path, tar_mode(media_type)) as tf:
+            members = tf.getmembers()
+            check_members(members, what)
+            for m in members:
+                name = _clean_name(m.name)
+                if not m.isreg() or not want(name):
+                    continue
+                target = dest / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                src = tf.extractfile(m)
+                assert src is not None
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, normal_mode(m.mode))
+                with os.fdopen(fd, "wb") as f:
+                    while chunk := src.read(FLUSH):
+                        f.write(chunk)
+                out.append((name, m.size, normal_mode(m.mode)))
+    except tarfile.TarError as exc:
+        raise UnsafePathError(f"{what}: not a valid tar archive ({exc})") from None
+    return out
