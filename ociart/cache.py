@@ -17,6 +17,11 @@ from .reference import default_home
 RACY_SECONDS = 2.0
 
 
+def is_racy(key: tuple[str, int, int, int, int]) -> bool:
+    """Modified so recently that a later write could keep the same size and mtime."""
+    return time.time() - key[4] / 1e9 < RACY_SECONDS
+
+
 def stat_key(path: Path) -> tuple[str, int, int, int, int] | None:
     try:
         st = os.stat(path)
@@ -38,6 +43,7 @@ class DigestCache:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER,"
                        " size INTEGER, mtime_ns INTEGER, digest TEXT)")
+            db.execute("CREATE TABLE IF NOT EXISTS derived (key TEXT PRIMARY KEY, digest TEXT, size INTEGER)")
             self._db = db
         return self._db
 
@@ -54,10 +60,20 @@ class DigestCache:
 
     def put(self, path: Path, digest: str, before: tuple[str, int, int, int, int] | None) -> None:
         after = stat_key(path)
-        if before is None or after != before or time.time() - after[4] / 1e9 < RACY_SECONDS:
+        if before is None or after is None or after != before or is_racy(after):
             return
         with self._lock:
             self._conn().execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)", (*after, digest))
+
+    # -- derived blobs (e.g. tar layers), keyed by a digest of their inputs' stat keys --------------
+    def get_key(self, key: str) -> tuple[str, int] | None:
+        with self._lock:
+            row = self._conn().execute("SELECT digest, size FROM derived WHERE key = ?", (key,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def put_key(self, key: str, digest: str, size: int) -> None:
+        with self._lock:
+            self._conn().execute("INSERT OR REPLACE INTO derived VALUES (?, ?, ?)", (key, digest, size))
 
     def close(self) -> None:
         if self._db is not None:

@@ -16,7 +16,8 @@ from .reference import Reference, parse_reference
 from .targets.auth import Credentials, remove_credentials, store_credentials
 from .targets.base import Target
 from .targets.layout import LayoutTarget
-from .transfer import PulledFile, collect_files, copy_graph, pull_files, push_files
+from .packaging.unpack import PulledFile
+from .transfer import collect_files, copy_graph, push_files
 
 #: Tags of referrer and signature schemes (hidden by `tags` unless asked).
 SCHEME_TAG_PREFIX = "sha256-"
@@ -28,11 +29,40 @@ class PullResult(BaseModel):
     files: list[PulledFile]
 
 
+class FileInfo(BaseModel):
+    """A file (raw layer) or a packed directory (tar layer) as listed by inspect."""
+
+    path: str
+    size: int
+    digest: str
+    mediaType: str
+    category: str | None = None
+    packed: bool = False
+
+
 class Inspection(BaseModel):
     reference: str
     descriptor: Descriptor
+    #: ociart kind, or ``model`` (ModelPack), ``modelkit`` (KitOps), ``generic`` (ORAS and others).
+    kind: str
     manifest: dict[str, Any]
     config: Any = None
+    files: list[FileInfo] = []
+
+
+class FileChange(BaseModel):
+    path: str
+    old: str | None = None
+    new: str | None = None
+
+
+class DiffResult(BaseModel):
+    old: str
+    new: str
+    added: list[FileChange]
+    removed: list[FileChange]
+    changed: list[FileChange]
+    unchanged: int
 
 
 class DeleteResult(BaseModel):
@@ -127,28 +157,67 @@ class Client:
         ref: str | Reference,
         paths: Sequence[str | Path],
         *,
+        kind: str | None = None,
         artifact_type: str | None = None,
         annotations: dict[str, str] | None = None,
         config: str | Path | None = None,
         config_media_type: str = "application/vnd.oci.image.config.v1+json",
+        metadata: dict[str, Any] | None = None,
+        reproducible: bool = False,
+        small_file_threshold: int | None = None,
     ) -> Descriptor:
+        """Push files. ``kind`` None or ``generic``: one layer per file (ORAS-style). Any other kind packs one
+        directory as a typed artifact (models as CNCF ModelPack); ``metadata`` overrides ``ociart.yaml``."""
         r = self.ref(ref)
         if r.digest:
             raise UsageError(f"{r}: push to a tag, not a digest")
-        files = collect_files(paths)
-        cfg = None
-        if config is not None:
-            if not Path(config).is_file():
-                raise NotFoundError(f"config file {config} not found")
-            cfg = (Path(config), config_media_type)
+        from .packaging import Kind, load_metadata
+
+        dir_meta = load_metadata(Path(paths[0])) if len(paths) == 1 and Path(paths[0]).is_dir() else None
+        chosen = kind or (dir_meta.kind if dir_meta else None) or "generic"
+        try:
+            k = Kind(chosen)
+        except ValueError:
+            raise UsageError(f"unknown kind {chosen!r}: choose from {', '.join(x.value for x in Kind)}") from None
         with self._progress() as progress:
+            if k is not Kind.GENERIC:
+                if dir_meta is None:
+                    raise UsageError(f"--kind {k.value} packs exactly one directory")
+                if config is not None or artifact_type:
+                    raise UsageError(f"--config and --artifact-type are set by --kind {k.value}")
+                from .packaging.pack import DEFAULT_SMALL_FILE_THRESHOLD, push_directory
+
+                meta = dir_meta.merged(metadata or {})
+                content = push_directory(
+                    self.target(r), r.repository, r.tag or "latest", Path(paths[0]), k, meta,
+                    reproducible=reproducible, annotations=annotations, concurrency=self.concurrency,
+                    threshold=DEFAULT_SMALL_FILE_THRESHOLD if small_file_threshold is None else small_file_threshold,
+                    progress=progress)
+                return content.descriptor()
+            files = collect_files(paths)
+            cfg = None
+            if config is not None:
+                if not Path(config).is_file():
+                    raise NotFoundError(f"config file {config} not found")
+                cfg = (Path(config), config_media_type)
             content = push_files(self.target(r), r.repository, r.tag or "latest", files,
                                  artifact_type=artifact_type, annotations=annotations, config=cfg,
                                  concurrency=self.concurrency, progress=progress)
         return content.descriptor()
 
     def pull(self, ref: str | Reference, out_dir: str | Path = ".", *, include: Sequence[str] = (),
-             overwrite: bool = False) -> PullResult:
+             filters: Sequence[str] = (), overwrite: bool = False) -> PullResult:
+        """Fetch (verified) and restore an artifact's files. ``filters``: weights, config, docs, code, dataset."""
+        pinned, node = self._image_manifest(ref)
+        from .packaging.unpack import pull as unpack
+
+        with self._progress() as progress:
+            files = unpack(self.target(pinned), pinned.repository, node, Path(out_dir), filters=filters,
+                           include=include, overwrite=overwrite, concurrency=self.concurrency, progress=progress)
+        return PullResult(reference=str(pinned), digest=pinned.digest or "", files=files)
+
+    def _image_manifest(self, ref: str | Reference) -> tuple[Reference, Manifest]:
+        """Resolve once; follow an index with a single child; return the pinned ref and the image manifest."""
         pinned, content = self.manifest(ref)
         node = content.parse()
         target = self.target(pinned)
@@ -162,26 +231,53 @@ class Client:
             node = content.parse()
             if not isinstance(node, Manifest):
                 raise InvalidContentError(f"{pinned}: nested indexes are not supported by pull")
-        with self._progress() as progress:
-            files = pull_files(target, pinned.repository, node, Path(out_dir), include=include,
-                               overwrite=overwrite, concurrency=self.concurrency, progress=progress)
-        return PullResult(reference=str(pinned), digest=pinned.digest or "", files=files)
+        return pinned, node
 
     def inspect(self, ref: str | Reference) -> Inspection:
         pinned, content = self.manifest(ref)
         node = content.parse()
         config: Any = None
-        if isinstance(node, Manifest) and node.config.size <= 4 << 20:
-            target = self.target(pinned)
-            if node.config.data is None and node.config.size > 2:
-                with target.open_blob(pinned.repository, node.config) as chunks:
+        kind = "index"
+        files: list[FileInfo] = []
+        if isinstance(node, Manifest):
+            from .packaging.kinds import category, detect_kind, is_tar
+            from .packaging.unpack import layer_path
+
+            kind = detect_kind(node.artifactType, node.config.mediaType, node.annotations or {})
+            if 2 < node.config.size <= 4 << 20:
+                with self.target(pinned).open_blob(pinned.repository, node.config) as chunks:
                     raw = b"".join(chunks)
                 try:
                     config = json.loads(raw)
                 except ValueError:
                     config = None
-        return Inspection(reference=str(pinned), descriptor=content.descriptor(),
-                          manifest=json.loads(content.data), config=config)
+            for layer in node.layers:
+                path = layer_path(layer) or ""
+                packed = is_tar(layer.mediaType) and layer.title is None
+                files.append(FileInfo(path=path + ("/" if packed and path and path != "." else ""),
+                                      size=layer.size, digest=layer.digest, mediaType=layer.mediaType,
+                                      category=category(layer.mediaType), packed=packed))
+        return Inspection(reference=str(pinned), descriptor=content.descriptor(), kind=kind,
+                          manifest=json.loads(content.data), config=config, files=files)
+
+    def files(self, ref: str | Reference) -> tuple[Reference, dict[str, tuple[str, int]]]:
+        """Every file of an artifact with its digest and size; packed (tar) layers are read to list members."""
+        pinned, node = self._image_manifest(ref)
+        from .packaging.unpack import file_digests
+
+        return pinned, file_digests(self.target(pinned), pinned.repository, node)
+
+    def diff(self, old: str | Reference, new: str | Reference) -> DiffResult:
+        """Files added, removed and changed (by digest) between two artifacts."""
+        old_ref, a = self.files(old)
+        new_ref, b = self.files(new)
+        added = [FileChange(path=p, new=b[p][0]) for p in sorted(b.keys() - a.keys())]
+        removed = [FileChange(path=p, old=a[p][0]) for p in sorted(a.keys() - b.keys())]
+        changed = [FileChange(path=p, old=a[p][0], new=b[p][0]) for p in sorted(a.keys() & b.keys())
+                   if a[p][0] != b[p][0]]
+        unchanged = len(a.keys() & b.keys()) - len(changed)
+        return DiffResult(old=str(old_ref), new=str(new_ref), added=added, removed=removed, changed=changed,
+                          unchanged=unchanged)
 
     def tags(self, repo: str | Reference, *, all: bool = False) -> list[str]:
         r = self.ref(repo)

@@ -3,36 +3,30 @@
 * :func:`copy_graph` copies a manifest or index and everything it references from one target to another:
   blobs already present are skipped, blobs on the same registry are mounted, the rest stream through
   (verified by digest); children before parents; the root manifest's bytes and digest are unchanged.
-* :func:`push_files` stores files as one layer each (title = relative path) and writes the manifest.
-* :func:`pull_files` restores title-annotated layers into a directory via a staging directory: every
-  blob is verified before anything becomes visible, and nothing is written outside the directory.
+* :func:`push_files` stores files as one layer each (title = relative path) and writes the manifest
+  (the ``generic`` kind; typed kinds are packed by :mod:`ociart.packaging`).
 """
 
 from __future__ import annotations
 
-import fnmatch
-import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from pydantic import BaseModel
 
 from .cache import DigestCache, stat_key
-from .errors import ConflictError, InvalidContentError, NotFoundError, UnsafePathError, UsageError
+from .safepath import safe_relpath
+from .errors import NotFoundError, UsageError
 from .oci import ANNOTATION_TITLE, EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Index, Manifest
-from .oci.digest import sha256_file
 from .oci.mediatypes import DEFAULT_ARTIFACT_TYPE, DEFAULT_FILE_TYPE
 from .progress import Progress
 from .targets.base import Target, bytes_opener
 from .targets.layout import LayoutTarget
 
 
-def _parallel(fn: Callable[[Descriptor], object], items: Sequence[Descriptor], concurrency: int) -> None:
+def parallel(fn: Callable[[Descriptor], object], items: Sequence[Descriptor], concurrency: int) -> None:
     if len(items) <= 1 or concurrency <= 1:
         for item in items:
             fn(item)
@@ -65,7 +59,7 @@ def copy_graph(src: Target, src_repo: str, dst: Target, dst_repo: str, root: Des
             copy_graph(src, src_repo, dst, dst_repo, child, concurrency=concurrency, progress=progress)
     else:
         blobs = [node.config, *node.layers]
-        _parallel(lambda d: copy_blob(src, src_repo, dst, dst_repo, d, progress), _unique(blobs), concurrency)
+        parallel(lambda d: copy_blob(src, src_repo, dst, dst_repo, d, progress), _unique(blobs), concurrency)
     dst.put_manifest(dst_repo, content, tag)
     return content
 
@@ -166,118 +160,3 @@ def push_files(target: Target, repo: str, tag: str | None, files: Sequence[FileS
     return content
 
 
-# -- pull -------------------------------------------------------------------------------------------
-def safe_relpath(name: str) -> PurePosixPath:
-    """Validate a file name from an artifact: relative, no ``..``, no empty or odd components."""
-    if not name or "\x00" in name or "\\" in name:
-        raise UnsafePathError(f"unsafe file name {name!r} in artifact")
-    p = PurePosixPath(name)
-    if p.is_absolute() or any(part in ("..", "") for part in name.split("/")) or name.startswith("./"):
-        raise UnsafePathError(f"unsafe file name {name!r} in artifact: it would escape the target directory")
-    parts = [x for x in p.parts if x != "."]
-    if not parts:
-        raise UnsafePathError(f"unsafe file name {name!r} in artifact")
-    return PurePosixPath(*parts)
-
-
-def _safe_dest(root: Path, rel: PurePosixPath) -> Path:
-    """The destination path, refusing symlinked parents that would lead outside ``root``."""
-    real_root = Path(os.path.realpath(root))
-    cur = root
-    for part in rel.parts[:-1]:
-        cur = cur / part
-        if cur.is_symlink() or (cur.exists() and not cur.is_dir()):
-            real = Path(os.path.realpath(cur))
-            if not cur.is_dir() or not real.is_relative_to(real_root):
-                raise UnsafePathError(f"{rel}: parent {cur} is not a directory inside {root}")
-    dest = cur / rel.parts[-1]
-    if dest.is_symlink():
-        raise UnsafePathError(f"{rel}: destination {dest} is a symlink; refusing to write through it")
-    return dest
-
-
-class PulledFile(BaseModel):
-    path: str
-    digest: str
-    size: int
-    #: True when an identical file was already there.
-    skipped: bool = False
-
-
-def select_layers(manifest: Manifest, include: Sequence[str] = ()) -> list[tuple[PurePosixPath, Descriptor]]:
-    chosen: list[tuple[PurePosixPath, Descriptor]] = []
-    seen: set[str] = set()
-    for layer in manifest.layers:
-        title = layer.title
-        if title is None:
-            continue
-        rel = safe_relpath(title)
-        if str(rel) in seen:
-            raise InvalidContentError(f"artifact has two layers titled {title!r}")
-        seen.add(str(rel))
-        if include and not any(fnmatch.fnmatchcase(str(rel), g) for g in include):
-            continue
-        chosen.append((rel, layer))
-    return chosen
-
-
-def pull_files(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, include: Sequence[str] = (),
-               overwrite: bool = False, concurrency: int = 4, progress: Progress | None = None) -> list[PulledFile]:
-    chosen = select_layers(manifest, include)
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        return _pull_into(target, repo, chosen, out_dir, overwrite=overwrite, concurrency=concurrency,
-                          progress=progress)
-    except BaseException:
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # leave no trace of a failed pull
-        raise
-
-
-def _pull_into(target: Target, repo: str, chosen: list[tuple[PurePosixPath, Descriptor]], out_dir: Path, *,
-               overwrite: bool, concurrency: int, progress: Progress | None) -> list[PulledFile]:
-    plan: list[tuple[PurePosixPath, Descriptor, Path]] = []
-    results: list[PulledFile] = []
-    for rel, desc in chosen:
-        dest = _safe_dest(out_dir, rel)
-        if dest.exists():
-            if dest.is_file() and dest.stat().st_size == desc.size and sha256_file(dest)[0] == desc.digest:
-                results.append(PulledFile(path=str(rel), digest=desc.digest, size=desc.size, skipped=True))
-                continue
-            if not overwrite:
-                raise ConflictError(f"{dest} exists with different content; use --overwrite to replace it")
-            if dest.is_dir():
-                raise ConflictError(f"{dest} is a directory; cannot replace it with a file")
-        plan.append((rel, desc, dest))
-    staging = Path(tempfile.mkdtemp(prefix=".ociart-pull-", dir=out_dir))
-    try:
-        staged: dict[str, Path] = {}
-
-        def fetch(desc: Descriptor) -> None:
-            tmp = staging / desc.digest.removeprefix("sha256:")
-            cb = progress.task(desc.title or desc.digest[7:19], desc.size) if progress else None
-            target.fetch_blob(repo, desc, tmp, cb)
-            staged[desc.digest] = tmp
-
-        _parallel(fetch, _unique([d for _, d, _ in plan]), concurrency)
-        # everything verified: make it visible
-        for rel, desc, dest in plan:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            src = staged[desc.digest]
-            if sum(1 for _, d, _ in plan if d.digest == desc.digest) > 1:
-                shutil.copyfile(src, dest.with_name(dest.name + ".ociart-tmp"))
-                os.replace(dest.with_name(dest.name + ".ociart-tmp"), dest)
-            else:
-                os.replace(src, dest)
-            results.append(PulledFile(path=str(rel), digest=desc.digest, size=desc.size))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return sorted(results, key=lambda r: r.path)
-
-
-def describe_config(data: bytes) -> object:
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None

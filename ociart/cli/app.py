@@ -76,23 +76,49 @@ def _kv(pairs: list[str], what: str) -> dict[str, str]:
 @app.command()
 def push(
     ref: Annotated[str, typer.Argument(help="Destination, e.g. localhost:5000/models/bert:v1 or models/bert:v1.")],
-    paths: Annotated[list[str], typer.Argument(help="Files or directories to push, one layer per file.")],
+    paths: Annotated[list[str], typer.Argument(help="Files or directories (one directory with --kind).")],
+    kind: Annotated[Optional[str], typer.Option(
+        "--kind", help="model, dataset, preprocessor, report, checkpoint or generic (default; one layer per file).")] = None,
     artifact_type: Annotated[Optional[str], typer.Option("--artifact-type", help="Manifest artifactType.")] = None,
     annotation: Annotated[list[str], typer.Option("--annotation", "-a", help="Manifest annotation KEY=VALUE.")] = [],  # noqa: B006
     config: Annotated[Optional[str], typer.Option("--config", help="Config blob FILE[:MEDIATYPE].")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Artifact name (overrides ociart.yaml).")] = None,
+    artifact_version: Annotated[Optional[str], typer.Option("--artifact-version", help="Artifact version.")] = None,
+    description: Annotated[Optional[str], typer.Option("--description", help="Description.")] = None,
+    author: Annotated[list[str], typer.Option("--author", help="Author (repeatable).")] = [],  # noqa: B006
+    license_: Annotated[Optional[str], typer.Option("--license", help="SPDX license expression.")] = None,
+    framework: Annotated[Optional[str], typer.Option("--framework", help="e.g. pytorch, sklearn.")] = None,
+    architecture: Annotated[Optional[str], typer.Option("--architecture", help="e.g. transformer.")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="e.g. bfloat16.")] = None,
+    metric: Annotated[list[str], typer.Option("--metric", help="Metric KEY=NUMBER (repeatable).")] = [],  # noqa: B006
+    label: Annotated[list[str], typer.Option("--label", help="Free-form label KEY=VALUE (repeatable).")] = [],  # noqa: B006
+    reproducible: Annotated[bool, typer.Option(
+        "--reproducible", help="Leave out the creation time (SOURCE_DATE_EPOCH still wins).")] = False,
+    small_file_threshold: Annotated[Optional[int], typer.Option(
+        "--small-file-threshold", min=0, help="Bytes; smaller files of a directory share a tar layer (0: never).")] = None,
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
 ) -> None:
-    """Push files as an OCI artifact; prints the manifest digest."""
+    """Push files as an OCI artifact (or a directory as a typed ML artifact); prints the manifest digest."""
     cfg, cfg_type = None, "application/vnd.oci.image.config.v1+json"
     if config:
         path, sep, mt = config.partition(":")
         cfg = path
         if sep and mt:
             cfg_type = mt
+    metrics: dict[str, float] = {}
+    for k, v in _kv(metric, "--metric").items():
+        try:
+            metrics[k] = float(v)
+        except ValueError:
+            raise UsageError(f"--metric {k}={v}: the value must be a number") from None
+    metadata = {"name": name, "version": artifact_version, "description": description, "authors": author,
+                "license": license_, "framework": framework, "architecture": architecture, "precision": precision,
+                "metrics": metrics, "labels": _kv(label, "--label")}
     with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json) as c:
-        desc = c.push(ref, paths, artifact_type=artifact_type, annotations=_kv(annotation, "--annotation"),
-                      config=cfg, config_media_type=cfg_type)
+        desc = c.push(ref, paths, kind=kind, artifact_type=artifact_type, annotations=_kv(annotation, "--annotation"),
+                      config=cfg, config_media_type=cfg_type, metadata=metadata, reproducible=reproducible,
+                      small_file_threshold=small_file_threshold)
     if as_json:
         _out(desc)
     else:
@@ -104,13 +130,15 @@ def pull(
     ref: Annotated[str, typer.Argument(help="Artifact to pull.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write files into.")] = Path("."),
     include: Annotated[list[str], typer.Option("--include", help="Only files matching this glob (repeatable).")] = [],  # noqa: B006
+    filter_: Annotated[list[str], typer.Option(
+        "--filter", help="Only these parts: weights,config,docs,code,dataset (comma-separated or repeated).")] = [],  # noqa: B006
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing different files.")] = False,
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
 ) -> None:
     """Pull an artifact's files (digest-verified) into a directory; prints the manifest digest."""
     with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json) as c:
-        result = c.pull(ref, output, include=include, overwrite=overwrite)
+        result = c.pull(ref, output, include=include, filters=filter_, overwrite=overwrite)
     if as_json:
         _out(result)
         return
@@ -203,6 +231,29 @@ def copy(
         _out(desc)
     else:
         print(desc.digest)
+
+
+@app.command()
+def diff(
+    old: Annotated[str, typer.Argument(help="Earlier artifact.")],
+    new: Annotated[str, typer.Argument(help="Later artifact.")],
+    username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
+    insecure: InsecureOpt = False, ca_file: CaOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """List files added (+), removed (-) and changed (~) between two artifacts, by digest."""
+    with _client(username, password_stdin, plain_http, insecure, ca_file) as c:
+        result = c.diff(old, new)
+    if as_json:
+        _out(result)
+        return
+    for f in result.added:
+        print(f"+ {f.path}  {f.new}")
+    for f in result.removed:
+        print(f"- {f.path}  {f.old}")
+    for f in result.changed:
+        print(f"~ {f.path}  {f.old} -> {f.new}")
+    _err(f"{len(result.added)} added, {len(result.removed)} removed, {len(result.changed)} changed, "
+         f"{result.unchanged} unchanged")
 
 
 @app.command()

@@ -18,9 +18,10 @@ def print_inspection(info: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(soft_wrap=True)
     m = info.manifest
     console.print(f"[bold]{info.reference}[/bold]")
+    console.print(f"kind:         {info.kind}")
     console.print(f"mediaType:    {m.get('mediaType', '')}")
     if m.get("artifactType"):
         console.print(f"artifactType: {m['artifactType']}")
@@ -31,11 +32,12 @@ def print_inspection(info: Any) -> None:
     for k, v in sorted((m.get("annotations") or {}).items()):
         console.print(f"  {k} = {v}")
     if "layers" in m:
-        table = Table("title", "mediaType", "size", "digest", title="layers", title_justify="left")
-        for layer in m["layers"]:
-            title = (layer.get("annotations") or {}).get("org.opencontainers.image.title", "")
-            table.add_row(title, layer["mediaType"], _size(layer["size"]), layer["digest"][:19])
+        table = Table("file", "part", "mediaType", "size", "digest", title="layers", title_justify="left")
+        for f in info.files:
+            table.add_row(f.path, f.category or "", f.mediaType, _size(f.size), f.digest[:19])
         console.print(table)
+        total = sum(f.size for f in info.files)
+        console.print(f"{len(info.files)} layer(s), {_size(total)}")
     if "manifests" in m:
         table = Table("digest", "mediaType", "artifactType", "platform", "size", title="manifests",
                       title_justify="left")

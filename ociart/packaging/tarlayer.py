@@ -148,3 +148,24 @@ def extract(tar_path: Path, dest: Path, media_type: str, what: str,
     except tarfile.TarError as exc:
         raise UnsafePathError(f"{what}: not a valid tar archive ({exc})") from None
     return out
+
+
+def member_digests(tar_path: Path, media_type: str, what: str) -> Iterator[tuple[str, str, int]]:
+    """(name, sha256 digest, size) of each regular member, streamed; the archive is validated first."""
+    from ..oci.digest import Digester
+
+    try:
+        with tarfile.open(tar_path, tar_mode(media_type)) as tf:
+            members = tf.getmembers()
+            check_members(members, what)
+            for m in members:
+                if not m.isreg():
+                    continue
+                src = tf.extractfile(m)
+                assert src is not None
+                d = Digester()
+                while chunk := src.read(FLUSH):
+                    d.update(chunk)
+                yield _clean_name(m.name), d.digest, m.size
+    except tarfile.TarError as exc:
+        raise UnsafePathError(f"{what}: not a valid tar archive ({exc})") from None

@@ -1,0 +1,220 @@
+"""Directory -> typed artifact: plan the layers, push them (deduplicated), write config and manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..cache import DigestCache, is_racy
+from ..errors import UsageError
+from ..oci import EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Manifest
+from ..progress import Progress
+from ..targets.base import Target, bytes_opener
+from .kinds import KIND_SPECS, REPORT_METRICS, Kind, classify, layer_media_type, weight_format
+from .metadata import (
+    A_FILE_METADATA,
+    A_FILEPATH,
+    A_TITLE,
+    A_UNTESTED,
+    METADATA_FILE,
+    Metadata,
+    build_config,
+    created_timestamp,
+    file_metadata,
+    manifest_annotations,
+)
+from .tarlayer import TarMember, iter_tar, normal_mode
+
+#: Files under this size that share a directory and a role are packed into one tar layer.
+DEFAULT_SMALL_FILE_THRESHOLD = 1 << 20
+#: Version of the tar writer; part of the tar digest-cache key.
+TAR_FORMAT_VERSION = "1"
+
+
+@dataclass
+class FileEntry:
+    path: Path
+    rel: str
+    size: int
+    mode: int
+    role: str
+    untested: bool
+    stat: tuple[str, int, int, int, int]
+
+
+@dataclass
+class LayerPlan:
+    """One raw file, or a tar of several small files of one directory and role."""
+
+    role: str
+    filepath: str
+    files: list[FileEntry] = field(default_factory=list)
+    tar: bool = False
+
+
+@dataclass
+class PackPlan:
+    kind: Kind
+    layers: list[LayerPlan]
+    files: int
+    size: int
+    newest_mtime: float | None
+
+
+def walk(root: Path) -> list[tuple[Path, str, os.stat_result]]:
+    """Regular files under ``root`` (symlinks followed, loops refused), sorted by relative path."""
+    out: list[tuple[Path, str, os.stat_result]] = []
+    seen_dirs: set[str] = set()
+    for dirpath, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:
+            raise UsageError(f"{dirpath}: directory symlink loop")
+        seen_dirs.add(real)
+        dirs.sort()
+        for name in files:
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            if rel == METADATA_FILE:
+                continue
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                raise UsageError(f"{p}: broken symlink") from None
+            if not stat.S_ISREG(st.st_mode):
+                raise UsageError(f"{p}: not a regular file (devices, FIFOs and sockets cannot be packed)")
+            out.append((p, rel, st))
+    out.sort(key=lambda t: t[1].encode())
+    return out
+
+
+def plan(root: Path, kind: Kind, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD) -> PackPlan:
+    if not root.is_dir():
+        raise UsageError(f"{root}: --kind {kind.value} needs a directory")
+    entries: list[FileEntry] = []
+    for path, rel, st in walk(root):
+        role, untested = classify(kind, rel, bool(st.st_mode & 0o100))
+        key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        entries.append(FileEntry(path, rel, st.st_size, normal_mode(st.st_mode), role, untested, key))
+    if not entries:
+        raise UsageError(f"{root}: no files to pack")
+    groups: dict[tuple[str, str], list[FileEntry]] = {}
+    layers: list[LayerPlan] = []
+    for e in entries:
+        if kind is not Kind.REPORT and e.size < threshold:
+            groups.setdefault((os.path.dirname(e.rel), e.role), []).append(e)
+        else:
+            layers.append(LayerPlan(e.role, e.rel, [e]))
+    for (directory, role), members in groups.items():
+        if len(members) == 1:
+            layers.append(LayerPlan(role, members[0].rel, members))
+        else:
+            layers.append(LayerPlan(role, directory or ".", members, tar=True))
+    layers.sort(key=lambda lp: (lp.filepath.encode(), lp.tar, lp.role))
+    newest = max(e.path.stat().st_mtime for e in entries)
+    return PackPlan(kind, layers, len(entries), sum(e.size for e in entries), newest)
+
+
+def _raw_media_type(kind: Kind, e: FileEntry) -> str:
+    if kind is Kind.REPORT:
+        if os.path.basename(e.rel) == "metrics.json":
+            return REPORT_METRICS
+        guessed, _ = mimetypes.guess_type(e.rel)
+        return guessed or ("text/markdown" if e.rel.endswith(".md") else "application/octet-stream")
+    return layer_media_type(kind, e.role, "raw")
+
+
+def _tar_key(layer: LayerPlan) -> str | None:
+    keys = [(m.rel, *m.stat, m.mode) for m in layer.files]
+    if any(is_racy(m.stat) for m in layer.files):
+        return None
+    return "tar" + TAR_FORMAT_VERSION + ":" + hashlib.sha256(json.dumps(keys).encode()).hexdigest()
+
+
+def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: DigestCache,
+               progress: Progress | None) -> Descriptor:
+    if not layer.tar:
+        e = layer.files[0]
+        known = cache.get(e.path)
+        desc = Descriptor(mediaType=_raw_media_type(kind, e), digest=known[0], size=known[1]) if known else None
+        cb = progress.task(e.rel, e.size) if progress else None
+        out = target.push_blob_file(repo, e.path, desc, cb, _raw_media_type(kind, e))
+        if not known:
+            cache.put(e.path, out.digest, e.stat)
+        annotations = {A_TITLE: e.rel, A_FILEPATH: e.rel,
+                       A_FILE_METADATA: file_metadata(os.path.basename(e.rel), e.mode, e.size)}
+        if e.untested:
+            annotations[A_UNTESTED] = "true"
+        return Descriptor(mediaType=out.mediaType, digest=out.digest, size=out.size, annotations=annotations)
+    members = [TarMember(m.path, m.rel, m.size, m.mode) for m in layer.files]
+    media_type = layer_media_type(kind, layer.role, "tar")
+
+    def opener():  # type: ignore[no-untyped-def]
+        from contextlib import contextmanager
+
+        @contextmanager
+        def cm():  # type: ignore[no-untyped-def]
+            yield iter_tar(members)
+
+        return cm()
+
+    key = _tar_key(layer)
+    known = cache.get_key(key) if key else None
+    if known:
+        out = Descriptor(mediaType=media_type, digest=known[0], size=known[1])
+        target.push_blob_stream(repo, out, opener)
+    else:
+        out = target.push_blob_chunks(repo, opener, media_type)
+        if key and _tar_key(layer) == key:
+            cache.put_key(key, out.digest, out.size)
+    annotations = {A_FILEPATH: layer.filepath}
+    if any(m.untested for m in layer.files):
+        annotations[A_UNTESTED] = "true"
+    return Descriptor(mediaType=media_type, digest=out.digest, size=out.size, annotations=annotations)
+
+
+def push_directory(target: Target, repo: str, tag: str | None, root: Path, kind: Kind, meta: Metadata, *,
+                   reproducible: bool = False, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD,
+                   annotations: dict[str, str] | None = None, concurrency: int = 4,
+                   progress: Progress | None = None, cache: DigestCache | None = None) -> Content:
+    """Pack ``root`` as an artifact of ``kind`` and push it; returns the manifest content."""
+    cache = cache if cache is not None else DigestCache()
+    p = plan(root, kind, threshold)
+    layers: list[Descriptor | None] = [None] * len(p.layers)
+
+    def one(i: int) -> None:
+        layers[i] = push_layer(target, repo, kind, p.layers[i], cache, progress)
+
+    if concurrency > 1 and len(p.layers) > 1:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ociart-pack") as pool:
+            for fut in [pool.submit(one, i) for i in range(len(p.layers))]:
+                fut.result()
+    else:
+        for i in range(len(p.layers)):
+            one(i)
+    descs = [d for d in layers if d is not None]
+    created = created_timestamp(reproducible, p.newest_mtime)
+    spec = KIND_SPECS[kind]
+    if spec.config_media_type is None:
+        config_bytes, config_type = EMPTY_JSON, OCI_EMPTY
+    else:
+        weights = [e.rel for lp in p.layers for e in lp.files if e.role == "weight"]
+        config_bytes = build_config(kind.value, meta, created, [d.digest for d in descs], p.files, p.size,
+                                    weight_format(weights))
+        config_type = spec.config_media_type
+    config = Content.of(config_bytes, config_type)
+    config_desc = Descriptor(mediaType=config_type, digest=config.digest, size=config.size)
+    if config.digest == EMPTY_JSON_DIGEST:
+        config_desc = Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2)
+    target.push_blob_stream(repo, config_desc, bytes_opener(config.data))
+    manifest = Manifest(artifactType=spec.artifact_type, config=config_desc, layers=descs,
+                        annotations={**manifest_annotations(kind.value, meta, created), **(annotations or {})})
+    content = Content.from_model(manifest)
+    target.put_manifest(repo, content, tag)
+    return content
+

@@ -1,0 +1,224 @@
+"""Artifact -> directory: choose layers (by category and glob), fetch them verified, restore the tree.
+
+Understands ociart and ModelPack layers (``org.cncf.model.filepath``, raw or tar, file modes), KitOps ModelKits
+(tar layers holding paths relative to the pack root) and plain ORAS artifacts (``org.opencontainers.image.title``).
+Everything is fetched and extracted into a staging directory inside the target; files move into place only when
+every blob is verified and every tar member has passed the safety checks.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from pydantic import BaseModel
+
+from ..errors import ConflictError, InvalidContentError, UnsafePathError, UsageError
+from ..oci import Descriptor, Manifest
+from ..oci.digest import sha256_file
+from ..progress import Progress
+from ..safepath import safe_dest, safe_relpath
+from ..targets.base import Target
+from ..transfer import parallel
+from .kinds import FILTERS, category, is_tar
+from .metadata import A_FILE_METADATA, A_FILEPATH, A_TITLE
+from .tarlayer import extract, member_digests
+
+LEGACY_FILEPATH = "org.cnai.model.filepath"
+LEGACY_FILE_METADATA = "org.cnai.model.file.metadata+json"
+
+
+class PulledFile(BaseModel):
+    path: str
+    digest: str
+    size: int
+    mode: int = 0o644
+    #: True when an identical file was already there.
+    skipped: bool = False
+
+
+@dataclass
+class Entry:
+    desc: Descriptor
+    rel: PurePosixPath | None  # raw layers: the file; tar layers: None
+    mode: int = 0o644
+
+    @property
+    def tar(self) -> bool:
+        return self.rel is None
+
+
+def layer_path(layer: Descriptor) -> str | None:
+    ann = layer.annotations or {}
+    return ann.get(A_FILEPATH) or ann.get(LEGACY_FILEPATH) or ann.get(A_TITLE)
+
+
+def _mode(layer: Descriptor) -> int:
+    ann = layer.annotations or {}
+    raw = ann.get(A_FILE_METADATA) or ann.get(LEGACY_FILE_METADATA)
+    if raw:
+        try:
+            return 0o755 if int(json.loads(raw).get("mode", 0o644)) & 0o100 else 0o644
+        except (ValueError, TypeError, AttributeError):
+            raise InvalidContentError(f"layer {layer.digest}: malformed {A_FILE_METADATA} annotation") from None
+    return 0o644
+
+
+def check_filters(filters: Sequence[str]) -> list[str]:
+    out = [f.strip() for group in filters for f in group.split(",") if f.strip()]
+    bad = [f for f in out if f not in FILTERS]
+    if bad:
+        raise UsageError(f"unknown --filter {', '.join(bad)}: choose from {', '.join(FILTERS)}")
+    return out
+
+
+def _matcher(include: Sequence[str]) -> Callable[[str], bool]:
+    if not include:
+        return lambda _: True
+    return lambda name: any(fnmatch.fnmatchcase(name, g) for g in include)
+
+
+def select(manifest: Manifest, filters: Sequence[str] = (), include: Sequence[str] = ()) -> list[Entry]:
+    """Layers to fetch. Tar layers are kept whole here; ``include`` applies to their members at extraction."""
+    wanted = set(check_filters(filters))
+    match = _matcher(include)
+    chosen: list[Entry] = []
+    names: set[str] = set()
+    for layer in manifest.layers:
+        if wanted and category(layer.mediaType) not in wanted:
+            continue
+        ann = layer.annotations or {}
+        path = layer_path(layer)
+        if is_tar(layer.mediaType) and (A_FILEPATH in ann or LEGACY_FILEPATH in ann or A_TITLE not in ann):
+            chosen.append(Entry(layer, None))
+            continue
+        if path is None:
+            continue  # no name: nothing to restore (as ORAS does)
+        rel = safe_relpath(path)
+        if str(rel) in names:
+            raise UnsafePathError(f"artifact has two layers named {path!r} (colliding names)")
+        names.add(str(rel))
+        if match(str(rel)):
+            chosen.append(Entry(layer, rel, _mode(layer)))
+    return chosen
+
+
+def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filters: Sequence[str] = (),
+         include: Sequence[str] = (), overwrite: bool = False, concurrency: int = 4,
+         progress: Progress | None = None) -> list[PulledFile]:
+    entries = select(manifest, filters, include)
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _restore(target, repo, entries, out_dir, _matcher(include), overwrite, concurrency, progress)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # leave no trace of a failed pull
+        raise
+
+
+def _same(dest: Path, digest: str, size: int) -> bool:
+    return dest.is_file() and dest.stat().st_size == size and sha256_file(dest)[0] == digest
+
+
+def _check_dest(dest: Path, digest: str, size: int, overwrite: bool) -> bool:
+    """True when ``dest`` already holds exactly this content; raise when it holds something else."""
+    if not dest.exists():
+        return False
+    if _same(dest, digest, size):
+        return True
+    if dest.is_dir():
+        raise ConflictError(f"{dest} is a directory; cannot replace it with a file")
+    if not overwrite:
+        raise ConflictError(f"{dest} exists with different content; use --overwrite to replace it")
+    return False
+
+
+def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, match: Callable[[str], bool],
+             overwrite: bool, concurrency: int, progress: Progress | None) -> list[PulledFile]:
+    results: list[PulledFile] = []
+    moves: list[tuple[Path, Path, int, bool]] = []  # staged, dest, mode, copy (blob used twice)
+    fetch: dict[str, Descriptor] = {}
+    raw_plan: list[tuple[Entry, Path]] = []
+    for e in entries:
+        if e.tar:
+            fetch[e.desc.digest] = e.desc
+            continue
+        assert e.rel is not None
+        dest = safe_dest(out_dir, e.rel)
+        if _check_dest(dest, e.desc.digest, e.desc.size, overwrite):
+            results.append(PulledFile(path=str(e.rel), digest=e.desc.digest, size=e.desc.size, mode=e.mode,
+                                      skipped=True))
+            if (dest.stat().st_mode & 0o777) != e.mode:
+                os.chmod(dest, e.mode)
+            continue
+        fetch[e.desc.digest] = e.desc
+        raw_plan.append((e, dest))
+    staging = Path(tempfile.mkdtemp(prefix=".ociart-pull-", dir=out_dir))
+    try:
+        blobs = staging / "blobs"
+
+        def get(desc: Descriptor) -> None:
+            cb = progress.task(layer_path(desc) or desc.digest[7:19], desc.size) if progress else None
+            target.fetch_blob(repo, desc, blobs / desc.digest.removeprefix("sha256:"), cb)
+
+        parallel(get, list(fetch.values()), concurrency)
+        uses: dict[str, int] = {}
+        for e, _ in raw_plan:
+            uses[e.desc.digest] = uses.get(e.desc.digest, 0) + 1
+        names = {str(e.rel) for e, _ in raw_plan} | {r.path for r in results}
+        for e, dest in raw_plan:
+            moves.append((blobs / e.desc.digest.removeprefix("sha256:"), dest, e.mode, uses[e.desc.digest] > 1))
+            results.append(PulledFile(path=str(e.rel), digest=e.desc.digest, size=e.desc.size, mode=e.mode))
+        for i, e in enumerate(x for x in entries if x.tar):
+            tree = staging / f"tree{i}"
+            what = f"layer {e.desc.digest} ({layer_path(e.desc) or 'tar'})"
+            for name, size, mode in extract(blobs / e.desc.digest.removeprefix("sha256:"), tree,
+                                            e.desc.mediaType, what, match):
+                if name in names:
+                    raise UnsafePathError(f"{what}: {name!r} is also in another layer (colliding names)")
+                names.add(name)
+                rel = safe_relpath(name)
+                staged = tree / name
+                digest = sha256_file(staged)[0]
+                dest = safe_dest(out_dir, rel)
+                if _check_dest(dest, digest, size, overwrite):
+                    results.append(PulledFile(path=name, digest=digest, size=size, mode=mode, skipped=True))
+                    continue
+                moves.append((staged, dest, mode, False))
+                results.append(PulledFile(path=name, digest=digest, size=size, mode=mode))
+        # everything fetched, verified and checked: make it visible
+        for staged, dest, mode, copy in moves:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if copy:
+                tmp = staging / "copy.tmp"
+                shutil.copyfile(staged, tmp)
+                staged = tmp
+            os.chmod(staged, mode)
+            os.replace(staged, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return sorted(results, key=lambda r: r.path)
+
+
+
+def file_digests(target: Target, repo: str, manifest: Manifest) -> dict[str, tuple[str, int]]:
+    """path -> (digest, size) for every file; tar layers are fetched (verified) and their members hashed."""
+    out: dict[str, tuple[str, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="ociart-diff-") as tmp:
+        for e in select(manifest):
+            if not e.tar:
+                out[str(e.rel)] = (e.desc.digest, e.desc.size)
+                continue
+            blob = Path(tmp) / e.desc.digest.removeprefix("sha256:")
+            if not blob.exists():
+                target.fetch_blob(repo, e.desc, blob)
+            for name, digest, size in member_digests(blob, e.desc.mediaType, f"layer {e.desc.digest}"):
+                out[name] = (digest, size)
+    return out
