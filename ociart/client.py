@@ -16,6 +16,7 @@ from .reference import Reference, parse_reference
 from .targets.auth import Credentials, remove_credentials, store_credentials
 from .targets.base import Target
 from .targets.layout import LayoutTarget
+from .lineage.record import LineageOptions
 from .packaging.unpack import PulledFile
 from .transfer import collect_files, copy_graph, push_files
 
@@ -165,12 +166,21 @@ class Client:
         metadata: dict[str, Any] | None = None,
         reproducible: bool = False,
         small_file_threshold: int | None = None,
+        lineage: LineageOptions | bool = True,
+        subject: str | Reference | None = None,
     ) -> Descriptor:
         """Push files. ``kind`` None or ``generic``: one layer per file (ORAS-style). Any other kind packs one
-        directory as a typed artifact (models as CNCF ModelPack); ``metadata`` overrides ``ociart.yaml``."""
+        directory as a typed artifact (models as CNCF ModelPack); ``metadata`` overrides ``ociart.yaml``.
+
+        ``lineage`` (default on) records git state, run, parameters and inputs in annotations and attaches an
+        in-toto/SLSA provenance statement as a referrer; ``subject`` attaches a report to the model it evaluated.
+        """
         r = self.ref(ref)
         if r.digest:
             raise UsageError(f"{r}: push to a tag, not a digest")
+        from .lineage.record import LineageOptions as _Opts
+        from .lineage.record import annotations as lineage_annotations
+        from .lineage.record import capture
         from .packaging import Kind, load_metadata
 
         dir_meta = load_metadata(Path(paths[0])) if len(paths) == 1 and Path(paths[0]).is_dir() else None
@@ -179,6 +189,18 @@ class Client:
             k = Kind(chosen)
         except ValueError:
             raise UsageError(f"unknown kind {chosen!r}: choose from {', '.join(x.value for x in Kind)}") from None
+        if subject is not None and k is not Kind.REPORT:
+            raise UsageError("--subject attaches an evaluation report: use it with --kind report")
+        opts = lineage if isinstance(lineage, _Opts) else (_Opts() if lineage else None)
+        captured = capture(self, opts) if opts else None
+        extra = lineage_annotations(captured) if captured else {}
+        target = self.target(r)
+        subject_ref, subject_desc = None, None
+        if subject is not None:
+            subject_ref = self.ref(subject)
+            subject_desc = self.resolve(subject_ref)
+            if subject_ref.registry != r.registry or subject_ref.layout != r.layout:
+                raise UsageError("--subject must be in the same registry or store as the report")
         with self._progress() as progress:
             if k is not Kind.GENERIC:
                 if dir_meta is None:
@@ -188,22 +210,39 @@ class Client:
                 from .packaging.pack import DEFAULT_SMALL_FILE_THRESHOLD, push_directory
 
                 meta = dir_meta.merged(metadata or {})
+                if captured is not None:
+                    captured.metrics = {**meta.metrics, **captured.metrics}
                 content = push_directory(
-                    self.target(r), r.repository, r.tag or "latest", Path(paths[0]), k, meta,
-                    reproducible=reproducible, annotations=annotations, concurrency=self.concurrency,
-                    threshold=DEFAULT_SMALL_FILE_THRESHOLD if small_file_threshold is None else small_file_threshold,
-                    progress=progress)
-                return content.descriptor()
-            files = collect_files(paths)
-            cfg = None
-            if config is not None:
-                if not Path(config).is_file():
-                    raise NotFoundError(f"config file {config} not found")
-                cfg = (Path(config), config_media_type)
-            content = push_files(self.target(r), r.repository, r.tag or "latest", files,
-                                 artifact_type=artifact_type, annotations=annotations, config=cfg,
-                                 concurrency=self.concurrency, progress=progress)
+                    target, r.repository, r.tag or "latest", Path(paths[0]), k, meta,
+                    reproducible=reproducible, annotations=annotations, base_annotations=extra,
+                    subject=subject_desc, concurrency=self.concurrency, progress=progress,
+                    threshold=DEFAULT_SMALL_FILE_THRESHOLD if small_file_threshold is None else small_file_threshold)
+            else:
+                files = collect_files(paths)
+                cfg = None
+                if config is not None:
+                    if not Path(config).is_file():
+                        raise NotFoundError(f"config file {config} not found")
+                    cfg = (Path(config), config_media_type)
+                content = push_files(target, r.repository, r.tag or "latest", files,
+                                     artifact_type=artifact_type, annotations=annotations, config=cfg,
+                                     concurrency=self.concurrency, progress=progress,
+                                     manifest_annotations_extra=extra)
+        if subject_ref is not None and subject_ref.repository != r.repository:
+            # referrers are per repository: the report is also attached next to the model it evaluated
+            copy_graph(target, r.repository, target, subject_ref.repository, content.descriptor(),
+                       concurrency=self.concurrency)
+        if captured is not None and opts is not None and opts.provenance:
+            self._record_provenance(target, r, content, captured, k.value)
         return content.descriptor()
+
+    def _record_provenance(self, target: Target, r: Reference, content: Content, captured: Any, kind: str) -> None:
+        from .lineage.record import already_recorded, attach_statement, read_statements, statement
+
+        name = f"{r.registry}/{r.repository}" if r.registry else (r.repository or str(r.layout))
+        stmt = statement(captured, str(r), name, content.digest, kind)
+        if not already_recorded(read_statements(target, r.repository, content.digest), stmt, captured.run_known):
+            attach_statement(target, r.repository, content.descriptor(), stmt)
 
     def pull(self, ref: str | Reference, out_dir: str | Path = ".", *, include: Sequence[str] = (),
              filters: Sequence[str] = (), overwrite: bool = False) -> PullResult:
@@ -300,7 +339,8 @@ class Client:
         target.delete_tag(r.repository, r.tag)
         return DeleteResult(reference=str(r), digest=digest, tags=[r.tag], tag_only=True)
 
-    def copy(self, src: str | Reference, dst: str | Reference) -> Descriptor:
+    def copy(self, src: str | Reference, dst: str | Reference, *, referrers: bool = True) -> Descriptor:
+        """Copy an artifact with its referrers (signatures, attestations, provenance, reports) unless told not to."""
         s, d = self.ref(src), self.ref(dst)
         if d.digest and s.digest and d.digest != s.digest:
             raise UsageError("destination digest differs from the source digest")
@@ -310,7 +350,20 @@ class Client:
         tag = d.tag or (s.tag if not d.digest else None) or (None if s.digest else "latest")
         with self._progress() as progress:
             content = copy_graph(src_t, s.repository, dst_t, d.repository, root, tag=tag,
-                                 concurrency=self.concurrency, progress=progress)
+                                 concurrency=self.concurrency, progress=progress, referrers=referrers)
+        return content.descriptor()
+
+    def referrers(self, ref: str | Reference, artifact_type: str | None = None) -> list[Descriptor]:
+        """Manifests that refer to ``ref`` (its subject), optionally of one artifactType."""
+        r = self.ref(ref)
+        target = self.target(r, create=False)
+        digest = r.digest or target.resolve(r.repository, r.reference).digest
+        return target.referrers(r.repository, digest, artifact_type)
+
+    def attach(self, ref: str | Reference, content: Content) -> Descriptor:
+        """Store a manifest with a ``subject`` next to ``ref``'s repository so that referrers finds it."""
+        r = self.ref(ref)
+        self.target(r).attach(r.repository, content)
         return content.descriptor()
 
     def login(self, host: str, username: str, password: str) -> Path:

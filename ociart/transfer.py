@@ -50,8 +50,15 @@ def copy_blob(src: Target, src_repo: str, dst: Target, dst_repo: str, desc: Desc
 
 
 def copy_graph(src: Target, src_repo: str, dst: Target, dst_repo: str, root: Descriptor, *,
-               tag: str | None = None, concurrency: int = 4, progress: Progress | None = None) -> Content:
-    """Copy ``root`` (a manifest or index) and all it references; tag it at the destination if asked."""
+               tag: str | None = None, concurrency: int = 4, progress: Progress | None = None,
+               referrers: bool = False, _seen: set[str] | None = None) -> Content:
+    """Copy ``root`` (a manifest or index) and all it references; tag it at the destination if asked.
+
+    With ``referrers``, manifests that refer to ``root`` (signatures, attestations, provenance, reports) are copied
+    too, recursively, and attached at the destination (through the referrers API or the tag-schema index).
+    """
+    seen = _seen if _seen is not None else set()
+    seen.add(root.digest)
     content = src.get_manifest(src_repo, root.digest)
     node = content.parse()
     if isinstance(node, Index):
@@ -60,7 +67,15 @@ def copy_graph(src: Target, src_repo: str, dst: Target, dst_repo: str, root: Des
     else:
         blobs = [node.config, *node.layers]
         parallel(lambda d: copy_blob(src, src_repo, dst, dst_repo, d, progress), _unique(blobs), concurrency)
-    dst.put_manifest(dst_repo, content, tag)
+    if node.subject is not None and tag is None:
+        dst.attach(dst_repo, content)
+    else:
+        dst.put_manifest(dst_repo, content, tag)
+    if referrers:
+        for ref in src.referrers(src_repo, root.digest):
+            if ref.digest not in seen:
+                copy_graph(src, src_repo, dst, dst_repo, ref, concurrency=concurrency, progress=progress,
+                           referrers=True, _seen=seen)
     return content
 
 
@@ -154,7 +169,7 @@ def push_files(target: Target, repo: str, tag: str | None, files: Sequence[FileS
     if config is None and not artifact_type:
         artifact_type = DEFAULT_ARTIFACT_TYPE
     manifest = Manifest(artifactType=artifact_type, config=config_desc, layers=[d for d in layers if d],
-                        annotations={**(annotations or {}), **(manifest_annotations_extra or {})} or None)
+                        annotations={**(manifest_annotations_extra or {}), **(annotations or {})} or None)
     content = Content.from_model(manifest)
     target.put_manifest(repo, content, tag)
     return content

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from support.ocifake import OciFake
 from support.registry import AuthMode, RunningRegistry, registry_binary, start_registry
 
 RegistryFactory = Callable[..., RunningRegistry]
@@ -44,6 +45,10 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("XDG_CONFIG_HOME", str(base / "xdg-config"))
     for name in _ISOLATED_UNSET:
         monkeypatch.delenv(name, raising=False)
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "SOURCE_DATE_EPOCH", "OCIART_IMAGE_DIGEST"):
+        monkeypatch.delenv(name, raising=False)
+    # outside any git repository, so lineage capture records no commit unless a test sets one up
+    monkeypatch.chdir(base / "home")
     return base / "home"
 
 
@@ -96,3 +101,15 @@ def token_registry(registry_factory: RegistryFactory) -> RunningRegistry:
 def unique_repo() -> str:
     """A fresh repository name, ``test/<12 hex>``."""
     return f"test/{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def fake_registry() -> Iterator[OciFake]:
+    """In-memory OCI 1.1 registry with the native referrers API (``support/ocifake.py``) on a loopback port.
+
+    Stopped at teardown; a request its handler could not serve (a 500 from an exception) fails the test.
+    """
+    fake = OciFake()
+    yield fake
+    fake.stop()
+    assert not fake.errors, f"fake registry handler raised: {fake.errors!r}"

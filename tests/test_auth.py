@@ -473,9 +473,10 @@ def test_token_mount_across_repositories(token_registry: RunningRegistry, tmp_pa
                     if f"repository:{repo_a}:pull" in r["scopes"] and f"repository:{repo_b}:pull,push" in r["scopes"]]
     assert mount_scopes, token_log(token_registry, mark)
     assert all(r["authorized_user"] == USERNAME for r in mount_scopes)
-    # 2 file layers + the empty config: all mounted (201), no upload session opened on B
+    # 2 file layers + the empty config + the provenance statement (copied along as a referrer):
+    # all mounted (201), no upload session opened on B
     mounts = registry_statuses(token_registry, f"POST /v2/{repo_b}/blobs/uploads/?mount=")
-    assert mounts.count(201) == 3, mounts
+    assert mounts.count(201) == 4, mounts
     assert registry_statuses(token_registry, f'"POST /v2/{repo_b}/blobs/uploads/ HTTP') == []
     assert registry_statuses(token_registry, f"PATCH /v2/{repo_b}/blobs/uploads/") == []
     assert registry_statuses(token_registry, f"PUT /v2/{repo_b}/blobs/uploads/") == []

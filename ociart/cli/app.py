@@ -223,10 +223,12 @@ def copy(
     dst: Annotated[str, typer.Argument(help="Destination reference.")],
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
+    no_referrers: Annotated[bool, typer.Option(
+        "--no-referrers", help="Do not copy signatures, attestations, provenance and reports along.")] = False,
 ) -> None:
-    """Copy an artifact (manifest bytes and digest unchanged) between registries and layouts."""
+    """Copy an artifact (manifest bytes and digest unchanged) with its referrers between registries and layouts."""
     with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json) as c:
-        desc = c.copy(src, dst)
+        desc = c.copy(src, dst, referrers=not no_referrers)
     if as_json:
         _out(desc)
     else:
@@ -254,6 +256,23 @@ def diff(
         print(f"~ {f.path}  {f.old} -> {f.new}")
     _err(f"{len(result.added)} added, {len(result.removed)} removed, {len(result.changed)} changed, "
          f"{result.unchanged} unchanged")
+
+
+@app.command()
+def referrers(
+    ref: Annotated[str, typer.Argument(help="Subject artifact.")],
+    artifact_type: Annotated[Optional[str], typer.Option("--artifact-type", help="Only this artifactType.")] = None,
+    username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
+    insecure: InsecureOpt = False, ca_file: CaOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """List the manifests that refer to an artifact (signatures, attestations, provenance, reports)."""
+    with _client(username, password_stdin, plain_http, insecure, ca_file) as c:
+        found = c.referrers(ref, artifact_type)
+    if as_json:
+        _out({"referrers": [d.model_dump(mode="json", exclude_none=True) for d in found]})
+        return
+    for d in found:
+        print(f"{d.digest}  {d.artifactType or ''}")
 
 
 @app.command()

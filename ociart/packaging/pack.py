@@ -180,9 +180,14 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
 
 def push_directory(target: Target, repo: str, tag: str | None, root: Path, kind: Kind, meta: Metadata, *,
                    reproducible: bool = False, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD,
-                   annotations: dict[str, str] | None = None, concurrency: int = 4,
+                   annotations: dict[str, str] | None = None, base_annotations: dict[str, str] | None = None,
+                   subject: Descriptor | None = None, concurrency: int = 4,
                    progress: Progress | None = None, cache: DigestCache | None = None) -> Content:
-    """Pack ``root`` as an artifact of ``kind`` and push it; returns the manifest content."""
+    """Pack ``root`` as an artifact of ``kind`` and push it; returns the manifest content.
+
+    ``base_annotations`` (lineage) are overridden by metadata annotations, which ``annotations`` override.
+    With ``subject`` (a report's evaluated model) the manifest is also attached as a referrer of it.
+    """
     cache = cache if cache is not None else DigestCache()
     p = plan(root, kind, threshold)
     layers: list[Descriptor | None] = [None] * len(p.layers)
@@ -212,9 +217,12 @@ def push_directory(target: Target, repo: str, tag: str | None, root: Path, kind:
     if config.digest == EMPTY_JSON_DIGEST:
         config_desc = Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2)
     target.push_blob_stream(repo, config_desc, bytes_opener(config.data))
-    manifest = Manifest(artifactType=spec.artifact_type, config=config_desc, layers=descs,
-                        annotations={**manifest_annotations(kind.value, meta, created), **(annotations or {})})
+    manifest = Manifest(artifactType=spec.artifact_type, config=config_desc, layers=descs, subject=subject,
+                        annotations={**(base_annotations or {}), **manifest_annotations(kind.value, meta, created),
+                                     **(annotations or {})})
     content = Content.from_model(manifest)
     target.put_manifest(repo, content, tag)
+    if subject is not None:
+        target.attach(repo, content)
     return content
 

@@ -89,6 +89,14 @@ class Target(ABC):
         return False
 
     @abstractmethod
+    def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
+        """Manifests whose ``subject`` is ``digest`` (OCI 1.1 referrers), optionally of one artifactType."""
+
+    @abstractmethod
+    def attach(self, repo: str, content: Content) -> None:
+        """Store a manifest that has a ``subject`` so that :meth:`referrers` finds it."""
+
+    @abstractmethod
     def tags(self, repo: str) -> list[str]: ...
 
     @abstractmethod

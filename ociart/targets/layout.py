@@ -17,7 +17,7 @@ from ..errors import DigestMismatchError, InvalidContentError, NotFoundError
 from ..fsutil import publish, read_file_chunks, temp_file, write_all, write_stream_verified
 from ..oci import ANNOTATION_REF_NAME, Content, Descriptor, ImageLayout, Index
 from ..oci.digest import Digester
-from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type
+from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type, parse_manifest_content, referrer_descriptor
 from ..reference import is_digest
 from .base import Opener, ProgressFn, Target
 
@@ -166,6 +166,33 @@ class LayoutTarget(Target):
 
     def mount_blob(self, repo: str, desc: Descriptor, from_repo: str) -> bool:
         return self.has_blob(repo, desc)
+
+    # -- referrers: untagged index.json entries, found by the subject of the manifest they point at ----
+    def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
+        found: list[Descriptor] = []
+        for entry in self._read_index().manifests:
+            if ANNOTATION_REF_NAME in (entry.annotations or {}) or not entry.artifactType:
+                continue
+            if artifact_type and entry.artifactType != artifact_type:
+                continue
+            path = self.blob_path(entry.digest)
+            if not path.exists() or path.stat().st_size > MAX_MANIFEST_BYTES:
+                continue
+            node = parse_manifest_content(path.read_bytes(), entry.mediaType)
+            if node.subject is not None and node.subject.digest == digest:
+                found.append(entry)
+        return found
+
+    def attach(self, repo: str, content: Content) -> None:
+        node = content.parse()
+        if node.subject is None:
+            raise InvalidContentError(f"manifest {content.digest} has no subject to attach to")
+        self.put_manifest(repo, content)
+        entry = referrer_descriptor(content)
+        with self._edit_index() as index:
+            if not any(m.digest == content.digest and ANNOTATION_REF_NAME not in (m.annotations or {})
+                       for m in index.manifests):
+                index.manifests.append(entry)
 
     def tags(self, repo: str) -> list[str]:
         prefix = f"{repo}:" if repo else ""

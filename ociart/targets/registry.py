@@ -16,6 +16,7 @@ Exact behaviours (see ``docs/transport.md``):
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -43,9 +44,15 @@ from ..errors import (
     UnsupportedError,
 )
 from ..fsutil import publish, temp_file, verify, write_all
-from ..oci import MANIFEST_ACCEPT, Content, Descriptor
+from ..oci import MANIFEST_ACCEPT, OCI_INDEX, Content, Descriptor, Index
 from ..oci.digest import Digester
-from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type
+from ..oci.models import (
+    MAX_MANIFEST_BYTES,
+    detect_media_type,
+    fallback_tag,
+    parse_manifest_content,
+    referrer_descriptor,
+)
 from ..reference import is_digest
 from .auth import Challenge, Credentials, TokenCache, lookup_credentials, merge_scopes, parse_challenge
 from .base import Opener, ProgressFn, Target
@@ -191,6 +198,8 @@ class RegistryTarget(Target):
                 quirks = dict(q)
         self._quirks = quirks
         self._strategy: str | None = upload_strategy or os.environ.get("OCIART_UPLOAD_STRATEGY") or quirks.get("strategy")
+        forced = os.environ.get("OCIART_REFERRERS")  # "api" or "tag" forces the referrers mode
+        self._referrers_mode: str | None = forced if forced in ("api", "tag") else None
         #: Bytes of blob content sent (for tests and the benchmark: a re-push must send 0).
         self.bytes_uploaded = 0
 
@@ -480,6 +489,9 @@ class RegistryTarget(Target):
         return content
 
     def put_manifest(self, repo: str, content: Content, tag: str | None = None) -> None:
+        self._put_manifest(repo, content, tag)
+
+    def _put_manifest(self, repo: str, content: Content, tag: str | None) -> httpx.Response:
         ref = tag or content.digest
         resp = self.request("PUT", f"/v2/{repo}/manifests/{ref}", scopes=self._push(repo),
                             headers={"Content-Type": content.media_type}, body=content.data)
@@ -487,6 +499,89 @@ class RegistryTarget(Target):
         got = resp.headers.get("docker-content-digest")
         if got and got != content.digest:
             raise DigestMismatchError(f"{self.host}: registry stored manifest as {got}, expected {content.digest}")
+        return resp
+
+    # -- referrers (distribution-spec v1.1.1: API, or the sha256-<hex> tag schema) -----------------
+    def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
+        if self._referrers_mode != "tag":
+            found = self._referrers_api(repo, digest, artifact_type)
+            if found is not None:
+                return found
+        try:
+            index = self.get_manifest(repo, fallback_tag(digest)).parse()
+        except NotFoundError:
+            return []
+        entries = index.manifests if isinstance(index, Index) else []
+        return [e for e in entries if not artifact_type or e.artifactType == artifact_type]
+
+    def _referrers_api(self, repo: str, digest: str, artifact_type: str | None) -> list[Descriptor] | None:
+        """The referrers API's answer, or None when this registry has no referrers API (cached per host)."""
+        url: httpx.URL = self._url(f"/v2/{repo}/referrers/{digest}")
+        if artifact_type:
+            url = url.copy_merge_params({"artifactType": artifact_type})
+        found: list[Descriptor] = []
+        for _ in range(1000):
+            resp = self.request("GET", url, scopes=self._pull(repo), headers={"Accept": OCI_INDEX})
+            media = (resp.headers.get("content-type") or "").split(";")[0].strip()
+            if resp.status_code == 404 and "NAME_UNKNOWN" in _oci_errors(resp)[0]:
+                return []
+            if resp.status_code != 200 or media != OCI_INDEX:
+                if resp.status_code in (200, 400, 404, 405) and self._referrers_mode is None:
+                    self._referrers_mode = "tag"  # e.g. distribution 2.8.2: 404 text/plain
+                    return None
+                self._raise_for(resp, f"referrers of {repo}@{digest}")
+                return None
+            self._referrers_mode = "api"
+            page = parse_manifest_content(resp.content, OCI_INDEX)
+            entries = page.manifests if isinstance(page, Index) else []
+            if artifact_type and "artifactType" not in resp.headers.get("oci-filters-applied", ""):
+                entries = [e for e in entries if e.artifactType == artifact_type]
+            found += entries
+            nxt = resp.links.get("next", {}).get("url")
+            if not nxt:
+                break
+            url = url.join(nxt)
+            if not self._same_origin(url):
+                break
+        return found
+
+    def attach(self, repo: str, content: Content) -> None:
+        """PUT by digest; when the registry does not confirm ``OCI-Subject``, add the manifest to the
+        ``sha256-<subject hex>`` index. Writers on this machine are serialised by a file lock; across machines the
+        index is read back after each write and the update retried when another writer's version replaced it."""
+        node = content.parse()
+        if node.subject is None:
+            raise InvalidContentError(f"manifest {content.digest} has no subject to attach to")
+        subject = node.subject.digest
+        resp = self._put_manifest(repo, content, None)
+        if resp.headers.get("oci-subject") == subject:
+            return
+        entry = referrer_descriptor(content)
+        tag = fallback_tag(subject)
+        from filelock import FileLock
+
+        from ..reference import default_home
+
+        lock_dir = default_home() / "locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        key = hashlib.sha256(f"{self.host}/{repo}@{subject}".encode()).hexdigest()[:32]
+        with FileLock(str(lock_dir / f"referrers-{key}.lock")):
+            for _ in range(8):
+                try:
+                    current = self.get_manifest(repo, tag).parse()
+                    entries = list(current.manifests) if isinstance(current, Index) else []
+                except NotFoundError:
+                    entries = []
+                if any(e.digest == content.digest for e in entries):
+                    return
+                index = Content.from_model(Index(manifests=[*entries, entry]))
+                self._put_manifest(repo, index, tag)
+                after = self.get_manifest(repo, tag).parse()
+                if isinstance(after, Index) and any(e.digest == content.digest for e in after.manifests):
+                    return
+                time.sleep(random.uniform(0.05, 0.3))
+        raise RegistryError(f"{self.host}: could not record referrer {content.digest} in the {tag} index "
+                            "(concurrent writers kept replacing it)")
 
     # -- blobs: read -------------------------------------------------------------------------------
     def has_blob(self, repo: str, desc: Descriptor) -> bool:
