@@ -366,6 +366,25 @@ class Client:
         self.target(r).attach(r.repository, content)
         return content.descriptor()
 
+    def provenance(self, ref: str | Reference) -> Any:
+        """The newest SLSA provenance statement attached to ``ref`` (an ``ociart.lineage.Statement``)."""
+        from .lineage.record import read_statements
+
+        pinned, content = self.manifest(ref)
+        found = read_statements(self.target(pinned), pinned.repository, content.digest)
+        if not found:
+            raise NotFoundError(f"{pinned}: no provenance attached")
+        return found[0]
+
+    def lineage(self, ref: str | Reference, *, downstream: Sequence[str] | None = None, depth: int = 10) -> Any:
+        """The lineage graph (``ociart.lineage.Node``): upstream from provenance statements, or with
+        ``downstream`` (repositories to search) the artifacts whose recorded inputs include ``ref``."""
+        from .lineage import graph
+
+        if downstream is not None:
+            return graph.downstream(self, str(self.ref(ref)), list(downstream), depth)
+        return graph.upstream(self, str(self.ref(ref)), depth)
+
     def login(self, host: str, username: str, password: str) -> Path:
         """Check the credentials against the registry, then store them in Docker's config.json."""
         from .targets.registry import RegistryTarget

@@ -96,6 +96,18 @@ def push(
         "--reproducible", help="Leave out the creation time (SOURCE_DATE_EPOCH still wins).")] = False,
     small_file_threshold: Annotated[Optional[int], typer.Option(
         "--small-file-threshold", min=0, help="Bytes; smaller files of a directory share a tar layer (0: never).")] = None,
+    subject: Annotated[Optional[str], typer.Option(
+        "--subject", help="With --kind report: the model this report evaluated (attached as its referrer).")] = None,
+    git_dir: Annotated[Optional[Path], typer.Option("--git-dir", help="Repository of the training code (default: cwd).")] = None,
+    no_git: Annotated[bool, typer.Option("--no-git", help="Do not record git state.")] = False,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Run id (default: active MLflow/W&B run).")] = None,
+    param: Annotated[list[str], typer.Option("--param", help="Hyperparameter KEY=VALUE (repeatable).")] = [],  # noqa: B006
+    params_file: Annotated[Optional[Path], typer.Option("--params-file", help="Hyperparameters, YAML or JSON.")] = None,
+    input_: Annotated[list[str], typer.Option(
+        "--input", help="Input artifact [NAME=]REF, recorded by digest (repeatable).")] = [],  # noqa: B006
+    input_file: Annotated[list[Path], typer.Option("--input-file", help="Local input file, recorded by sha256.")] = [],  # noqa: B006
+    no_provenance: Annotated[bool, typer.Option(
+        "--no-provenance", help="Do not attach the provenance statement (annotations are still written).")] = False,
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
 ) -> None:
@@ -115,10 +127,18 @@ def push(
     metadata = {"name": name, "version": artifact_version, "description": description, "authors": author,
                 "license": license_, "framework": framework, "architecture": architecture, "precision": precision,
                 "metrics": metrics, "labels": _kv(label, "--label")}
+    from ..lineage.capture import load_params_file
+    from ..lineage.record import LineageOptions
+
+    params: dict[str, Any] = load_params_file(params_file) if params_file else {}
+    params.update(_kv(param, "--param"))
+    lineage = LineageOptions(git=not no_git, git_dir=git_dir, run_id=run_id, params=params, metrics=metrics,
+                             inputs=list(input_), input_files=list(input_file), provenance=not no_provenance,
+                             entry_point="ociart push")
     with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json) as c:
         desc = c.push(ref, paths, kind=kind, artifact_type=artifact_type, annotations=_kv(annotation, "--annotation"),
                       config=cfg, config_media_type=cfg_type, metadata=metadata, reproducible=reproducible,
-                      small_file_threshold=small_file_threshold)
+                      small_file_threshold=small_file_threshold, lineage=lineage, subject=subject)
     if as_json:
         _out(desc)
     else:
@@ -273,6 +293,47 @@ def referrers(
         return
     for d in found:
         print(f"{d.digest}  {d.artifactType or ''}")
+
+
+@app.command()
+def provenance(
+    ref: Annotated[str, typer.Argument(help="Artifact.")],
+    username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
+    insecure: InsecureOpt = False, ca_file: CaOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Print the in-toto SLSA provenance statement attached to an artifact."""
+    with _client(username, password_stdin, plain_http, insecure, ca_file) as c:
+        stmt = c.provenance(ref)
+    sys.stdout.write(json.dumps(stmt.model_dump(mode="json", by_alias=True, exclude_none=True), indent=2) + "\n")
+
+
+@app.command()
+def lineage(
+    ref: Annotated[str, typer.Argument(help="Artifact.")],
+    downstream: Annotated[bool, typer.Option(
+        "--downstream", help="Find artifacts built from this one, in the --repo repositories.")] = False,
+    repo: Annotated[list[str], typer.Option("--repo", help="Repository to search downstream (repeatable).")] = [],  # noqa: B006
+    depth: Annotated[int, typer.Option("--depth", min=1, help="How many levels to follow.")] = 10,
+    dot: Annotated[bool, typer.Option("--dot", help="Print Graphviz dot.")] = False,
+    username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
+    insecure: InsecureOpt = False, ca_file: CaOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Show what data, code, parameters and environment produced an artifact (or, --downstream, what used it)."""
+    if downstream and not repo:
+        raise UsageError("--downstream needs at least one --repo to search")
+    with _client(username, password_stdin, plain_http, insecure, ca_file) as c:
+        root = c.lineage(ref, downstream=repo if downstream else None, depth=depth)
+    if as_json:
+        _out(root)
+        return
+    from ..lineage import graph
+
+    if dot:
+        sys.stdout.write(graph.to_dot_downstream(root) if downstream else graph.to_dot(root))
+        return
+    from .render import print_lineage
+
+    print_lineage(root, downstream)
 
 
 @app.command()

@@ -46,3 +46,36 @@ def print_inspection(info: Any) -> None:
             table.add_row(child["digest"][:19], child["mediaType"], child.get("artifactType", ""),
                           "/".join(filter(None, [plat.get("os"), plat.get("architecture")])), _size(child["size"]))
         console.print(table)
+
+
+def _label(n: Any) -> str:
+    text = f"[bold]{n.kind}[/bold] {n.name}"
+    if n.digest:
+        text += f"  {n.digest[:19]}"
+    role = n.details.get("role")
+    if role:
+        text += f"  (as {role})"
+    if n.kind == "params":
+        text += "  " + ", ".join(f"{k}={v}" for k, v in sorted(n.details.items()))
+    elif n.details.get("metrics"):
+        text += "  " + ", ".join(f"{k}={v}" for k, v in sorted(n.details["metrics"].items()))
+    if n.details.get("run"):
+        text += f"  run {n.details['run']}"
+    for rep in n.details.get("reports") or []:
+        metrics = ", ".join(f"{k}={v}" for k, v in sorted((rep.get("metrics") or {}).items()))
+        text += f"\n  evaluated by report {rep['digest'][:19]}" + (f": {metrics}" if metrics else "")
+    return text
+
+
+def print_lineage(root: Any, downstream: bool) -> None:
+    from rich.console import Console
+    from rich.tree import Tree
+
+    tree = Tree(_label(root))
+
+    def add(branch: Any, node: Any) -> None:
+        for child in node.children:
+            add(branch.add(_label(child)), child)
+
+    add(tree, root)
+    Console(soft_wrap=True).print(("built into:\n" if downstream else "built from:\n") if root.children else "", tree)

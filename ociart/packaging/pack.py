@@ -120,6 +120,20 @@ def plan(root: Path, kind: Kind, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD) 
     return PackPlan(kind, layers, len(entries), sum(e.size for e in entries), newest)
 
 
+def report_metrics(root: Path) -> dict[str, float]:
+    """Top-level numbers of a report's ``metrics.json`` (nested values stay in the file only)."""
+    path = root / "metrics.json"
+    if not path.is_file() or path.stat().st_size > 1 << 20:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise UsageError(f"{path}: not valid JSON") from None
+    if not isinstance(data, dict):
+        return {}
+    return {k: float(v) for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
 def _raw_media_type(kind: Kind, e: FileEntry) -> str:
     if kind is Kind.REPORT:
         if os.path.basename(e.rel) == "metrics.json":
@@ -190,6 +204,8 @@ def push_directory(target: Target, repo: str, tag: str | None, root: Path, kind:
     """
     cache = cache if cache is not None else DigestCache()
     p = plan(root, kind, threshold)
+    if kind is Kind.REPORT:
+        meta = meta.model_copy(update={"metrics": {**report_metrics(root), **meta.metrics}})
     layers: list[Descriptor | None] = [None] * len(p.layers)
 
     def one(i: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -84,8 +85,23 @@ def _matcher(include: Sequence[str]) -> Callable[[str], bool]:
     return lambda name: any(fnmatch.fnmatchcase(name, g) for g in include)
 
 
+def _tar_may_match(filepath: str | None, include: Sequence[str]) -> bool:
+    """Whether a tar layer can hold a member ``include`` selects. Its members are named from the root, under its
+    ``org.cncf.model.filepath`` (ociart, ModelPack, KitOps); a layer of the root (``.``) may hold any name."""
+    base = (filepath or "").strip()
+    while base.startswith("./"):
+        base = base[2:]
+    base = base.rstrip("/")
+    if not include or base in ("", "."):
+        return True
+    under = base + "/"
+    literal = [re.split(r"[*?\[]", g, maxsplit=1)[0] for g in include]  # what every match starts with
+    return any(lit.startswith(under) or under.startswith(lit) for lit in literal)
+
+
 def select(manifest: Manifest, filters: Sequence[str] = (), include: Sequence[str] = ()) -> list[Entry]:
-    """Layers to fetch. Tar layers are kept whole here; ``include`` applies to their members at extraction."""
+    """Layers to fetch. Tar layers are kept whole here (unless no member under their filepath can match
+    ``include``); ``include`` applies to their members at extraction."""
     wanted = set(check_filters(filters))
     match = _matcher(include)
     chosen: list[Entry] = []
@@ -96,7 +112,8 @@ def select(manifest: Manifest, filters: Sequence[str] = (), include: Sequence[st
         ann = layer.annotations or {}
         path = layer_path(layer)
         if is_tar(layer.mediaType) and (A_FILEPATH in ann or LEGACY_FILEPATH in ann or A_TITLE not in ann):
-            chosen.append(Entry(layer, None))
+            if _tar_may_match(ann.get(A_FILEPATH) or ann.get(LEGACY_FILEPATH), include):
+                chosen.append(Entry(layer, None))
             continue
         if path is None:
             continue  # no name: nothing to restore (as ORAS does)

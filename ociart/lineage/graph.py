@@ -1,0 +1,155 @@
+"""Lineage queries: what an artifact was made from (upstream, from provenance statements) and what was made from
+it (downstream, from the ``dev.ociart.inputs+json`` summaries of artifacts in the given repositories)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from ..errors import OciartError
+from ..oci import Manifest
+from ..packaging.kinds import KIND_SPECS, Kind
+from ..packaging.metadata import A_METRICS
+from .record import A_INPUTS, read_statements
+
+REPORT_TYPE = KIND_SPECS[Kind.REPORT].artifact_type
+
+if TYPE_CHECKING:
+    from ..client import Client
+
+
+class Node(BaseModel):
+    """One artifact (or code/parameters leaf) in a lineage graph."""
+
+    kind: str  # model, dataset, … for artifacts; "code", "params", "file" for leaves
+    name: str
+    ref: str | None = None
+    digest: str | None = None
+    artifactType: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    children: list[Node] = Field(default_factory=list)
+
+
+def _artifact_node(client: Client, ref: str) -> tuple[Node, str, Any]:
+    pinned, content = client.manifest(ref)
+    node = content.parse()
+    annotations = node.annotations or {}
+    artifact_type = node.artifactType if not isinstance(node, Manifest) else (
+        node.artifactType or node.config.mediaType)
+    from ..packaging.kinds import detect_kind
+
+    kind = detect_kind(artifact_type, node.config.mediaType if isinstance(node, Manifest) else "", annotations)
+    n = Node(kind=kind, name=annotations.get("org.opencontainers.image.title") or pinned.repository or str(pinned),
+             ref=str(pinned), digest=content.digest, artifactType=artifact_type)
+    return n, content.digest, pinned
+
+
+def upstream(client: Client, ref: str, depth: int = 10, _seen: set[str] | None = None) -> Node:
+    """The artifact and, recursively, the datasets, preprocessors, base models, code and parameters it came from."""
+    seen = _seen if _seen is not None else set()
+    node, digest, pinned = _artifact_node(client, ref)
+    if digest in seen or depth <= 0:
+        return node
+    seen.add(digest)
+    target = client.target(pinned)
+    reports = []
+    for rep in target.referrers(pinned.repository, digest, REPORT_TYPE):
+        metrics = (rep.annotations or {}).get(A_METRICS)
+        reports.append({"digest": rep.digest, "metrics": json.loads(metrics) if metrics else None})
+    if reports:
+        node.details["reports"] = reports
+    statements = read_statements(target, pinned.repository, digest)
+    if not statements:
+        return node
+    stmt = statements[0]
+    bd = stmt.predicate.buildDefinition
+    md = stmt.predicate.runDetails.metadata
+    node.details |= {k: v for k, v in {
+        "run": md.invocationId if md else None, "finishedOn": md.finishedOn if md else None,
+        "metrics": bd.externalParameters.metrics}.items() if v}
+    for dep in stmt.inputs():
+        if dep.digest and "gitCommit" in dep.digest:
+            node.children.append(Node(kind="code", name=dep.uri or "git", digest=dep.digest["gitCommit"],
+                                      details={"commit": dep.digest["gitCommit"]}))
+        elif dep.uri and dep.uri.startswith("file:"):
+            node.children.append(Node(kind="file", name=dep.name or dep.uri, ref=dep.uri,
+                                      digest="sha256:" + (dep.digest or {}).get("sha256", "")))
+        elif dep.uri:
+            try:
+                child = upstream(client, dep.uri, depth - 1, seen)
+            except OciartError as exc:  # an input that is gone: still shown, marked
+                child = Node(kind="missing", name=dep.name or dep.uri, ref=dep.uri,
+                             digest="sha256:" + (dep.digest or {}).get("sha256", ""), details={"error": str(exc)})
+            if dep.name and dep.name != child.name:
+                child.details.setdefault("role", dep.name)
+            node.children.append(child)
+    if bd.externalParameters.hyperparameters:
+        node.children.append(Node(kind="params", name="parameters", details=bd.externalParameters.hyperparameters))
+    return node
+
+
+def downstream(client: Client, ref: str, repositories: list[str], depth: int = 10,
+               _seen: set[str] | None = None) -> Node:
+    """The artifact and, recursively, the artifacts in ``repositories`` whose recorded inputs include it."""
+    seen = _seen if _seen is not None else set()
+    node, digest, _ = _artifact_node(client, ref)
+    if digest in seen or depth <= 0:
+        return node
+    seen.add(digest)
+    for repo in repositories:
+        r = client.ref(repo)
+        target = client.target(r, create=False)
+        for tag in client.tags(r):
+            try:
+                content = target.get_manifest(r.repository, target.resolve(r.repository, tag).digest)
+            except OciartError:
+                continue
+            m = content.parse()
+            raw = (m.annotations or {}).get(A_INPUTS)
+            if not raw or content.digest in seen:
+                continue
+            try:
+                inputs = json.loads(raw)
+            except ValueError:
+                continue
+            if any(isinstance(i, dict) and i.get("digest") == digest for i in inputs):
+                child_ref = str(r.with_digest(content.digest))
+                node.children.append(downstream(client, child_ref, repositories, depth - 1, seen))
+    return node
+
+
+def to_dot(root: Node) -> str:
+    lines = ["digraph lineage {", "  rankdir=LR;", "  node [shape=box];"]
+    ids: dict[str, str] = {}
+
+    def nid(n: Node) -> str:
+        key = n.digest or f"{n.kind}:{n.name}"
+        if key not in ids:
+            ids[key] = f"n{len(ids)}"
+            label = f"{n.kind}\\n{n.name}" + (f"\\n{n.digest[:19]}" if n.digest else "")
+            lines.append(f'  {ids[key]} [label="{label}"];')
+        return ids[key]
+
+    def walk(n: Node) -> None:
+        me = nid(n)
+        for c in n.children:
+            lines.append(f"  {nid(c)} -> {me};")
+            walk(c)
+
+    walk(root)
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def to_dot_downstream(root: Node) -> str:
+    """Edges point from an input to what was built from it (the same direction as upstream graphs)."""
+    text = to_dot(root)
+    out = []
+    for line in text.splitlines():
+        if " -> " in line:
+            a, b = line.strip().rstrip(";").split(" -> ")
+            line = f"  {b} -> {a};"
+        out.append(line)
+    return "\n".join(out) + "\n"
