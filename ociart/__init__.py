@@ -35,6 +35,8 @@ __all__ = [
     "UsageError",
     "VerificationError",
     "parse_reference",
+    "run",
+    "Run",
 ]
 
 
@@ -43,6 +45,10 @@ def __getattr__(name: str) -> Any:  # lazy: `import ociart` stays cheap for the 
         from .client import Client
 
         return Client
+    if name in ("run", "Run"):
+        from .lineage import run as run_module
+
+        return getattr(run_module, name)
     if name in ("Reference", "parse_reference"):
         from . import reference
 

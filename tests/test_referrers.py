@@ -215,6 +215,19 @@ def test_forced_tag_mode_maintains_the_index_on_an_api_registry(fake_registry: O
     assert not fake_registry.requests("GET", "/referrers/")
 
 
+def test_oci_subject_without_referrers_api_still_gets_the_index(fake_registry: OciFake) -> None:
+    """registry-protocol.md §6: do not trust OCI-Subject alone (ECR confirmed it without having the API)."""
+    fake_registry.referrers_api = False
+    base = f"{fake_registry.host}/models/ecr-like"
+    with _client() as c:
+        subject = push_subject(c, f"{base}:v1")
+        sig = make_referrer(c, base, subject, SIG, "sig")
+        c.attach(base, sig)
+        assert c.target(c.ref(base))._referrers_mode == "tag"
+        assert listed(c, f"{base}:v1") == [entry(sig)]
+        assert c.tags(base, all=True) == sorted(["v1", fallback_tag(subject.digest)])
+
+
 @pytest.mark.parametrize("layout", ["embedded", "oci"])
 def test_attach_and_list_in_layouts(layout: str, tmp_path: Path) -> None:
     base = "team/model" if layout == "embedded" else f"oci:{tmp_path / 'lay'}"

@@ -554,8 +554,10 @@ class RegistryTarget(Target):
             raise InvalidContentError(f"manifest {content.digest} has no subject to attach to")
         subject = node.subject.digest
         resp = self._put_manifest(repo, content, None)
-        if resp.headers.get("oci-subject") == subject:
-            return
+        if resp.headers.get("oci-subject") == subject and self._referrers_mode != "tag":
+            # OCI-Subject alone is not proof of the API (ECR sent it without one): probe once per host
+            if self._referrers_mode == "api" or self._referrers_api(repo, subject, None) is not None:
+                return
         entry = referrer_descriptor(content)
         tag = fallback_tag(subject)
         from filelock import FileLock

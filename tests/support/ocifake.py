@@ -10,7 +10,9 @@ Implemented: ``GET /v2/``; blob HEAD/GET (``Range`` → 206); uploads — ``POST
 status, ``DELETE``; manifests GET/HEAD/PUT/DELETE by tag or digest (exact bytes and ``Content-Type`` kept; PUT
 checks the referenced blobs/manifests exist and answers ``OCI-Subject`` when the manifest has a ``subject``);
 ``tags/list``; ``GET /v2/<name>/referrers/<digest>[?artifactType=]`` (paginated by ``Link`` when
-``referrers_page_size`` is set). Anything else is answered 404/405 with an OCI error body. No auth.
+``referrers_page_size`` is set; ``referrers_api=False`` answers it ``404 text/plain`` like distribution 2.8.2 while
+manifest PUTs still confirm ``OCI-Subject``, as ECR did). Anything else is answered 404/405 with an OCI error body.
+No auth.
 """
 
 from __future__ import annotations
@@ -63,10 +65,11 @@ class Repo:
 class OciFake:
     """In-memory registry; ``repos`` maps repository name → :class:`Repo` (inspect it from tests)."""
 
-    def __init__(self, *, referrers_page_size: int | None = None) -> None:
+    def __init__(self, *, referrers_page_size: int | None = None, referrers_api: bool = True) -> None:
         self.repos: dict[str, Repo] = {}
         self.uploads: dict[str, tuple[str, bytearray]] = {}  # session id -> (repository, bytes so far)
         self.referrers_page_size = referrers_page_size
+        self.referrers_api = referrers_api
         self._lock = threading.Lock()
         self._server = FakeServer(self._handle)
         self.host, self.url = self._server.host, self._server.url
@@ -234,6 +237,8 @@ class OciFake:
 
     def _referrers(self, method: str, name: str, digest: str, query: dict[str, str], headers: dict[str, str],
                    body: BodyReader) -> Response:
+        if not self.referrers_api:
+            return 404, {"Content-Type": "text/plain; charset=utf-8"}, b"404 page not found\n"
         if method != "GET":
             return _error(405, "UNSUPPORTED", f"{method} on referrers")
         if not _DIGEST.match(digest):
