@@ -234,6 +234,8 @@ class Client:
                        concurrency=self.concurrency)
         if captured is not None and opts is not None and opts.provenance:
             self._record_provenance(target, r, content, captured, k.value)
+        if captured is not None and captured.tracker == "mlflow":
+            _tag_mlflow_run(captured.run_id, r, content.digest)
         return content.descriptor()
 
     def _record_provenance(self, target: Target, r: Reference, content: Content, captured: Any, kind: str) -> None:
@@ -400,6 +402,19 @@ class Client:
 
     def logout(self, host: str) -> bool:
         return remove_credentials(host)
+
+
+def _tag_mlflow_run(run_id: str, ref: Reference, digest: str) -> None:
+    """Link the MLflow run to the pushed digest: run tag ``ociart.<repository>`` = ``<ref>@<digest>``."""
+    import sys
+
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None:
+        return
+    try:
+        mlflow.MlflowClient().set_tag(run_id, f"ociart.{ref.repository}", str(ref.with_digest(digest)))
+    except Exception:  # noqa: BLE001 - tracking is best effort; the push itself succeeded
+        pass
 
 
 def _tag_points_at(target: Target, repo: str, tag: str, digest: str) -> bool:

@@ -11,6 +11,7 @@ and each listing is exactly what the test attached.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -24,8 +25,8 @@ from helpers import run_cli
 
 import ociart
 from ociart.oci import EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, Content, Descriptor
-from ociart.oci import ANNOTATION_REF_NAME, Manifest
-from ociart.errors import NotFoundError
+from ociart.oci import ANNOTATION_REF_NAME, Index, Manifest
+from ociart.errors import InvalidContentError, NotFoundError
 from ociart.oci.digest import sha256_bytes
 from ociart.targets.base import bytes_opener
 from support.ocifake import OciFake
@@ -80,11 +81,27 @@ def make_referrer(c: ociart.Client, ref: str, subject: Descriptor, artifact_type
     return Content.from_model(manifest)
 
 
+def make_index_referrer(c: ociart.Client, ref: str, subject: Descriptor) -> Content:
+    """A referrer that is an image index without artifactType (its one child manifest pushed untagged)."""
+    r = c.ref(ref)
+    _blob(c, ref, EMPTY_JSON, OCI_EMPTY)
+    layer = _blob(c, ref, b"part of a bundle", "application/vnd.example.part.v1")
+    child = Content.from_model(Manifest(artifactType="application/vnd.example.part", config=EMPTY, layers=[layer]))
+    c.target(r).put_manifest(r.repository, child)
+    return Content.from_model(Index(manifests=[child.descriptor()], annotations={"com.example.note": "bundle"},
+                                    subject=Descriptor(mediaType=subject.mediaType, digest=subject.digest,
+                                                       size=subject.size)))
+
+
 def entry(content: Content) -> dict[str, Any]:
-    """The referrers-list entry the specs require for ``content`` (computed here from the manifest JSON)."""
+    """The referrers-list entry the specs require for ``content`` (computed here from the manifest JSON):
+    artifactType is the manifest's, else its config's media type; an index without one has none."""
     m = json.loads(content.data)
-    return {"mediaType": content.media_type, "digest": content.digest, "size": len(content.data),
-            "artifactType": m.get("artifactType") or m["config"]["mediaType"], "annotations": m["annotations"]}
+    out = {"mediaType": content.media_type, "digest": content.digest, "size": len(content.data)}
+    artifact_type = m.get("artifactType") or (m.get("config") or {}).get("mediaType")
+    if artifact_type:
+        out["artifactType"] = artifact_type
+    return {**out, "annotations": m["annotations"]}
 
 
 def listed(c: ociart.Client, ref: str, artifact_type: str | None = None) -> list[dict[str, Any]]:
@@ -134,6 +151,66 @@ def fallback_index(registry_url: str, repo: str, subject: str) -> tuple[str, dic
 def referrers_api_calls(registry: RunningRegistry, repo: str) -> int:
     """How often the registry was asked for ``/v2/<repo>/referrers/`` (from its access log)."""
     return registry.log_text().count(f"GET /v2/{repo}/referrers/")
+
+
+# -- the fake registry itself (plain httpx) ------------------------------------------------------------
+def test_fake_registry_protocol(fake_registry: OciFake) -> None:
+    data = bytes(range(256)) * 40
+    digest = sha256_bytes(data)
+    with httpx.Client(base_url=fake_registry.url, timeout=10) as h:
+        assert h.get("/v2/").status_code == 200
+        start = h.post("/v2/a/b/blobs/uploads/")
+        assert start.status_code == 202
+        loc = httpx.URL(fake_registry.url).join(start.headers["location"])
+        first = h.patch(loc, content=data[:5000], headers={"Content-Range": "0-4999"})
+        assert first.status_code == 202 and first.headers["range"] == "0-4999"
+        assert h.patch(loc, content=b"x", headers={"Content-Range": "0-0"}).status_code == 416
+        rest = h.patch(loc, content=iter([data[5000:6000], data[6000:]]))  # streamed, chunked
+        assert rest.status_code == 202 and rest.headers["range"] == f"0-{len(data) - 1}"
+        assert h.get(loc).status_code == 204
+        bad = h.put(loc.copy_add_param("digest", EMPTY_JSON_DIGEST))
+        assert bad.status_code == 400 and bad.json()["errors"][0]["code"] == "DIGEST_INVALID"
+        loc = httpx.URL(fake_registry.url).join(h.post("/v2/a/b/blobs/uploads/").headers["location"])
+        done = h.put(loc.copy_add_param("digest", digest), content=data)
+        assert done.status_code == 201 and done.headers["docker-content-digest"] == digest
+        assert h.delete(httpx.URL(fake_registry.url).join(h.post("/v2/a/b/blobs/uploads/").headers["location"])
+                        ).status_code == 204
+        assert h.head(f"/v2/a/b/blobs/{digest}").headers["content-length"] == str(len(data))
+        part = h.get(f"/v2/a/b/blobs/{digest}", headers={"Range": "bytes=10-19"})
+        assert part.status_code == 206 and part.content == data[10:20]
+        assert part.headers["content-range"] == f"bytes 10-19/{len(data)}"
+        assert h.post(f"/v2/c/d/blobs/uploads/?mount={digest}&from=a/b").status_code == 201
+        assert h.head(f"/v2/c/d/blobs/{digest}").status_code == 200
+        assert h.post(f"/v2/c/d/blobs/uploads/?mount={EMPTY_JSON_DIGEST}&from=a/b").status_code == 202
+
+        layer = {"mediaType": "application/octet-stream", "digest": digest, "size": len(data)}
+        missing = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": EMPTY.model_dump(
+            exclude_none=True), "layers": [layer]}).encode()
+        put = h.put("/v2/a/b/manifests/v1", content=missing, headers={"Content-Type": OCI_MANIFEST})
+        assert put.status_code == 400 and put.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
+        h.put(h.post("/v2/a/b/blobs/uploads/").headers["location"] + f"?digest={EMPTY_JSON_DIGEST}", content=b"{}")
+        put = h.put("/v2/a/b/manifests/v1", content=missing, headers={"Content-Type": OCI_MANIFEST})
+        assert put.status_code == 201 and "oci-subject" not in put.headers
+        subject = put.headers["docker-content-digest"]
+        assert h.put("/v2/a/b/manifests/v1", content=missing, headers={"Content-Type": OCI_INDEX}).status_code == 400
+        referrer = json.loads(missing)
+        referrer.update(artifactType=SIG, subject={"mediaType": OCI_MANIFEST, "digest": subject, "size": len(missing)})
+        body = json.dumps(referrer).encode()
+        put = h.put(f"/v2/a/b/manifests/{sha256_bytes(body)}", content=body, headers={"Content-Type": OCI_MANIFEST})
+        assert put.status_code == 201 and put.headers["oci-subject"] == subject
+        got = h.get(f"/v2/a/b/manifests/{sha256_bytes(body)}")
+        assert got.content == body and got.headers["content-type"] == OCI_MANIFEST
+        refs = h.get(f"/v2/a/b/referrers/{subject}")
+        assert refs.headers["content-type"] == OCI_INDEX and "oci-filters-applied" not in refs.headers
+        assert refs.json()["manifests"] == [{"mediaType": OCI_MANIFEST, "digest": sha256_bytes(body),
+                                             "size": len(body), "artifactType": SIG}]
+        other = h.get(f"/v2/a/b/referrers/{subject}", params={"artifactType": "x/y"})
+        assert other.json()["manifests"] == [] and other.headers["oci-filters-applied"] == "artifactType"
+        assert h.get(f"/v2/a/b/referrers/{digest}").json() == {"schemaVersion": 2, "mediaType": OCI_INDEX,
+                                                                "manifests": []}
+        assert h.get("/v2/a/b/tags/list").json() == {"name": "a/b", "tags": ["v1"]}
+        assert h.delete("/v2/a/b/manifests/v1").status_code == 202
+        assert h.get("/v2/a/b/manifests/v1").status_code == 404
 
 
 # -- attach and list ---------------------------------------------------------------------------------
@@ -249,6 +326,34 @@ def test_attach_and_list_in_layouts(layout: str, tmp_path: Path) -> None:
         index = json.loads((tmp_path / "lay" / "index.json").read_text())
         untagged = [m for m in index["manifests"] if ANNOTATION_REF_NAME not in (m.get("annotations") or {})]
         assert untagged == [entry(sig), entry(sbom)]
+        skopeo = shutil.which("skopeo")
+        if skopeo:  # the untagged entries do not disturb other readers of the layout
+            raw = subprocess.run([skopeo, "inspect", "--raw", f"oci:{tmp_path / 'lay'}:v1"], capture_output=True,
+                                 timeout=60)
+            assert raw.returncode == 0, raw.stderr
+            assert sha256_bytes(raw.stdout) == subject.digest
+
+
+@pytest.mark.parametrize("store", ["distribution", "api", "embedded", "oci"])
+def test_index_referrer_without_artifact_type(store: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """An image index may refer to a subject; without artifactType its entry has none, and it is still listed."""
+    if store == "distribution":
+        base = f"{request.getfixturevalue('registry').host}/{request.getfixturevalue('unique_repo')}"
+    elif store == "api":
+        base = f"{request.getfixturevalue('fake_registry').host}/models/bundle"
+    else:
+        base = "team/bundle" if store == "embedded" else f"oci:{tmp_path / 'lay'}"
+    with _client() as c:
+        subject = push_subject(c, f"{base}:v1")
+        bundle = make_index_referrer(c, base, subject)
+        sig = make_referrer(c, base, subject, SIG, "sig")
+        c.attach(base, bundle)
+        c.attach(base, sig)
+        assert "artifactType" not in entry(bundle)
+        assert listed(c, f"{base}:v1") == [entry(bundle), entry(sig)]
+        assert listed(c, f"{base}:v1", SIG) == [entry(sig)]
+        with pytest.raises(InvalidContentError, match="no subject"):
+            c.attach(base, Content.from_model(Manifest(config=EMPTY)))
 
 
 # -- concurrent attaches on the tag schema -------------------------------------------------------------
@@ -343,6 +448,11 @@ def test_copy_between_api_and_tag_schema_registries(registry: RunningRegistry, f
         for content in (sig, sbom, counter):
             assert fake_registry.repos["mirror/model"].manifests[content.digest].data == content.data
 
+        assert c.copy(f"{fake_base}:v1", f"{fake_registry.host}/mirror/second:v1") == subject  # API -> API
+        assert_copied(c, f"{fake_registry.host}/mirror/second", subject, sig, sbom, counter)
+        mounts = fake_registry.requests("POST", "/mirror/second/blobs/uploads/?mount=")
+        assert mounts and all(e["status"] == 201 for e in mounts)
+
         back = f"{base}-back"
         assert c.copy(f"{fake_base}:v1", f"{back}:v1") == subject  # API -> tag schema
         assert_copied(c, back, subject, sig, sbom, counter)
@@ -351,8 +461,15 @@ def test_copy_between_api_and_tag_schema_registries(registry: RunningRegistry, f
         assert index == {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry(counter)]}
 
 
-def test_copy_registry_to_layout_to_embedded_store_carries_referrers(fake_registry: OciFake, tmp_path: Path) -> None:
-    base = f"{fake_registry.host}/models/src"
+@pytest.mark.parametrize("source", ["distribution", "api"])
+def test_copy_registry_to_layout_to_embedded_store_carries_referrers(source: str, request: pytest.FixtureRequest,
+                                                                     tmp_path: Path) -> None:
+    if source == "distribution":
+        host = request.getfixturevalue("registry").host
+        base = f"{host}/{request.getfixturevalue('unique_repo')}"
+    else:
+        host = request.getfixturevalue("fake_registry").host
+        base = f"{host}/models/src"
     lay = f"oci:{tmp_path / 'lay'}"
     with _client() as c:
         subject, sig, sbom, counter = attach_set(c, base)
@@ -360,8 +477,8 @@ def test_copy_registry_to_layout_to_embedded_store_carries_referrers(fake_regist
         assert_copied(c, lay, subject, sig, sbom, counter)
         assert c.copy(f"{lay}:v1", "team/model:v1") == subject
         assert_copied(c, "team/model", subject, sig, sbom, counter)
-        assert c.copy("team/model:v1", f"{fake_registry.host}/models/back:v1") == subject
-        assert_copied(c, f"{fake_registry.host}/models/back", subject, sig, sbom, counter)
+        assert c.copy("team/model:v1", f"{base}-back:v1") == subject
+        assert_copied(c, f"{base}-back", subject, sig, sbom, counter)
     index = json.loads((tmp_path / "lay" / "index.json").read_text())
     assert sorted(m["digest"] for m in index["manifests"]) == sorted([subject.digest, sig.digest, sbom.digest,
                                                                       counter.digest])

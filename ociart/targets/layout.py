@@ -171,8 +171,8 @@ class LayoutTarget(Target):
     def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
         found: list[Descriptor] = []
         for entry in self._read_index().manifests:
-            if ANNOTATION_REF_NAME in (entry.annotations or {}) or not entry.artifactType:
-                continue
+            if ANNOTATION_REF_NAME in (entry.annotations or {}):
+                continue  # tagged; an untagged referrer may lack artifactType (an index without one)
             if artifact_type and entry.artifactType != artifact_type:
                 continue
             path = self.blob_path(entry.digest)
