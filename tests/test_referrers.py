@@ -22,15 +22,25 @@ from typing import Any
 import httpx
 import pytest
 from helpers import run_cli
-
-import ociart
-from ociart.oci import EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, Content, Descriptor
-from ociart.oci import ANNOTATION_REF_NAME, Index, Manifest
-from ociart.errors import InvalidContentError, NotFoundError
-from ociart.oci.digest import sha256_bytes
-from ociart.targets.base import bytes_opener
 from support.ocifake import OciFake
 from support.registry import RunningRegistry
+
+import ociart
+from ociart.errors import InvalidContentError, NotFoundError
+from ociart.oci import (
+    ANNOTATION_REF_NAME,
+    EMPTY_JSON,
+    EMPTY_JSON_DIGEST,
+    OCI_EMPTY,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Content,
+    Descriptor,
+    Index,
+    Manifest,
+)
+from ociart.oci.digest import sha256_bytes
+from ociart.targets.base import bytes_opener
 
 SIG = "application/vnd.example.sig"
 COUNTER = "application/vnd.example.countersig"
@@ -328,8 +338,8 @@ def test_attach_and_list_in_layouts(layout: str, tmp_path: Path) -> None:
         assert untagged == [entry(sig), entry(sbom)]
         skopeo = shutil.which("skopeo")
         if skopeo:  # the untagged entries do not disturb other readers of the layout
-            raw = subprocess.run([skopeo, "inspect", "--raw", f"oci:{tmp_path / 'lay'}:v1"], capture_output=True,
-                                 timeout=60)
+            raw = subprocess.run([skopeo, "inspect", "--raw", f"oci:{tmp_path / 'lay'}:v1"], check=False,
+                                 capture_output=True, timeout=60)
             assert raw.returncode == 0, raw.stderr
             assert sha256_bytes(raw.stdout) == subject.digest
 
@@ -396,7 +406,7 @@ def test_concurrent_attaches_from_processes_and_threads_all_survive(registry: Ru
     def attach(content: Content) -> None:
         try:
             with _client() as c:
-                c.target(c.ref(base)).origin
+                assert c.target(c.ref(base)).origin  # connect before the start line
                 barrier.wait(timeout=30)
                 c.attach(base, content)
         except BaseException as exc:  # noqa: BLE001 - reported below
