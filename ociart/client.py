@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .errors import InvalidContentError, NotFoundError, UsageError
+from .errors import InvalidContentError, NotFoundError, OciartError, UsageError
 from .oci import Content, Descriptor, Index, Manifest
 from .progress import Progress
 from .reference import Reference, parse_reference
@@ -195,6 +195,7 @@ class Client:
         captured = capture(self, opts) if opts else None
         extra = lineage_annotations(captured) if captured else {}
         target = self.target(r)
+        prehash = _has_versions(target, r.repository)
         subject_ref, subject_desc = None, None
         if subject is not None:
             subject_ref = self.ref(subject)
@@ -215,7 +216,7 @@ class Client:
                 content = push_directory(
                     target, r.repository, r.tag or "latest", Path(paths[0]), k, meta,
                     reproducible=reproducible, annotations=annotations, base_annotations=extra,
-                    subject=subject_desc, concurrency=self.concurrency, progress=progress,
+                    subject=subject_desc, prehash=prehash, concurrency=self.concurrency, progress=progress,
                     threshold=DEFAULT_SMALL_FILE_THRESHOLD if small_file_threshold is None else small_file_threshold)
             else:
                 files = collect_files(paths)
@@ -227,7 +228,7 @@ class Client:
                 content = push_files(target, r.repository, r.tag or "latest", files,
                                      artifact_type=artifact_type, annotations=annotations, config=cfg,
                                      concurrency=self.concurrency, progress=progress,
-                                     manifest_annotations_extra=extra)
+                                     manifest_annotations_extra=extra, prehash=prehash)
         if subject_ref is not None and subject_ref.repository != r.repository:
             # referrers are per repository: the report is also attached next to the model it evaluated
             copy_graph(target, r.repository, target, subject_ref.repository, content.descriptor(),
@@ -249,8 +250,11 @@ class Client:
     def pull(self, ref: str | Reference, out_dir: str | Path = ".", *, include: Sequence[str] = (),
              filters: Sequence[str] = (), overwrite: bool = False) -> PullResult:
         """Fetch (verified) and restore an artifact's files. ``filters``: weights, config, docs, code, dataset."""
-        pinned, node = self._image_manifest(ref)
+        from .packaging.unpack import check_filters
         from .packaging.unpack import pull as unpack
+
+        check_filters(filters)
+        pinned, node = self._image_manifest(ref)
 
         with self._progress() as progress:
             files = unpack(self.target(pinned), pinned.repository, node, Path(out_dir), filters=filters,
@@ -295,7 +299,7 @@ class Client:
             for layer in node.layers:
                 path = layer_path(layer) or ""
                 packed = is_tar(layer.mediaType) and layer.title is None
-                files.append(FileInfo(path=path + ("/" if packed and path and path != "." else ""),
+                files.append(FileInfo(path=path,
                                       size=layer.size, digest=layer.digest, mediaType=layer.mediaType,
                                       category=category(layer.mediaType), packed=packed))
         return Inspection(reference=str(pinned), descriptor=content.descriptor(), kind=kind,
@@ -402,6 +406,17 @@ class Client:
 
     def logout(self, host: str) -> bool:
         return remove_credentials(host)
+
+
+def _has_versions(target: Target, repo: str) -> bool:
+    """A registry repository that already has tags: files not in the digest cache are hashed before sending, so
+    whatever an earlier version already uploaded is skipped. A new repository gets the faster streamed upload."""
+    if isinstance(target, LayoutTarget):
+        return False  # storing locally costs the same as hashing
+    try:
+        return bool(target.tags(repo))
+    except OciartError:
+        return False
 
 
 def _tag_mlflow_run(run_id: str, ref: Reference, digest: str) -> None:

@@ -20,6 +20,7 @@ from .cache import DigestCache, stat_key
 from .safepath import safe_relpath
 from .errors import NotFoundError, UsageError
 from .oci import ANNOTATION_TITLE, EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Index, Manifest
+from .oci.digest import sha256_file
 from .oci.mediatypes import DEFAULT_ARTIFACT_TYPE, DEFAULT_FILE_TYPE
 from .progress import Progress
 from .targets.base import Target, bytes_opener
@@ -133,12 +134,15 @@ def push_files(target: Target, repo: str, tag: str | None, files: Sequence[FileS
                artifact_type: str | None = None, annotations: dict[str, str] | None = None,
                config: tuple[Path, str] | None = None, concurrency: int = 4,
                progress: Progress | None = None, cache: DigestCache | None = None,
-               manifest_annotations_extra: dict[str, str] | None = None) -> Content:
+               manifest_annotations_extra: dict[str, str] | None = None, prehash: bool = False) -> Content:
     cache = cache if cache is not None else DigestCache()
 
     def push_one(path: Path, media_type: str, annotations: dict[str, str] | None) -> Descriptor:
         before = stat_key(path)
         known = cache.get(path)
+        if known is None and prehash:  # hash first so blobs the repository already has are skipped
+            known = sha256_file(path)
+            cache.put(path, known[0], before)
         desc = Descriptor(mediaType=media_type, digest=known[0], size=known[1]) if known else None
         cb = progress.task(path.name, before[3] if before else 0) if progress else None
         out = target.push_blob_file(repo, path, desc, cb, media_type)

@@ -53,7 +53,9 @@ from ociart.packaging.kinds import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SPEC_DIR = Path(os.environ.get("OCIART_SPEC_DIR") or REPO_ROOT.parent / "shared" / "spec")
+SPEC_DIR = next((p for p in (Path(os.environ["OCIART_SPEC_DIR"]) if os.environ.get("OCIART_SPEC_DIR") else None,
+                             REPO_ROOT.parent / "shared" / "spec", Path("/work/shared/spec"))
+                 if p is not None and p.is_dir()), REPO_ROOT.parent / "shared" / "spec")
 SKOPEO = shutil.which("skopeo") or "/usr/bin/skopeo"
 
 WEIGHT_RAW = "application/vnd.cncf.model.weight.v1.raw"
@@ -284,7 +286,8 @@ def expected_layout() -> dict[str, tuple[str, str]]:
            "LICENSE": ("application/vnd.cncf.model.doc.v1.tar", "."),
            "code/train.py": ("application/vnd.cncf.model.code.v1.tar", "code"),
            "code/run.sh": ("application/vnd.cncf.model.code.v1.tar", "code")}
-    out.update({name: ("application/vnd.cncf.model.weight.config.v1.tar", ".") for name in CONFIG_FILES})
+    # weight configs stay raw whatever their size: ModelPack readers find config.json by its filepath
+    out.update({name: ("application/vnd.cncf.model.weight.config.v1.raw", name) for name in CONFIG_FILES})
     out.update({name: ("application/vnd.cncf.model.dataset.v1.tar", "data") for name in DATA_FILES})
     return out
 
@@ -330,7 +333,7 @@ def test_model_roundtrip_registry_and_embedded(registry, unique_repo: str, model
         expected = expected_layout()
         assert {k: (v["mediaType"], v["annotations"][A_FILEPATH]) for k, v in files.items()} == expected
         assert "ociart.yaml" not in files
-        assert len(manifest["layers"]) == 7
+        assert len(manifest["layers"]) == 10  # 2 shards, tokenizer.json and 4 configs raw; doc, code, data tars
         for layer in manifest["layers"]:
             a = layer["annotations"]
             assert A_FILEPATH in a
@@ -360,8 +363,9 @@ def test_model_roundtrip_registry_and_embedded(registry, unique_repo: str, model
         info = c.inspect(ref)
         assert info.kind == "model" and info.config == config
         assert sorted((f.path, f.category, f.packed) for f in info.files) == sorted([
-            (".", "docs", True), (".", "config", True), ("code/", "code", True), ("data/", "dataset", True),
-            (SHARD1, "weights", False), (SHARD2, "weights", False), ("tokenizer.json", "config", False)])
+            (".", "docs", True), ("code", "code", True), ("data", "dataset", True),
+            (SHARD1, "weights", False), (SHARD2, "weights", False), ("tokenizer.json", "config", False),
+            *[(name, "config", False) for name in CONFIG_FILES]])
 
         # pull from both stores: byte-identical, executable bit kept, other modes normalised, no leftovers
         for client, r, out in ((c, ref, tmp_path / "out-registry"), (lc, local, tmp_path / "out-embedded")):
@@ -587,17 +591,17 @@ def test_partial_pull_fetches_only_what_was_asked(registry, unique_repo: str, mo
     by_path = {(x["annotations"][A_FILEPATH], x["mediaType"].rsplit(".", 1)[-1]): x["digest"]
                for x in manifest["layers"]}
     tars = {x["annotations"][A_FILEPATH]: x for x in manifest["layers"] if x["mediaType"].endswith(".tar")}
-    config_tar = layer_for(manifest, ".", "application/vnd.cncf.model.weight.config.v1.tar")["digest"]
+    config_raw = {by_path[(name, "raw")] for name in CONFIG_FILES}
     doc_tar = layer_for(manifest, ".", "application/vnd.cncf.model.doc.v1.tar")["digest"]
     full = packed_tree(model_dir)
 
     with FaultProxy(registry.url) as proxy:
         pref = f"{proxy.host}/{unique_repo}:v1"
 
-        # library, --filter config: the config tar and tokenizer.json, nothing else
+        # library, --filter config: the config files and tokenizer.json, nothing else
         with _client() as c:
             result = c.pull(pref, tmp_path / "config", filters=["config"])
-        assert blob_gets(proxy) == {config_tar, by_path[("tokenizer.json", "raw")]}
+        assert blob_gets(proxy) == config_raw | {by_path[("tokenizer.json", "raw")]}
         assert tree_digest(tmp_path / "config") == {k: v for k, v in full.items()
                                                     if k in CONFIG_FILES or k == "tokenizer.json"}
         assert sorted(f.path for f in result.files) == sorted(CONFIG_FILES + ["tokenizer.json"])
@@ -617,7 +621,7 @@ def test_partial_pull_fetches_only_what_was_asked(registry, unique_repo: str, mo
         fetched = blob_gets(proxy)
         assert tars["code"]["digest"] in fetched and tars["data"]["digest"] not in fetched
         # tar layers of the root directory (filepath ".") may hold any name, so they cannot be ruled out
-        assert fetched - {tars["code"]["digest"]} <= {config_tar, doc_tar}
+        assert fetched - {tars["code"]["digest"]} <= {doc_tar}
         assert tree_digest(tmp_path / "code") == {k: v for k, v in full.items() if k.startswith("code/")}
         assert modes(tmp_path / "code") == {"code/run.sh": 0o755, "code/train.py": 0o644}
 

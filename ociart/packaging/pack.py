@@ -13,10 +13,20 @@ from pathlib import Path
 
 from ..cache import DigestCache, is_racy
 from ..errors import UsageError
+from ..oci.digest import Digester, sha256_file
 from ..oci import EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Manifest
 from ..progress import Progress
 from ..targets.base import Target, bytes_opener
-from .kinds import KIND_SPECS, REPORT_METRICS, Kind, classify, layer_media_type, weight_format
+from .kinds import (
+    KIND_SPECS,
+    REPORT_METRICS,
+    WEIGHT,
+    WEIGHT_CONFIG,
+    Kind,
+    classify,
+    layer_media_type,
+    weight_format,
+)
 from .metadata import (
     A_FILE_METADATA,
     A_FILEPATH,
@@ -106,7 +116,8 @@ def plan(root: Path, kind: Kind, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD) 
     groups: dict[tuple[str, str], list[FileEntry]] = {}
     layers: list[LayerPlan] = []
     for e in entries:
-        if kind is not Kind.REPORT and e.size < threshold:
+        # weights and their configs stay raw, where ModelPack readers look them up by filepath
+        if kind is not Kind.REPORT and e.role not in (WEIGHT, WEIGHT_CONFIG) and e.size < threshold:
             groups.setdefault((os.path.dirname(e.rel), e.role), []).append(e)
         else:
             layers.append(LayerPlan(e.role, e.rel, [e]))
@@ -151,10 +162,15 @@ def _tar_key(layer: LayerPlan) -> str | None:
 
 
 def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: DigestCache,
-               progress: Progress | None) -> Descriptor:
+               progress: Progress | None, prehash: bool = False) -> Descriptor:
+    """Push one layer. ``prehash``: hash files the cache does not know before sending, so blobs the repository
+    already has (an earlier version in another directory) are skipped instead of streamed."""
     if not layer.tar:
         e = layer.files[0]
         known = cache.get(e.path)
+        if known is None and prehash:
+            known = sha256_file(e.path)
+            cache.put(e.path, known[0], e.stat)
         desc = Descriptor(mediaType=_raw_media_type(kind, e), digest=known[0], size=known[1]) if known else None
         cb = progress.task(e.rel, e.size) if progress else None
         out = target.push_blob_file(repo, e.path, desc, cb, _raw_media_type(kind, e))
@@ -179,6 +195,13 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
 
     key = _tar_key(layer)
     known = cache.get_key(key) if key else None
+    if known is None and prehash:
+        d = Digester()
+        for chunk in iter_tar(members):
+            d.update(chunk)
+        known = (d.digest, d.size)
+        if key:
+            cache.put_key(key, d.digest, d.size)
     if known:
         out = Descriptor(mediaType=media_type, digest=known[0], size=known[1])
         target.push_blob_stream(repo, out, opener)
@@ -195,7 +218,7 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
 def push_directory(target: Target, repo: str, tag: str | None, root: Path, kind: Kind, meta: Metadata, *,
                    reproducible: bool = False, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD,
                    annotations: dict[str, str] | None = None, base_annotations: dict[str, str] | None = None,
-                   subject: Descriptor | None = None, concurrency: int = 4,
+                   subject: Descriptor | None = None, prehash: bool = False, concurrency: int = 4,
                    progress: Progress | None = None, cache: DigestCache | None = None) -> Content:
     """Pack ``root`` as an artifact of ``kind`` and push it; returns the manifest content.
 
@@ -209,7 +232,7 @@ def push_directory(target: Target, repo: str, tag: str | None, root: Path, kind:
     layers: list[Descriptor | None] = [None] * len(p.layers)
 
     def one(i: int) -> None:
-        layers[i] = push_layer(target, repo, kind, p.layers[i], cache, progress)
+        layers[i] = push_layer(target, repo, kind, p.layers[i], cache, progress, prehash)
 
     if concurrency > 1 and len(p.layers) > 1:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ociart-pack") as pool:
