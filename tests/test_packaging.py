@@ -581,6 +581,25 @@ def test_new_version_uploads_only_the_changed_file(registry, unique_repo: str, m
     assert upload_bytes(proxy) == expected
 
 
+def test_new_version_in_another_directory_uploads_only_the_changed_file(registry, unique_repo: str,
+                                                                       model_dir: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """v2 written to a fresh directory (nothing in the digest cache): files are hashed first because the
+    repository already has versions, so only the changed file's bytes travel."""
+    ref1, ref2 = f"{registry.host}/{unique_repo}:v1", f"{registry.host}/{unique_repo}:v2"
+    with _client() as c:
+        c.push(ref1, [model_dir], kind="model", lineage=False)
+    v2_dir = tmp_path / "v2"
+    shutil.copytree(model_dir, v2_dir)
+    write_random(v2_dir / SHARD1, (3 << 20) + 17, seed=123)
+    monkeypatch.setenv("OCIART_HOME", str(tmp_path / "fresh-home"))  # an empty digest cache, as on another machine
+    with _client() as c:
+        c.push(ref2, [v2_dir], kind="model", lineage=False)
+        sent = c.target(c.ref(ref2)).bytes_uploaded
+        config_size = c.inspect(ref2).manifest["config"]["size"]
+    assert sent == (v2_dir / SHARD1).stat().st_size + config_size
+
+
 # -- 5. partial pull --------------------------------------------------------------------------------
 def test_partial_pull_fetches_only_what_was_asked(registry, unique_repo: str, model_dir: Path, tmp_path: Path,
                                                   spec: Spec) -> None:
