@@ -12,7 +12,8 @@ free loopback port with storage in a temp dir, then:
    ``tar + curl push`` (tar -cf, sha256sum, POST + PUT of the tar as one blob), ``ociart push`` (library
    ``Client.push(ref, [dir], kind="dataset")``, fresh ``OCIART_HOME``, its own repository), ``curl + tar pull``
    (GET of a source blob into a file, then ``tar -xf`` into a fresh dir) and ``ociart pull`` (``Client.pull`` of
-   a source artifact into a fresh dir). Pulled trees are checked untimed (file count, total size, sample digests).
+   a source artifact into a fresh dir). Pulled trees are checked untimed (file count, total size, sample digests)
+   and kept until the end (deleting them between runs slows the next run's file creation on ext4).
 2. Model: a directory with a ``--model-mib`` MiB random ``model.safetensors``, ``config.json`` and
    ``tokenizer.json``, older than 2 s, pushed once with ``kind="model"`` (untimed; warms the digest cache). Each
    round then re-pushes it to the same reference as a library call and through the real CLI
@@ -37,20 +38,20 @@ from pathlib import Path
 HERE = Path(__file__).resolve()
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE.parent]  # see the note above
 
-import argparse  # noqa: E402
-import datetime as dt  # noqa: E402
-import hashlib  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import datetime as dt
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from typing import Any
 
 
 def _load_transfer() -> Any:
@@ -86,9 +87,9 @@ def _runner(spec_path: str) -> int:
     kind: str = spec["kind"]
     out: dict[str, Any] = {}
     import ociart
-    import ociart.client  # noqa: F401 - imports outside the timed region
-    import ociart.packaging.pack  # noqa: F401
-    import ociart.packaging.unpack  # noqa: F401
+    import ociart.client  # imports outside the timed region
+    import ociart.packaging.pack
+    import ociart.packaging.unpack
     import ociart.targets.registry
 
     if kind == "cli":
@@ -248,7 +249,7 @@ class Bench:
             os.sync()  # the previous run's dirty pages are not written back during this one
         t0 = time.perf_counter()
         proc = subprocess.run(full, env=env or self.env, cwd=self.work, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                              capture_output=True, check=False)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n"
@@ -311,8 +312,9 @@ class Bench:
     def run_dataset_one(self, variant: str, name: str, rnd: int) -> dict[str, Any]:
         v = self.variants[variant]
         files, size = self.args.files, self.args.file_kib << 10
-        out = self.scratch / "out"
-        shutil.rmtree(out, ignore_errors=True)
+        # Every pull gets its own fresh output dir, deleted only at the end: deleting 10,000 files between runs
+        # makes the next run's file creation slow (ext4 skips recently deleted inodes, see the README).
+        out = self.scratch / f"out-{variant}-r{rnd}-{'tar' if name == TAR_PULL else 'ociart'}"
         if name == TAR_PUSH:
             repo = f"bench/{variant}-r{rnd}-tar"
             tar = self.scratch / "push.tar"
@@ -327,13 +329,11 @@ class Bench:
         if name == OCI_PUSH:
             repo = f"bench/{variant}-r{rnd}-ociart"
             home = self.homes / f"{variant}-r{rnd}"
-            shutil.rmtree(home, ignore_errors=True)
             home.mkdir()  # cold: no digest cache
             res = self.runner({"kind": "push", "ref": f"{self.registry.host}/{repo}:v1", "dir": str(v["root"]),
                                "artifact_kind": "dataset"}, home)
             if not self.registry.has_manifest(repo, "v1"):
                 raise RuntimeError(f"{name}: manifest missing afterwards")
-            shutil.rmtree(home)
             return res
         if name == TAR_PULL:
             out.mkdir()
@@ -341,16 +341,13 @@ class Bench:
             wall, rss, _ = self.measure(["sh", "-c", TAR_PULL_SH, "sh", v["tar_url"], str(tar), str(out)])
             tar.unlink()
             _check_tree(out, files, size, v["samples"], name)
-            shutil.rmtree(out)
             return {"seconds": wall, "process_seconds": wall, "peak_rss_kb": rss}
         if name == OCI_PULL:
             out.mkdir()
-            home = self.homes / "pull"
-            shutil.rmtree(home, ignore_errors=True)
+            home = self.homes / f"pull-{variant}-r{rnd}"
             home.mkdir()
             res = self.runner({"kind": "pull", "ref": v["source_ref"], "outdir": str(out)}, home)
             _check_tree(out, files, size, v["samples"], name)
-            shutil.rmtree(out)
             return res
         raise ValueError(name)
 
@@ -516,10 +513,10 @@ def check_targets(summary: dict[str, Any], extra: dict[str, Any]) -> list[dict[s
 def render(summary: dict[str, Any], targets: list[dict[str, Any]], extra: dict[str, Any],
            meta: dict[str, Any]) -> str:
     a = meta["args"]
-    lines = [f"{meta['date']}; nproc {meta['nproc']}, Python {meta['python']}, distribution "
+    lines = [(f"{meta['date']}; nproc {meta['nproc']}, Python {meta['python']}, distribution "
              f"{meta['registry_version']}, {meta['curl']}, {meta['tar']}; ociart {meta['ociart_git']}; "
              f"{a['rounds']} rounds; load (1 min) before/after {meta['loadavg_1min_before_after'][0]}/"
-             f"{meta['loadavg_1min_before_after'][1]}", ""]
+             f"{meta['loadavg_1min_before_after'][1]}"), ""]
     head = (f"{'contender':<28} {'median s':>9} {'ratio':>6} {'process s':>10} {'proc ratio':>10} {'RSS MB':>7}  "
             f"{'per-round s':<24} target")
     for group, contenders in summary.items():
@@ -564,18 +561,19 @@ def render(summary: dict[str, Any], targets: list[dict[str, Any]], extra: dict[s
     for t in targets:
         lines.append(f"  {'PASS' if t['pass'] else 'FAIL'}  {t['name']:<44} target {t['target']:<28} "
                      f"measured {t['measured_text']}")
-    lines += ["", "seconds: tar/curl = process wall time; ociart push/pull/re-push (library) = the library call inside "
+    lines += ["", ("seconds: tar/curl = process wall time; ociart push/pull/re-push (library) = the library call inside "
               "the runner (process s adds interpreter start-up and imports); ociart re-push (CLI) = the whole "
-              "`ociart push` process. ratio = median / median of the tar/curl baseline; proc ratio uses process s.",
-              "CLI bytes: the real CLI process is checked registry-side (did the repository's _uploads directory "
-              "change: any POST upload session does); run(argv) = the CLI entry in-process with the library counter."]
+              "`ociart push` process. ratio = median / median of the tar/curl baseline; proc ratio uses process s."),
+              ("CLI bytes: the real CLI process is checked registry-side (did the repository's _uploads directory "
+              "change: any POST upload session does); run(argv) = the CLI entry in-process with the library counter, "
+               "run after the real CLI in each round (so it sees that round's end state).")]
     return "\n".join(lines)
 
 
 def _ociart_dir() -> Path:
     """The ociart package the contenders import (PYTHONPATH can point them at another copy)."""
     out = subprocess.run([sys.executable, "-c", "import ociart, os; print(os.path.dirname(ociart.__file__))"],
-                         capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir())
+                         capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir(), check=False)
     return Path(out.stdout.strip()).resolve()
 
 
@@ -621,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     meta = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "args": vars(args), "nproc": os.cpu_count(), "python": platform.python_version(),
         "platform": platform.platform(),
         "registry_version": tx._version(["docker-registry", "--version"]).split()[-1],
