@@ -424,9 +424,9 @@ def _tag_mlflow_run(run_id: str, ref: Reference, digest: str) -> None:
     import sys
 
     mlflow = sys.modules.get("mlflow")
-    if mlflow is None:
-        return
     try:
+        if mlflow is None:  # the run came from MLFLOW_RUN_ID (a job `mlflow run` started): tag it all the same
+            import mlflow
         mlflow.MlflowClient().set_tag(run_id, f"ociart.{ref.repository}", str(ref.with_digest(digest)))
     except Exception:  # noqa: BLE001 - tracking is best effort; the push itself succeeded
         pass

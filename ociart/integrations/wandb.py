@@ -47,7 +47,13 @@ def log_artifact(run: Any, ref: str, *, name: str | None = None, type: str | Non
 
 def use_artifact(run: Any, ref: str, *, name: str | None = None, type: str | None = None,  # noqa: A002
                  client: Client | None = None) -> Any:
-    """Record ``ref`` (pinned to its digest) as an input of ``run``."""
+    """Record ``ref`` (pinned to its digest) as an input of ``run``.
+
+    Offline, W&B refuses ``use_artifact``: the artifact is logged flagged ``use_after_commit`` instead, the record
+    ``use_artifact`` itself writes for a new artifact online, which ``wandb sync`` turns into the input edge."""
     art = _artifact(ref, name, type, client)
-    run.use_artifact(art)
+    if getattr(run, "offline", False):
+        run._log_artifact(art, is_user_created=True, use_after_commit=True)
+    else:
+        run.use_artifact(art)
     return art

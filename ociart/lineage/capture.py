@@ -40,8 +40,15 @@ def _git(cwd: Path, *args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def clean_remote(url: str) -> str:
-    """Drop credentials from a remote URL (``https://user:token@host/x`` -> ``https://host/x``)."""
+def clean_remote(url: str, root: Path | None = None) -> str:
+    """The remote as a URL without credentials (``https://user:token@host/x`` -> ``https://host/x``); scp-like
+    ``git@host:org/x.git`` -> ``ssh://host/org/x.git``, a local path (relative to ``root``) -> ``file://``."""
+    if not re.match(r"^\w[\w+.-]*://", url):
+        scp = re.match(r"^(?:[^@/:]+@)?([^/:]+):(.*)$", url)
+        if scp and not re.match(r"^[A-Za-z]:[\\/]", url):  # not a Windows drive
+            url = f"ssh://{scp[1]}/{scp[2].lstrip('/')}"
+        else:
+            return ((root or Path.cwd()) / url).resolve().as_uri()
     return re.sub(r"^(\w[\w+.-]*://)[^/@]*@", r"\1", url)
 
 
@@ -56,7 +63,7 @@ def git_info(path: Path) -> GitInfo | None:
     branch = _git(path, "symbolic-ref", "--short", "-q", "HEAD") or None
     remote = _git(path, "config", "--get", "remote.origin.url")
     status = _git(path, "status", "--porcelain", "--untracked-files=no")
-    return GitInfo(commit=commit, branch=branch, remote=clean_remote(remote) if remote else None,
+    return GitInfo(commit=commit, branch=branch, remote=clean_remote(remote, Path(top)) if remote else None,
                    dirty=bool(status), root=top)
 
 

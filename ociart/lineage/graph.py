@@ -12,7 +12,7 @@ from ..errors import OciartError
 from ..oci import Manifest
 from ..packaging.kinds import KIND_SPECS, Kind
 from ..packaging.metadata import A_METRICS
-from .record import A_INPUTS, read_statements
+from .record import A_INPUTS, read_statements, uri_ref
 
 REPORT_TYPE = KIND_SPECS[Kind.REPORT].artifact_type
 
@@ -78,9 +78,9 @@ def upstream(client: Client, ref: str, depth: int = 10, _seen: set[str] | None =
                                       digest="sha256:" + (dep.digest or {}).get("sha256", "")))
         elif dep.uri:
             try:
-                child = upstream(client, dep.uri, depth - 1, seen)
+                child = upstream(client, uri_ref(dep.uri), depth - 1, seen)
             except OciartError as exc:  # an input that is gone: still shown, marked
-                child = Node(kind="missing", name=dep.name or dep.uri, ref=dep.uri,
+                child = Node(kind="missing", name=dep.name or uri_ref(dep.uri), ref=uri_ref(dep.uri),
                              digest="sha256:" + (dep.digest or {}).get("sha256", ""), details={"error": str(exc)})
             if dep.name and dep.name != child.name:
                 child.details.setdefault("role", dep.name)
@@ -98,6 +98,7 @@ def downstream(client: Client, ref: str, repositories: list[str], depth: int = 1
     if digest in seen or depth <= 0:
         return node
     seen.add(digest)
+    listed: set[str] = set()  # once per parent (several tags, one manifest); again under other parents
     for repo in repositories:
         r = client.ref(repo)
         target = client.target(r, create=False)
@@ -108,13 +109,14 @@ def downstream(client: Client, ref: str, repositories: list[str], depth: int = 1
                 continue
             m = content.parse()
             raw = (m.annotations or {}).get(A_INPUTS)
-            if not raw or content.digest in seen:
+            if not raw or content.digest in listed:
                 continue
             try:
                 inputs = json.loads(raw)
             except ValueError:
                 continue
             if any(isinstance(i, dict) and i.get("digest") == digest for i in inputs):
+                listed.add(content.digest)
                 child_ref = str(r.with_digest(content.digest))
                 node.children.append(downstream(client, child_ref, repositories, depth - 1, seen))
     return node

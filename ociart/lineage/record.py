@@ -28,6 +28,7 @@ from .statement import (
 
 if TYPE_CHECKING:
     from ..client import Client
+    from ..reference import Reference
 
 A_REVISION = "org.opencontainers.image.revision"
 A_SOURCE = "org.opencontainers.image.source"
@@ -47,6 +48,8 @@ class LineageOptions:
     git: bool = True
     git_dir: Path | None = None
     run_id: str | None = None
+    #: Who named ``run_id`` (``mlflow``, ``wandb``; default ``ociart``), e.g. the tracker ``ociart.run()`` found.
+    tracker: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     #: References of input artifacts, optionally ``NAME=REF``; resolved to digests at push time.
@@ -76,6 +79,22 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def ref_uri(ref: Reference) -> str:
+    """The ResourceURI (RFC 3986, as in-toto requires) of a pinned reference: ``oci://<registry>/<repo>...``,
+    ``ociart:<repo>...`` in the embedded store; ``oci:<dir>...`` layout references already are URIs."""
+    if ref.registry:
+        return f"oci://{ref}"
+    return f"ociart:{ref}" if ref.embedded else str(ref)
+
+
+def uri_ref(uri: str) -> str:
+    """The reference recorded by :func:`ref_uri` (statements written before it held the bare reference)."""
+    for prefix in ("oci://", "ociart:"):
+        if uri.startswith(prefix):
+            return uri[len(prefix):]
+    return uri
+
+
 def resolve_input(client: Client, spec: str) -> ResourceDescriptor:
     name, sep, ref = spec.partition("=")
     if not sep or "/" in name or ":" in name:
@@ -85,13 +104,15 @@ def resolve_input(client: Client, spec: str) -> ResourceDescriptor:
     artifact_type = getattr(node, "artifactType", None)
     if artifact_type is None and isinstance(node, Manifest):
         artifact_type = node.config.mediaType
-    return ResourceDescriptor(name=name or (pinned.repository or str(pinned)), uri=str(pinned),
+    return ResourceDescriptor(name=name or (pinned.repository or str(pinned)), uri=ref_uri(pinned),
                               digest={"sha256": content.digest.removeprefix("sha256:")}, mediaType=artifact_type)
 
 
 def capture(client: Client, opts: LineageOptions) -> Captured:
     git = git_info(opts.git_dir or Path.cwd()) if opts.git else None
     run_id, tracker, known = active_run(opts.run_id)
+    if opts.run_id and opts.tracker:
+        tracker = opts.tracker
     inputs = [resolve_input(client, spec) for spec in opts.inputs]
     for path in opts.input_files:
         digest, size = sha256_file(path)
@@ -122,8 +143,9 @@ def annotations(c: Captured) -> dict[str, str]:
         a[A_RUN_TRACKER] = c.tracker
     oci_inputs = [i for i in c.inputs if i.uri and not i.uri.startswith("file:")]
     if oci_inputs:
-        a[A_INPUTS] = json.dumps([{"name": i.name, "ref": i.uri, "digest": "sha256:" + (i.digest or {})["sha256"],
-                                   "artifactType": i.mediaType} for i in oci_inputs], separators=(",", ":"))
+        a[A_INPUTS] = json.dumps([{"name": i.name, "ref": uri_ref(i.uri),
+                                   "digest": "sha256:" + (i.digest or {})["sha256"], "artifactType": i.mediaType}
+                                  for i in oci_inputs], separators=(",", ":"))
     if c.params:
         a[A_PARAMS_DIGEST] = params_digest(c.params)
     return a

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import OciartError, UnsupportedError, UsageError
+from ..errors import NotFoundError, OciartError, UnsupportedError, UsageError
 from ..oci import Descriptor
 from .capture import active_run
 from .record import LineageOptions, now
@@ -82,7 +82,8 @@ class Run:
 
     def lineage(self, **extra_metrics: float) -> LineageOptions:
         with self._lock:
-            return LineageOptions(git=self._git, git_dir=self._git_dir, run_id=self.run_id, params=dict(self.params),
+            return LineageOptions(git=self._git, git_dir=self._git_dir, run_id=self.run_id, tracker=self.tracker,
+                                  params=dict(self.params),
                                   metrics={**self.metrics, **extra_metrics}, inputs=list(self._inputs),
                                   input_files=list(self._input_files), entry_point=sys.argv[0] or None,
                                   args=sys.argv[1:] or None, started=self.started)
@@ -196,6 +197,23 @@ class CheckpointUploader:
                     self._busy = False
                     self._cond.notify_all()
 
+    def _delete(self, digest: str) -> None:
+        """Delete a checkpoint and what was attached to it (its provenance statements and, on a registry without
+        the referrers API, the ``sha256-<hex>`` index listing them): nothing of a dropped step is left behind."""
+        ref = self.run.client.ref(f"{self.repo}@{digest}")
+        target = self.run.client.target(ref)
+        attached = [d.digest for d in target.referrers(ref.repository, digest)]
+        try:
+            attached.append(target.resolve(ref.repository, "sha256-" + digest.removeprefix("sha256:")).digest)
+        except NotFoundError:
+            pass
+        target.delete_manifest(ref.repository, digest)
+        for d in attached:
+            try:
+                target.delete_manifest(ref.repository, d)
+            except NotFoundError:
+                pass
+
     def _retain(self) -> None:
         steps = sorted(self.pushed)
         keep = set(steps[-self.keep_last:])
@@ -212,7 +230,7 @@ class CheckpointUploader:
             if digest in kept_digests:
                 continue  # the same bytes are also a kept step
             try:
-                self.run.client.delete(f"{self.repo}@{digest}")
+                self._delete(digest)
             except UnsupportedError:
                 log.warning("registry does not allow deleting %s@%s; left in place", self.repo, digest)
             except OciartError as exc:

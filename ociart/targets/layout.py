@@ -208,6 +208,9 @@ class LayoutTarget(Target):
                 m for m in index.manifests
                 if not (m.digest == digest and (m.annotations or {}).get(ANNOTATION_REF_NAME, "").startswith(prefix))
             ]
+            if len(keep) == len(index.manifests):  # not tagged here: an attached referrer (untagged entries)
+                keep = [m for m in index.manifests
+                        if not (m.digest == digest and ANNOTATION_REF_NAME not in (m.annotations or {}))]
             if len(keep) == len(index.manifests):
                 raise NotFoundError(f"{self._where(repo)}: manifest {digest} not found")
             index.manifests = keep
