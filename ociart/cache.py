@@ -27,7 +27,7 @@ def stat_key(path: Path) -> tuple[str, int, int, int, int] | None:
         st = os.stat(path)
     except OSError:
         return None
-    return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class DigestCache:

@@ -21,16 +21,27 @@ def safe_relpath(name: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
-def safe_dest(root: Path, rel: PurePosixPath) -> Path:
-    """The destination path, refusing symlinked parents that would lead outside ``root``."""
-    real_root = Path(os.path.realpath(root))
+def safe_dest(root: Path, rel: PurePosixPath, checked: set[Path] | None = None) -> Path:
+    """The destination path, refusing symlinked parents that would lead outside ``root``.
+
+    ``checked`` remembers parent directories already found safe during one restore (many files, few dirs).
+    """
     cur = root
+    parent = root.joinpath(*rel.parts[:-1])
+    if checked is not None and parent in checked:
+        dest = parent / rel.parts[-1]
+        if dest.is_symlink():
+            raise UnsafePathError(f"{rel}: destination {dest} is a symlink; refusing to write through it")
+        return dest
+    real_root = Path(os.path.realpath(root))
     for part in rel.parts[:-1]:
         cur = cur / part
         if cur.is_symlink() or (cur.exists() and not cur.is_dir()):
             real = Path(os.path.realpath(cur))
             if not cur.is_dir() or not real.is_relative_to(real_root):
                 raise UnsafePathError(f"{rel}: parent {cur} is not a directory inside {root}")
+    if checked is not None:
+        checked.add(parent)
     dest = cur / rel.parts[-1]
     if dest.is_symlink():
         raise UnsafePathError(f"{rel}: destination {dest} is a symlink; refusing to write through it")

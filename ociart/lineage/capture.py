@@ -94,13 +94,38 @@ def load_params_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503
+
+
+def installed_packages() -> list[str]:
+    """Sorted ``name==version`` of the distributions on ``sys.path``, read from their ``.dist-info`` /
+    ``.egg-info`` directory names (a directory listing per path entry, not every ``METADATA`` file: ~1 ms)."""
+    found: set[str] = set()
+    for entry in sys.path:
+        try:
+            listing = os.scandir(entry or ".")
+        except OSError:
+            continue
+        with listing:
+            for item in listing:
+                name = item.name
+                if name.endswith(".dist-info"):
+                    dist, sep, version = name[: -len(".dist-info")].partition("-")
+                elif name.endswith(".egg-info"):
+                    dist, sep, version = name[: -len(".egg-info")].partition("-")
+                    version = version.split("-")[0]
+                else:
+                    continue
+                if sep and version:
+                    found.add(f"{_canonical(dist)}=={version}")
+    return sorted(found)
+
+
 @functools.cache
 def environment() -> dict[str, Any]:
     """Python, platform, installed packages (sorted, with their digest), CUDA/driver and image when known."""
-    from importlib import metadata
-
-    packages = sorted({f"{d.metadata['Name']}=={d.version}".lower() for d in metadata.distributions()
-                       if d.metadata and d.metadata.get("Name")})
+    packages = installed_packages()
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),

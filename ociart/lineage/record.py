@@ -226,5 +226,12 @@ def already_recorded(existing: list[Statement], new: Statement, run_known: bool)
     def run(s: Statement) -> str | None:
         return (s.predicate.runDetails.metadata or RunMetadata()).invocationId
 
-    return any(s.subject == new.subject and s.predicate.buildDefinition == new.predicate.buildDefinition
+    def build(s: Statement) -> BuildDefinition:
+        if run_known:
+            return s.predicate.buildDefinition
+        # the same output pushed again by another tool (CLI vs library) is not a new build
+        ext = s.predicate.buildDefinition.externalParameters.model_copy(update={"entryPoint": None, "args": None})
+        return s.predicate.buildDefinition.model_copy(update={"externalParameters": ext})
+
+    return any(s.subject == new.subject and build(s) == build(new)
                and (not run_known or run(s) == run(new)) for s in existing)

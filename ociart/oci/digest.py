@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 CHUNK = 4 << 20
@@ -16,9 +17,9 @@ def sha256_file(path: Path | str, chunk: int = CHUNK) -> tuple[str, int]:
     """Return (digest, size) of a file, reading it in chunks (flat memory)."""
     h = hashlib.sha256()
     size = 0
-    buf = bytearray(chunk)
-    view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
+        buf = bytearray(max(1, min(chunk, os.fstat(f.fileno()).st_size + 1)))  # small files: small buffer
+        view = memoryview(buf)
         while n := f.readinto(buf):
             h.update(view[:n])
             size += n

@@ -109,7 +109,7 @@ def plan(root: Path, kind: Kind, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD) 
     entries: list[FileEntry] = []
     for path, rel, st in walk(root):
         role, untested = classify(kind, rel, bool(st.st_mode & 0o100))
-        key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        key = (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         entries.append(FileEntry(path, rel, st.st_size, normal_mode(st.st_mode), role, untested, key))
     if not entries:
         raise UsageError(f"{root}: no files to pack")

@@ -122,12 +122,15 @@ def tar_mode(media_type: str) -> str:
 
 
 def extract(tar_path: Path, dest: Path, media_type: str, what: str,
-            want: Callable[[str], bool] = lambda _: True) -> list[tuple[str, int, int]]:
-    """Extract the regular files ``want`` selects into ``dest``; returns (name, size, mode) for each.
+            want: Callable[[str], bool] = lambda _: True) -> list[tuple[str, int, int, str]]:
+    """Extract the regular files ``want`` selects into ``dest``; returns (name, size, mode, sha256 digest).
 
     All members are validated first; files are written below ``dest`` only (created fresh, never through links).
     """
-    out: list[tuple[str, int, int]] = []
+    from ..oci.digest import Digester
+
+    out: list[tuple[str, int, int, str]] = []
+    made: set[Path] = set()
     try:
         with tarfile.open(tar_path, tar_mode(media_type)) as tf:
             members = tf.getmembers()
@@ -137,14 +140,18 @@ def extract(tar_path: Path, dest: Path, media_type: str, what: str,
                 if not m.isreg() or not want(name):
                     continue
                 target = dest / name
-                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.parent not in made:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    made.add(target.parent)
                 src = tf.extractfile(m)
                 assert src is not None
+                d = Digester()
                 fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, normal_mode(m.mode))
                 with os.fdopen(fd, "wb") as f:
                     while chunk := src.read(FLUSH):
+                        d.update(chunk)
                         f.write(chunk)
-                out.append((name, m.size, normal_mode(m.mode)))
+                out.append((name, m.size, normal_mode(m.mode), d.digest))
     except tarfile.TarError as exc:
         raise UnsafePathError(f"{what}: not a valid tar archive ({exc})") from None
     return out

@@ -163,12 +163,13 @@ def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, mat
     moves: list[tuple[Path, Path, int, bool]] = []  # staged, dest, mode, copy (blob used twice)
     fetch: dict[str, Descriptor] = {}
     raw_plan: list[tuple[Entry, Path]] = []
+    checked: set[Path] = set()  # parent directories already found safe
     for e in entries:
         if e.tar:
             fetch[e.desc.digest] = e.desc
             continue
         assert e.rel is not None
-        dest = safe_dest(out_dir, e.rel)
+        dest = safe_dest(out_dir, e.rel, checked)
         if _check_dest(dest, e.desc.digest, e.desc.size, overwrite):
             results.append(PulledFile(path=str(e.rel), digest=e.desc.digest, size=e.desc.size, mode=e.mode,
                                       skipped=True))
@@ -196,28 +197,31 @@ def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, mat
         for i, e in enumerate(x for x in entries if x.tar):
             tree = staging / f"tree{i}"
             what = f"layer {e.desc.digest} ({layer_path(e.desc) or 'tar'})"
-            for name, size, mode in extract(blobs / e.desc.digest.removeprefix("sha256:"), tree,
-                                            e.desc.mediaType, what, match):
+            for name, size, mode, digest in extract(blobs / e.desc.digest.removeprefix("sha256:"), tree,
+                                                    e.desc.mediaType, what, match):
                 if name in names:
                     raise UnsafePathError(f"{what}: {name!r} is also in another layer (colliding names)")
                 names.add(name)
                 rel = safe_relpath(name)
                 staged = tree / name
-                digest = sha256_file(staged)[0]
-                dest = safe_dest(out_dir, rel)
+                dest = safe_dest(out_dir, rel, checked)
                 if _check_dest(dest, digest, size, overwrite):
                     results.append(PulledFile(path=name, digest=digest, size=size, mode=mode, skipped=True))
                     continue
-                moves.append((staged, dest, mode, False))
+                moves.append((staged, dest, -1, False))  # created with its mode by extract
                 results.append(PulledFile(path=name, digest=digest, size=size, mode=mode))
         # everything fetched, verified and checked: make it visible
+        made: set[Path] = set()
         for staged, dest, mode, copy in moves:
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.parent not in made:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                made.add(dest.parent)
             if copy:
                 tmp = staging / "copy.tmp"
                 shutil.copyfile(staged, tmp)
                 staged = tmp
-            os.chmod(staged, mode)
+            if mode >= 0:
+                os.chmod(staged, mode)
             os.replace(staged, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
