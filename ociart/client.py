@@ -179,7 +179,7 @@ class Client:
         if r.digest:
             raise UsageError(f"{r}: push to a tag, not a digest")
         from .lineage.record import LineageOptions as _Opts
-        from .lineage.record import annotations as lineage_annotations
+        from .lineage.record import summary_annotations
         from .lineage.record import capture
         from .packaging import Kind, load_metadata
 
@@ -193,7 +193,7 @@ class Client:
             raise UsageError("--subject attaches an evaluation report: use it with --kind report")
         opts = lineage if isinstance(lineage, _Opts) else (_Opts() if lineage else None)
         captured = capture(self, opts) if opts else None
-        extra = lineage_annotations(captured) if captured else {}
+        extra = summary_annotations(captured) if captured else {}
         target = self.target(r)
         prehash = _has_versions(target, r.repository)
         subject_ref, subject_desc = None, None

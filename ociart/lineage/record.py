@@ -123,7 +123,7 @@ def capture(client: Client, opts: LineageOptions) -> Captured:
                     metrics=dict(opts.metrics), inputs=inputs, started=opts.started or now(), options=opts)
 
 
-def annotations(c: Captured) -> dict[str, str]:
+def summary_annotations(c: Captured) -> dict[str, str]:
     """The summary on the artifact's own manifest, for fast listing (not trusted for policy).
 
     Deterministic for the same commit, run and inputs, so re-pushing an unchanged directory keeps its digest:

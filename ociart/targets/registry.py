@@ -236,7 +236,7 @@ class RegistryTarget(Target):
             with self._lock:  # parallel transfers must not each run the credential helper
                 if self._credentials is False:
                     self._credentials = lookup_credentials(self.host)
-        return self._credentials or None
+        return self._credentials if isinstance(self._credentials, Credentials) else None
 
     def close(self) -> None:
         self._client.close()
@@ -326,15 +326,16 @@ class RegistryTarget(Target):
         *,
         scopes: tuple[str, ...],
         headers: dict[str, str] | None = None,
-        body: bytes | Callable[[], Iterable[bytes]] | None = None,
+        body: bytes | Iterable[bytes] | Callable[[], Iterable[bytes]] | None = None,
         stream: bool = False,
         retry: bool = True,
         follow: bool = True,
     ) -> httpx.Response:
         """Send one request with auth, redirects (auth stripped cross-origin) and retries.
 
-        ``body`` is bytes or a factory of fresh iterators, so it can be re-sent on retry. Returns the
-        response (open when ``stream``; the caller closes it). Error statuses are returned, not raised.
+        ``body`` is bytes, a factory of fresh iterators (re-sent on retry), or a one-shot iterator (with
+        ``retry=False``). Returns the response (open when ``stream``; the caller closes it). Error statuses are
+        returned, not raised.
         """
         target = url if isinstance(url, httpx.URL) else (self._url(url) if url.startswith("/") else httpx.URL(url))
         scopes = merge_scopes(scopes)
