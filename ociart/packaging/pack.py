@@ -127,7 +127,7 @@ def plan(root: Path, kind: Kind, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD) 
         else:
             layers.append(LayerPlan(role, directory or ".", members, tar=True))
     layers.sort(key=lambda lp: (lp.filepath.encode(), lp.tar, lp.role))
-    newest = max(e.path.stat().st_mtime for e in entries)
+    newest = max(e.stat[4] for e in entries) / 1e9  # mtime_ns from the walk's stat
     return PackPlan(kind, layers, len(entries), sum(e.size for e in entries), newest)
 
 
