@@ -130,6 +130,23 @@ def collect_files(paths: Sequence[str | Path], cwd: Path | None = None) -> list[
     return specs
 
 
+def push_file_cached(target: Target, repo: str, path: Path, media_type: str, cache: DigestCache, prehash: bool,
+                     progress: Progress | None, label: str) -> Descriptor:
+    """Push one file, using the digest cache: a known digest is HEAD-checked and skipped when present; an unknown
+    one is hashed first when ``prehash`` (so blobs the repository already has are skipped), else while sending."""
+    before = stat_key(path)
+    known = cache.get(path)
+    if known is None and prehash:
+        known = sha256_file(path)
+        cache.put(path, known[0], before)
+    desc = Descriptor(mediaType=media_type, digest=known[0], size=known[1]) if known else None
+    cb = progress.task(label, before[3] if before else 0) if progress else None
+    out = target.push_blob_file(repo, path, desc, cb, media_type)
+    if not known:
+        cache.put(path, out.digest, before)
+    return out
+
+
 def push_files(target: Target, repo: str, tag: str | None, files: Sequence[FileSpec], *,
                artifact_type: str | None = None, annotations: dict[str, str] | None = None,
                config: tuple[Path, str] | None = None, concurrency: int = 4,
@@ -138,16 +155,7 @@ def push_files(target: Target, repo: str, tag: str | None, files: Sequence[FileS
     cache = cache if cache is not None else DigestCache()
 
     def push_one(path: Path, media_type: str, annotations: dict[str, str] | None) -> Descriptor:
-        before = stat_key(path)
-        known = cache.get(path)
-        if known is None and prehash:  # hash first so blobs the repository already has are skipped
-            known = sha256_file(path)
-            cache.put(path, known[0], before)
-        desc = Descriptor(mediaType=media_type, digest=known[0], size=known[1]) if known else None
-        cb = progress.task(path.name, before[3] if before else 0) if progress else None
-        out = target.push_blob_file(repo, path, desc, cb, media_type)
-        if not known:
-            cache.put(path, out.digest, before)
+        out = push_file_cached(target, repo, path, media_type, cache, prehash, progress, path.name)
         return Descriptor(mediaType=media_type, digest=out.digest, size=out.size, annotations=annotations)
 
     layers: list[Descriptor | None] = [None] * len(files)

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from ..cache import DigestCache, is_racy
 from ..errors import UsageError
-from ..oci.digest import Digester, sha256_file
+from ..oci.digest import Digester
 from ..oci import EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Manifest
 from ..progress import Progress
 from ..targets.base import Target, bytes_opener
+from ..transfer import push_file_cached
 from .kinds import (
     KIND_SPECS,
     REPORT_METRICS,
@@ -167,15 +168,7 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
     already has (an earlier version in another directory) are skipped instead of streamed."""
     if not layer.tar:
         e = layer.files[0]
-        known = cache.get(e.path)
-        if known is None and prehash:
-            known = sha256_file(e.path)
-            cache.put(e.path, known[0], e.stat)
-        desc = Descriptor(mediaType=_raw_media_type(kind, e), digest=known[0], size=known[1]) if known else None
-        cb = progress.task(e.rel, e.size) if progress else None
-        out = target.push_blob_file(repo, e.path, desc, cb, _raw_media_type(kind, e))
-        if not known:
-            cache.put(e.path, out.digest, e.stat)
+        out = push_file_cached(target, repo, e.path, _raw_media_type(kind, e), cache, prehash, progress, e.rel)
         annotations = {A_TITLE: e.rel, A_FILEPATH: e.rel,
                        A_FILE_METADATA: file_metadata(os.path.basename(e.rel), e.mode, e.size)}
         if e.untested:
