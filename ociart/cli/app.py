@@ -377,6 +377,22 @@ def logout(
         _err(f"removed credentials for {host}" if removed else f"no stored credentials for {host}")
 
 
+@app.command()
+def keygen(
+    output_key_prefix: Annotated[str, typer.Option(
+        "--output-key-prefix", help="Write PREFIX.key and PREFIX.pub (cosign's format).")] = "cosign",
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate a cosign-compatible ECDSA P-256 key pair; the password comes from COSIGN_PASSWORD or a prompt."""
+    from ..signing import keys
+
+    key_path, pub_path = keys.generate_key_pair(Path(output_key_prefix), keys.read_password(confirm=True))
+    if as_json:
+        _out({"private_key": str(key_path), "public_key": str(pub_path)})
+    else:
+        _err(f"private key written to {key_path}\npublic key written to {pub_path}")
+
+
 def run(argv: list[str]) -> int:
     """Run the CLI; map every error to one line on stderr and its exit code.
 
