@@ -1,0 +1,341 @@
+"""cosign v3 signatures: a Sigstore bundle v0.3 stored as an OCI referrer of the signed manifest (key mode, offline).
+
+Format (cosign ``specs/BUNDLE_SPEC.md``, ``protobuf-specs`` ``dev.sigstore.bundle.v1.Bundle``; shared/reference
+signing.md §2, §3, §6):
+
+* the signed content is an in-toto v1 statement whose subject digest is the manifest digest; for a plain signature
+  its predicateType is :data:`COSIGN_SIGN_PREDICATE` and its predicate ``{}``;
+* it is wrapped in a DSSE envelope (``payloadType`` :data:`INTOTO_PAYLOAD_TYPE`); the signature is ECDSA P-256 over
+  SHA-256 of the DSSE pre-authentication encoding ``DSSEv1 <len(type)> <type> <len(body)> <body>``, ASN.1 DER,
+  base64;
+* the bundle JSON (media type :data:`BUNDLE_MEDIA_TYPE`) carries ``verificationMaterial.publicKey.hint`` = base64
+  std of sha256(DER SPKI) as cosign writes it, and ``"tlogEntries": []``: this brick is offline, so there is no
+  certificate, no transparency-log entry and no timestamp;
+* the bundle is the single layer of an OCI manifest with ``artifactType`` :data:`BUNDLE_MEDIA_TYPE`, the empty
+  config, ``subject`` = the signed manifest and the ``dev.sigstore.bundle.*`` annotations, pushed by digest and
+  found through the referrers API or the ``sha256-<hex>`` fallback index.
+
+Verification trusts only the key it is given: the hint (or any key or certificate in the bundle) is never used.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import (
+    DigestMismatchError,
+    InvalidContentError,
+    NotFoundError,
+    UsageError,
+    VerificationError,
+)
+from ..oci import (
+    EMPTY_JSON,
+    EMPTY_JSON_DIGEST,
+    OCI_EMPTY,
+    OCI_MANIFEST,
+    Content,
+    Descriptor,
+    Manifest,
+)
+from ..oci.digest import sha256_bytes
+from ..oci.mediatypes import ANNOTATION_CREATED
+from ..targets.base import Target, bytes_opener
+from . import keys
+from .legacy import _check_digest
+
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+#: The predicate type of ``cosign sign`` (a signature, not an attestation).
+COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
+ANNOTATION_BUNDLE_CONTENT = "dev.sigstore.bundle.content"
+ANNOTATION_BUNDLE_PREDICATE_TYPE = "dev.sigstore.bundle.predicateType"
+BUNDLE_CONTENT_DSSE = "dsse-envelope"
+#: Refuse to read a bundle blob larger than this (cosign's are a few KiB; provenance predicates are larger).
+MAX_BUNDLE_BYTES = 4 << 20
+
+
+# -- models (exactly the fields used; unknown fields are kept, not interpreted) ----------------------
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+
+
+class StatementSubject(_Open):
+    name: str | None = None
+    digest: dict[str, str]
+    annotations: dict[str, Any] | None = None
+
+
+class Statement(_Open):
+    """An in-toto v1 statement with any predicate (``ociart.lineage.statement`` models the SLSA one)."""
+
+    type_: str = Field(alias="_type")
+    subject: list[StatementSubject]
+    predicateType: str
+    predicate: dict[str, Any] | None = None
+
+
+class DsseSignature(_Open):
+    sig: str
+    keyid: str | None = None
+
+
+class DsseEnvelope(_Open):
+    payload: str
+    payloadType: str
+    signatures: list[DsseSignature]
+
+
+class PublicKeyIdentifier(_Open):
+    hint: str | None = None
+
+
+class VerificationMaterial(_Open):
+    publicKey: PublicKeyIdentifier | None = None
+    tlogEntries: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Bundle(_Open):
+    mediaType: str
+    verificationMaterial: VerificationMaterial
+    dsseEnvelope: DsseEnvelope | None = None
+
+
+# -- building -----------------------------------------------------------------------------------------
+def pae(payload_type: str, body: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding: ``DSSEv1 <len(type)> <type> <len(body)> <body>`` (byte lengths)."""
+    t = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(body), body)
+
+
+def key_hint(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> str:
+    """cosign's ``publicKey.hint``: base64 std of sha256(DER SubjectPublicKeyInfo). Informational only."""
+    pub = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
+    der = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def statement_bytes(subject_digest: str, predicate_type: str = COSIGN_SIGN_PREDICATE,
+                    predicate: dict[str, Any] | None = None, name: str | None = None) -> bytes:
+    """The statement cosign signs for ``subject_digest`` (compact JSON; ``name`` only when given)."""
+    _check_digest(subject_digest)
+    if not predicate_type:
+        raise UsageError("a statement needs a predicateType")
+    subject: dict[str, Any] = {"name": name} if name else {}
+    subject |= {"digest": {"sha256": subject_digest.partition(":")[2]}, "annotations": {}}
+    stmt = {"_type": STATEMENT_TYPE, "subject": [subject], "predicateType": predicate_type,
+            "predicate": {} if predicate is None else predicate}
+    try:
+        return json.dumps(stmt, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"statement predicate is not JSON-serializable: {exc}") from None
+
+
+def bundle_bytes(body: bytes, private_key: ec.EllipticCurvePrivateKey) -> bytes:
+    """A v0.3 bundle: DSSE envelope over ``body`` signed with ``private_key``, key hint, no tlog entries."""
+    sig = keys.sign(private_key, pae(INTOTO_PAYLOAD_TYPE, body))
+    bundle = {"mediaType": BUNDLE_MEDIA_TYPE,
+              "verificationMaterial": {"publicKey": {"hint": key_hint(private_key)}, "tlogEntries": []},
+              "dsseEnvelope": {"payload": base64.b64encode(body).decode(), "payloadType": INTOTO_PAYLOAD_TYPE,
+                               "signatures": [{"sig": base64.b64encode(sig).decode()}]}}
+    return json.dumps(bundle, separators=(",", ":")).encode()
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def attach_bundle(target: Target, repo: str, subject: Descriptor, bundle: bytes,
+                  predicate_type: str, created: str | None = None) -> Content:
+    """Push ``bundle`` as the single layer of a referrer manifest of ``subject`` and attach it (by digest)."""
+    layer = Descriptor(mediaType=BUNDLE_MEDIA_TYPE, digest=sha256_bytes(bundle), size=len(bundle))
+    config = Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=len(EMPTY_JSON))
+    target.push_blob_stream(repo, config, bytes_opener(EMPTY_JSON))
+    target.push_blob_stream(repo, layer, bytes_opener(bundle))
+    manifest = Manifest(mediaType=OCI_MANIFEST, artifactType=BUNDLE_MEDIA_TYPE, config=config, layers=[layer],
+                        subject=Descriptor(mediaType=subject.mediaType, digest=subject.digest, size=subject.size),
+                        annotations={ANNOTATION_BUNDLE_CONTENT: BUNDLE_CONTENT_DSSE,
+                                     ANNOTATION_BUNDLE_PREDICATE_TYPE: predicate_type,
+                                     ANNOTATION_CREATED: created or _now()})
+    content = Content.from_model(manifest)
+    target.attach(repo, content)
+    return content
+
+
+def sign_bundle(target: Target, repo: str, subject: Descriptor, private_key: ec.EllipticCurvePrivateKey,
+                predicate_type: str = COSIGN_SIGN_PREDICATE, predicate: dict[str, Any] | None = None,
+                name: str | None = None, created: str | None = None) -> Content:
+    """Sign ``repo@subject.digest`` the cosign v3 way: a DSSE bundle attached as an OCI referrer.
+
+    ``subject`` must be the descriptor of a manifest that exists in ``repo`` (:class:`NotFoundError` otherwise;
+    :class:`UsageError` if its size or media type disagrees). Returns the referrer manifest.
+    """
+    _check_digest(subject.digest)
+    found = target.resolve(repo, subject.digest)
+    if found.size != subject.size or found.mediaType != subject.mediaType:
+        raise UsageError(f"{repo}@{subject.digest}: subject descriptor says {subject.mediaType} ({subject.size} "
+                         f"bytes), the registry has {found.mediaType} ({found.size} bytes)")
+    body = statement_bytes(subject.digest, predicate_type, predicate, name)
+    return attach_bundle(target, repo, subject, bundle_bytes(body, private_key), predicate_type, created)
+
+
+# -- verification -------------------------------------------------------------------------------------
+def _read_blob(target: Target, repo: str, layer: Descriptor) -> bytes:
+    if layer.size > MAX_BUNDLE_BYTES:
+        raise InvalidContentError(f"bundle is {layer.size} bytes, over the {MAX_BUNDLE_BYTES}-byte limit")
+    buf = bytearray()
+    with target.open_blob(repo, layer) as chunks:
+        for chunk in chunks:
+            buf += chunk
+            if len(buf) > MAX_BUNDLE_BYTES:
+                raise InvalidContentError(f"bundle is over the {MAX_BUNDLE_BYTES}-byte limit")
+    data = bytes(buf)
+    got = sha256_bytes(data)
+    if got != layer.digest or len(data) != layer.size:
+        raise DigestMismatchError(f"blob digest mismatch: expected {layer.digest} ({layer.size} bytes), "
+                                  f"got {got} ({len(data)} bytes)")
+    return data
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in obj:
+            raise ValueError(f"duplicate key {k!r}")
+        obj[k] = v
+    return obj
+
+
+def _parse(model: type[BaseModel], data: bytes, what: str) -> Any:
+    try:
+        obj = json.loads(data, object_pairs_hook=_no_duplicates)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidContentError(f"malformed {what}: {exc}") from None
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top)"
+        raise InvalidContentError(f"malformed {what}: {where}: {first['msg']}") from None
+
+
+def _b64(value: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidContentError(f"{what} is not valid base64") from None
+
+
+def verify_bundle_bytes(data: bytes, subject_digest: str, public_key: ec.EllipticCurvePublicKey,
+                        predicate_type: str = COSIGN_SIGN_PREDICATE) -> Statement:
+    """Check one bundle blob against ``public_key`` (only), ``subject_digest`` and ``predicate_type``.
+
+    Raises :class:`VerificationError` (or its :class:`InvalidContentError`) naming the reason.
+    """
+    bundle = _parse(Bundle, data, "bundle")
+    if bundle.mediaType != BUNDLE_MEDIA_TYPE:
+        raise InvalidContentError(f"bundle mediaType is {bundle.mediaType!r}, expected {BUNDLE_MEDIA_TYPE!r}")
+    env = bundle.dsseEnvelope
+    if env is None:
+        raise VerificationError("bundle has no dsseEnvelope (message signatures are not supported)")
+    if env.payloadType != INTOTO_PAYLOAD_TYPE:
+        raise VerificationError(f"payloadType is {env.payloadType!r}, expected {INTOTO_PAYLOAD_TYPE!r}")
+    if not env.signatures:
+        raise VerificationError("DSSE envelope has no signatures")
+    body = _b64(env.payload, "DSSE payload")
+    message = pae(env.payloadType, body)
+    for s in env.signatures:  # any signature by the given key suffices; key material in the bundle is ignored
+        try:
+            keys.verify(public_key, message, _b64(s.sig, "DSSE signature"))
+            break
+        except VerificationError:
+            continue
+    else:
+        raise VerificationError("bad signature: DSSE signature does not verify with the given public key")
+    stmt = _parse(Statement, body, "in-toto statement")
+    if stmt.type_ != STATEMENT_TYPE:
+        raise VerificationError(f"statement _type is {stmt.type_!r}, expected {STATEMENT_TYPE!r}")
+    hex_ = subject_digest.partition(":")[2]
+    if not any(s.digest.get("sha256") == hex_ for s in stmt.subject):
+        named = ", ".join(f"sha256:{s.digest['sha256']}" for s in stmt.subject if "sha256" in s.digest) or "none"
+        raise VerificationError(f"subject mismatch: statement names {named}, not {subject_digest}")
+    if stmt.predicateType != predicate_type:
+        raise VerificationError(f"predicateType is {stmt.predicateType!r}, expected {predicate_type!r}")
+    return stmt
+
+
+def _bundle_layers(target: Target, repo: str, entry: Descriptor) -> list[Descriptor]:
+    """The bundle layers of a referrer, or [] for a referrer that is not a bundle (tolerating old cosign)."""
+    if entry.artifactType not in (None, BUNDLE_MEDIA_TYPE, OCI_EMPTY) or entry.mediaType != OCI_MANIFEST:
+        return []
+    node = target.get_manifest(repo, entry.digest).parse()
+    if not isinstance(node, Manifest):
+        return []
+    if (node.artifactType or node.config.mediaType) not in (BUNDLE_MEDIA_TYPE, OCI_EMPTY):
+        return []
+    return [ly for ly in node.layers if ly.mediaType == BUNDLE_MEDIA_TYPE]
+
+
+def _where(repo: str, digest: str) -> str:
+    return f"{repo}@{digest}" if repo else digest
+
+
+def verify_bundles(target: Target, repo: str, subject_digest: str, public_key: ec.EllipticCurvePublicKey,
+                   predicate_type: str = COSIGN_SIGN_PREDICATE) -> list[Statement]:
+    """The statements of the bundle referrers of ``subject_digest`` that verify with ``public_key``.
+
+    As cosign, one valid bundle suffices and bundles that fail are skipped. Raises :class:`VerificationError`
+    when there is no bundle referrer, or none verifies (the message gives each bundle's reason).
+    """
+    _check_digest(subject_digest)
+    try:
+        entries = target.referrers(repo, subject_digest)
+    except NotFoundError:
+        entries = []
+    verified: list[Statement] = []
+    reasons: list[str] = []
+    for entry in entries:
+        try:
+            layers = _bundle_layers(target, repo, entry)
+        except (NotFoundError, VerificationError) as exc:
+            reasons.append(f"referrer {entry.digest}: {exc}")
+            continue
+        for layer in layers:
+            try:
+                data = _read_blob(target, repo, layer)
+                verified.append(verify_bundle_bytes(data, subject_digest, public_key, predicate_type))
+            except (NotFoundError, VerificationError) as exc:
+                reasons.append(f"bundle {layer.digest} (referrer {entry.digest}): {exc}")
+    if verified:
+        return verified
+    if not reasons:
+        raise VerificationError(f"{_where(repo, subject_digest)}: no signatures (no sigstore bundle referrers)")
+    raise VerificationError(f"{_where(repo, subject_digest)}: no valid bundle among {len(reasons)}: "
+                            + "; ".join(reasons))
+
+
+__all__ = [
+    "BUNDLE_MEDIA_TYPE",
+    "COSIGN_SIGN_PREDICATE",
+    "INTOTO_PAYLOAD_TYPE",
+    "Bundle",
+    "Statement",
+    "attach_bundle",
+    "bundle_bytes",
+    "key_hint",
+    "pae",
+    "sign_bundle",
+    "statement_bytes",
+    "verify_bundle_bytes",
+    "verify_bundles",
+]
