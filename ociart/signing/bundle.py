@@ -32,7 +32,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import (
-    DigestMismatchError,
     InvalidContentError,
     NotFoundError,
     UsageError,
@@ -49,9 +48,10 @@ from ..oci import (
 )
 from ..oci.digest import sha256_bytes
 from ..oci.mediatypes import ANNOTATION_CREATED
+from ..reference import check_digest
 from ..targets.base import Target, bytes_opener
 from . import keys
-from .legacy import _check_digest
+from .common import no_duplicate_keys, read_verified_blob, where
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -128,7 +128,7 @@ def key_hint(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> str
 def statement_bytes(subject_digest: str, predicate_type: str = COSIGN_SIGN_PREDICATE,
                     predicate: dict[str, Any] | None = None, name: str | None = None) -> bytes:
     """The statement cosign signs for ``subject_digest`` (compact JSON; ``name`` only when given)."""
-    _check_digest(subject_digest)
+    check_digest(subject_digest)
     if not predicate_type:
         raise UsageError("a statement needs a predicateType")
     subject: dict[str, Any] = {"name": name} if name else {}
@@ -180,7 +180,7 @@ def sign_bundle(target: Target, repo: str, subject: Descriptor, private_key: ec.
     ``subject`` must be the descriptor of a manifest that exists in ``repo`` (:class:`NotFoundError` otherwise;
     :class:`UsageError` if its size or media type disagrees). Returns the referrer manifest.
     """
-    _check_digest(subject.digest)
+    check_digest(subject.digest)
     found = target.resolve(repo, subject.digest)
     if found.size != subject.size or found.mediaType != subject.mediaType:
         raise UsageError(f"{repo}@{subject.digest}: subject descriptor says {subject.mediaType} ({subject.size} "
@@ -190,35 +190,9 @@ def sign_bundle(target: Target, repo: str, subject: Descriptor, private_key: ec.
 
 
 # -- verification -------------------------------------------------------------------------------------
-def _read_blob(target: Target, repo: str, layer: Descriptor) -> bytes:
-    if layer.size > MAX_BUNDLE_BYTES:
-        raise InvalidContentError(f"bundle is {layer.size} bytes, over the {MAX_BUNDLE_BYTES}-byte limit")
-    buf = bytearray()
-    with target.open_blob(repo, layer) as chunks:
-        for chunk in chunks:
-            buf += chunk
-            if len(buf) > MAX_BUNDLE_BYTES:
-                raise InvalidContentError(f"bundle is over the {MAX_BUNDLE_BYTES}-byte limit")
-    data = bytes(buf)
-    got = sha256_bytes(data)
-    if got != layer.digest or len(data) != layer.size:
-        raise DigestMismatchError(f"blob digest mismatch: expected {layer.digest} ({layer.size} bytes), "
-                                  f"got {got} ({len(data)} bytes)")
-    return data
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in obj:
-            raise ValueError(f"duplicate key {k!r}")
-        obj[k] = v
-    return obj
-
-
 def _parse(model: type[BaseModel], data: bytes, what: str) -> Any:
     try:
-        obj = json.loads(data, object_pairs_hook=_no_duplicates)
+        obj = json.loads(data, object_pairs_hook=no_duplicate_keys)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidContentError(f"malformed {what}: {exc}") from None
     try:
@@ -286,10 +260,6 @@ def _bundle_layers(target: Target, repo: str, entry: Descriptor) -> list[Descrip
     return [ly for ly in node.layers if ly.mediaType == BUNDLE_MEDIA_TYPE]
 
 
-def _where(repo: str, digest: str) -> str:
-    return f"{repo}@{digest}" if repo else digest
-
-
 def verify_bundles(target: Target, repo: str, subject_digest: str, public_key: ec.EllipticCurvePublicKey,
                    predicate_type: str = COSIGN_SIGN_PREDICATE) -> list[Statement]:
     """The statements of the bundle referrers of ``subject_digest`` that verify with ``public_key``.
@@ -297,7 +267,7 @@ def verify_bundles(target: Target, repo: str, subject_digest: str, public_key: e
     As cosign, one valid bundle suffices and bundles that fail are skipped. Raises :class:`VerificationError`
     when there is no bundle referrer, or none verifies (the message gives each bundle's reason).
     """
-    _check_digest(subject_digest)
+    check_digest(subject_digest)
     try:
         entries = target.referrers(repo, subject_digest)
     except NotFoundError:
@@ -312,15 +282,15 @@ def verify_bundles(target: Target, repo: str, subject_digest: str, public_key: e
             continue
         for layer in layers:
             try:
-                data = _read_blob(target, repo, layer)
+                data = read_verified_blob(target, repo, layer, MAX_BUNDLE_BYTES, "bundle")
                 verified.append(verify_bundle_bytes(data, subject_digest, public_key, predicate_type))
             except (NotFoundError, VerificationError) as exc:
                 reasons.append(f"bundle {layer.digest} (referrer {entry.digest}): {exc}")
     if verified:
         return verified
     if not reasons:
-        raise VerificationError(f"{_where(repo, subject_digest)}: no signatures (no sigstore bundle referrers)")
-    raise VerificationError(f"{_where(repo, subject_digest)}: no valid bundle among {len(reasons)}: "
+        raise VerificationError(f"{where(repo, subject_digest)}: no signatures (no sigstore bundle referrers)")
+    raise VerificationError(f"{where(repo, subject_digest)}: no valid bundle among {len(reasons)}: "
                             + "; ".join(reasons))
 
 

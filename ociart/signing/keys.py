@@ -28,7 +28,10 @@ import nacl.secret
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    Prehashed,
+    encode_dss_signature,
+)
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ..errors import ConflictError, InvalidContentError, UsageError, VerificationError

@@ -26,7 +26,6 @@ import base64
 import binascii
 import json
 import math
-import re
 from decimal import Decimal
 from typing import Any
 
@@ -34,7 +33,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import (
-    DigestMismatchError,
     InvalidContentError,
     NotFoundError,
     UsageError,
@@ -43,8 +41,10 @@ from ..errors import (
 from ..oci import Content, Descriptor, Manifest
 from ..oci.digest import sha256_bytes
 from ..oci.mediatypes import OCI_CONFIG, OCI_MANIFEST
+from ..reference import check_digest
 from ..targets.base import Target, bytes_opener
 from . import keys
+from .common import no_duplicate_keys, read_verified_blob, where
 
 SIMPLESIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -57,7 +57,6 @@ MAX_PAYLOAD_BYTES = 1 << 20
 #: go-containerregistry's zero ``v1.Time``.
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
-_SHA256_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 # -- payload ----------------------------------------------------------------------------------------
@@ -174,19 +173,10 @@ def simple_signing_payload(docker_reference: str, manifest_digest: str,
         raise UsageError("signature payload: text is not valid Unicode") from exc
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in obj:
-            raise ValueError(f"duplicate key {k!r}")
-        obj[k] = v
-    return obj
-
-
 def parse_payload(data: bytes) -> SimpleSigningPayload:
     """Parse a simple-signing payload; :class:`InvalidContentError` with the reason when malformed or not cosign's."""
     try:
-        obj = json.loads(data, object_pairs_hook=_no_duplicates)
+        obj = json.loads(data, object_pairs_hook=no_duplicate_keys)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidContentError(f"malformed signature payload: {exc}") from None
     try:
@@ -204,14 +194,9 @@ def parse_payload(data: bytes) -> SimpleSigningPayload:
 # -- manifest ---------------------------------------------------------------------------------------
 def signature_tag(subject_digest: str) -> str:
     """``sha256:<hex>`` → ``sha256-<hex>.sig``."""
-    _check_digest(subject_digest)
+    check_digest(subject_digest)
     alg, _, hex_ = subject_digest.partition(":")
     return f"{alg}-{hex_}{SIGNATURE_TAG_SUFFIX}"
-
-
-def _check_digest(digest: str) -> None:
-    if not _SHA256_DIGEST.match(digest):
-        raise UsageError(f"subject digest must be sha256:<64 lowercase hex>, got {digest!r}")
 
 
 def signature_config(layer_digests: list[str]) -> bytes:
@@ -254,7 +239,7 @@ def sign_legacy(target: Target, repo: str, subject_digest: str, private_key: ec.
     The new signature is appended to the existing signature manifest's layers (or a new manifest is made). When a
     layer with the same payload already verifies with this key, nothing is pushed. Returns the signature manifest.
     """
-    _check_digest(subject_digest)
+    check_digest(subject_digest)
     target.resolve(repo, subject_digest)  # sign only what exists (NotFoundError otherwise)
     tag = signature_tag(subject_digest)
     payload = simple_signing_payload(docker_reference, subject_digest, annotations)
@@ -294,23 +279,6 @@ def sign_legacy(target: Target, repo: str, subject_digest: str, private_key: ec.
 
 
 # -- verification -----------------------------------------------------------------------------------
-def _read_payload(target: Target, repo: str, layer: Descriptor) -> bytes:
-    if layer.size > MAX_PAYLOAD_BYTES:
-        raise InvalidContentError(f"payload is {layer.size} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit")
-    buf = bytearray()
-    with target.open_blob(repo, layer) as chunks:  # a registry target checks the digest at the end of the stream
-        for chunk in chunks:
-            buf += chunk
-            if len(buf) > MAX_PAYLOAD_BYTES:
-                raise InvalidContentError(f"payload is over the {MAX_PAYLOAD_BYTES}-byte limit")
-    data = bytes(buf)
-    got = sha256_bytes(data)  # and so do we, for targets that do not (layouts)
-    if got != layer.digest or len(data) != layer.size:
-        raise DigestMismatchError(f"blob digest mismatch: expected {layer.digest} ({layer.size} bytes), "
-                                  f"got {got} ({len(data)} bytes)")
-    return data
-
-
 def _verify_layer(target: Target, repo: str, layer: Descriptor, subject_digest: str,
                   pub: ec.EllipticCurvePublicKey) -> VerifiedSignature:
     if layer.mediaType != SIMPLESIGNING_MEDIA_TYPE:
@@ -318,16 +286,12 @@ def _verify_layer(target: Target, repo: str, layer: Descriptor, subject_digest: 
     sig_b64 = _signature_b64(layer)
     if not sig_b64:
         raise VerificationError(f"no {SIGNATURE_ANNOTATION} annotation")
-    data = _read_payload(target, repo, layer)
+    data = read_verified_blob(target, repo, layer, MAX_PAYLOAD_BYTES, "payload")
     _verifies(pub, data, sig_b64)
     payload = parse_payload(data)
     if payload.manifest_digest != subject_digest:
         raise VerificationError(f"digest mismatch: payload signs {payload.manifest_digest}, not {subject_digest}")
     return VerifiedSignature(payload=payload, data=data, layer=layer)
-
-
-def _where(repo: str, digest: str) -> str:
-    return f"{repo}@{digest}" if repo else digest
 
 
 def verify_legacy(target: Target, repo: str, subject_digest: str,
@@ -337,13 +301,13 @@ def verify_legacy(target: Target, repo: str, subject_digest: str,
     Like cosign, one valid signature suffices and layers that fail are skipped. Raises :class:`VerificationError`
     when there is no signature manifest, or no layer verifies (the message gives each layer's reason).
     """
-    _check_digest(subject_digest)
+    check_digest(subject_digest)
     tag = signature_tag(subject_digest)
     existing = _existing(target, repo, tag)
     if existing is None or not existing.layers:
-        raise VerificationError(f"{_where(repo, subject_digest)}: no signatures (no layers at tag {tag})"
+        raise VerificationError(f"{where(repo, subject_digest)}: no signatures (no layers at tag {tag})"
                                 if existing is not None else
-                                f"{_where(repo, subject_digest)}: no signatures (tag {tag} not found)")
+                                f"{where(repo, subject_digest)}: no signatures (tag {tag} not found)")
     verified: list[VerifiedSignature] = []
     reasons: list[str] = []
     for layer in existing.layers:
@@ -352,7 +316,7 @@ def verify_legacy(target: Target, repo: str, subject_digest: str,
         except VerificationError as exc:
             reasons.append(f"layer {layer.digest}: {exc}")
     if not verified:
-        raise VerificationError(f"{_where(repo, subject_digest)}: no valid signature among {len(reasons)}: "
+        raise VerificationError(f"{where(repo, subject_digest)}: no valid signature among {len(reasons)}: "
                                 + "; ".join(reasons))
     return verified
 
