@@ -168,12 +168,17 @@ class Client:
         small_file_threshold: int | None = None,
         lineage: LineageOptions | bool = True,
         subject: str | Reference | None = None,
+        sign: Any = None,
+        legacy_signature: str = "always",
     ) -> Descriptor:
         """Push files. ``kind`` None or ``generic``: one layer per file (ORAS-style). Any other kind packs one
         directory as a typed artifact (models as CNCF ModelPack); ``metadata`` overrides ``ociart.yaml``.
 
         ``lineage`` (default on) records git state, run, parameters and inputs in annotations and attaches an
         in-toto/SLSA provenance statement as a referrer; ``subject`` attaches a report to the model it evaluated.
+        ``sign`` (a :class:`~ociart.signing.Signer` or private key) signs the pushed manifest (bundle referrer and,
+        with ``legacy_signature="always"``, the ``.sig`` tag) and attaches the provenance as a signed attestation
+        instead of an unsigned statement.
         """
         r = self.ref(ref)
         if r.digest:
@@ -233,19 +238,34 @@ class Client:
             # referrers are per repository: the report is also attached next to the model it evaluated
             copy_graph(target, r.repository, target, subject_ref.repository, content.descriptor(),
                        concurrency=self.concurrency)
+        signer = None
+        if sign is not None:
+            from .signing.service import sign_digest
+            from .signing.signers import as_signer
+
+            signer = as_signer(sign)
+            sign_digest(target, r, content.descriptor(), signer, legacy_mode=legacy_signature)  # type: ignore[arg-type]
         if captured is not None and opts is not None and opts.provenance:
-            self._record_provenance(target, r, content, captured, k.value)
+            self._record_provenance(target, r, content, captured, k.value, signer)
         if captured is not None and captured.tracker == "mlflow":
             _tag_mlflow_run(captured.run_id, r, content.digest)
         return content.descriptor()
 
-    def _record_provenance(self, target: Target, r: Reference, content: Content, captured: Any, kind: str) -> None:
+    def _record_provenance(self, target: Target, r: Reference, content: Content, captured: Any, kind: str,
+                           signer: Any = None) -> None:
         from .lineage.record import already_recorded, attach_statement, read_statements, statement
 
         name = f"{r.registry}/{r.repository}" if r.registry else (r.repository or str(r.layout))
         stmt = statement(captured, str(r), name, content.digest, kind)
-        if not already_recorded(read_statements(target, r.repository, content.digest), stmt, captured.run_known):
+        existing = read_statements(target, r.repository, content.digest, signed_only=signer is not None)
+        if already_recorded(existing, stmt, captured.run_known):
+            return
+        if signer is None:
             attach_statement(target, r.repository, content.descriptor(), stmt)
+        else:  # the signed attestation takes the place of the unsigned statement
+            from .signing.service import attest_digest
+
+            attest_digest(target, r, content.descriptor(), signer, stmt.to_bytes(), stmt.predicateType)
 
     def pull(self, ref: str | Reference, out_dir: str | Path = ".", *, include: Sequence[str] = (),
              filters: Sequence[str] = (), overwrite: bool = False) -> PullResult:
@@ -357,7 +377,33 @@ class Client:
         with self._progress() as progress:
             content = copy_graph(src_t, s.repository, dst_t, d.repository, root, tag=tag,
                                  concurrency=self.concurrency, progress=progress, referrers=referrers)
+        if referrers:  # legacy cosign signatures live at a tag, not in the referrers graph
+            from .signing.legacy import copy_legacy
+
+            copy_legacy(src_t, s.repository, dst_t, d.repository, root.digest)
         return content.descriptor()
+
+    def sign(self, ref: str | Reference, signer: Any, *, legacy_signature: str = "always",
+             annotations: dict[str, Any] | None = None) -> Any:
+        """Resolve ``ref`` once and sign its manifest digest (``ociart.signing.SignResult``): a Sigstore bundle
+        referrer, and the legacy cosign ``.sig`` signature unless ``legacy_signature="never"``."""
+        from .signing.service import sign
+
+        return sign(self, ref, signer, legacy_mode=legacy_signature, annotations=annotations)  # type: ignore[arg-type]
+
+    def attest(self, ref: str | Reference, signer: Any, predicate_type: str, predicate: dict[str, Any]) -> Any:
+        """Sign an in-toto ``predicate`` of ``predicate_type`` about ``ref``'s manifest digest (a bundle referrer)."""
+        from .signing.service import attest
+
+        return attest(self, ref, signer, predicate_type, predicate)
+
+    def verify(self, ref: str | Reference, trust: Any = None, *, policy: Any = None,
+               require_attestations: Sequence[str] = ()) -> Any:
+        """Verify ``ref``'s signatures and attestations (``ociart.signing.Verification``) with a
+        :class:`~ociart.signing.Trust` or a policy; raises :class:`VerificationError` naming the reason."""
+        from .signing.service import verify
+
+        return verify(self, ref, trust, policy=policy, require_attestations=tuple(require_attestations))
 
     def referrers(self, ref: str | Reference, artifact_type: str | None = None) -> list[Descriptor]:
         """Manifests that refer to ``ref`` (its subject), optionally of one artifactType."""

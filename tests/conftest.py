@@ -14,6 +14,7 @@ import pytest
 
 from support.ocifake import OciFake
 from support.registry import AuthMode, RunningRegistry, registry_binary, start_registry
+from support.sigstore_mock import MockUnavailable, SigstoreMock, start_sigstore_mock
 
 RegistryFactory = Callable[..., RunningRegistry]
 
@@ -113,3 +114,36 @@ def fake_registry() -> Iterator[OciFake]:
     yield fake
     fake.stop()
     assert not fake.errors, f"fake registry handler raised: {fake.errors!r}"
+
+
+# -- keyless signing: a local Sigstore instance (Fulcio + CT log + Rekor v1) from npm @sigstore/mock ----------------
+#: Rekor time shift of ``sigstore_mock_skewed``: entries are logged two hours after their certificate (10 minutes)
+#: expired.
+SIGSTORE_MOCK_SKEW = 2 * 3600
+
+
+def _start_sigstore_mock(tmp_path_factory: pytest.TempPathFactory, rekor_time_skew: int = 0) -> SigstoreMock:
+    try:
+        return start_sigstore_mock(tmp_path_factory.mktemp("sigstore-mock"), rekor_time_skew=rekor_time_skew)
+    except MockUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def sigstore_mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigstoreMock]:
+    """Session-wide local Sigstore (``support/sigstore_mock.py``): ``.url``, ``.trust_config`` (ClientTrustConfig
+    path, sign with it), ``.trusted_root`` (trusted_root.json path, verify with it), ``.identity`` /
+    ``.issuer`` (certificate SAN and OIDC issuer of ``.token()``, an unsigned identity token; ``.token(identity=…,
+    issuer=…)`` for others). Fails with the fix if node or ``tests/support/node/node_modules`` is missing."""
+    mock = _start_sigstore_mock(tmp_path_factory)
+    yield mock
+    mock.stop()
+
+
+@pytest.fixture(scope="session")
+def sigstore_mock_skewed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigstoreMock]:
+    """Like ``sigstore_mock`` (another instance, other keys) but Rekor's integratedTime is ``SIGSTORE_MOCK_SKEW``
+    seconds ahead: its signatures were logged when their certificate was no longer valid."""
+    mock = _start_sigstore_mock(tmp_path_factory, rekor_time_skew=SIGSTORE_MOCK_SKEW)
+    yield mock
+    mock.stop()

@@ -28,6 +28,27 @@ PlainOpt = Annotated[bool, typer.Option("--plain-http", help="Use plain HTTP for
 InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Do not verify TLS certificates.")]
 CaOpt = Annotated[Optional[Path], typer.Option("--ca-file", help="PEM file of CA certificates to trust.")]
 ConcOpt = Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Parallel blob transfers.")]
+# signing and verification
+KeyOpt = Annotated[Optional[str], typer.Option(
+    "--key", help="Private key file or key URI (cosign format; password from COSIGN_PASSWORD). Without it: keyless.")]
+TokenOpt = Annotated[Optional[str], typer.Option(
+    "--identity-token", help="OIDC identity token for keyless signing (else SIGSTORE_ID_TOKEN or ambient CI).")]
+TrustOpt = Annotated[Optional[Path], typer.Option(
+    "--trust-config", help="Sigstore ClientTrustConfig or trusted_root.json (default: public-good Sigstore).")]
+LegacyOpt = Annotated[str, typer.Option(
+    "--legacy-signature", help="Also write the legacy cosign .sig signature: always or never.")]
+PubKeyOpt = Annotated[list[str], typer.Option("--key", help="Trusted public key file (repeatable).")]
+IdentityOpt = Annotated[Optional[str], typer.Option(
+    "--certificate-identity", help="Keyless: the signer's certificate identity (email or URI), exactly.")]
+IdentityReOpt = Annotated[Optional[str], typer.Option(
+    "--certificate-identity-regexp", help="Keyless: a regular expression the identity must match.")]
+IssuerOpt = Annotated[Optional[str], typer.Option(
+    "--certificate-oidc-issuer", help="Keyless: the OIDC issuer of the signer's token, exactly.")]
+IssuerReOpt = Annotated[Optional[str], typer.Option(
+    "--certificate-oidc-issuer-regexp", help="Keyless: a regular expression the issuer must match.")]
+PolicyOpt = Annotated[Optional[Path], typer.Option("--policy", help="Verification policy file (YAML).")]
+RequireOpt = Annotated[list[str], typer.Option(
+    "--require-attestation", help="Predicate type URI of an attestation that must verify (repeatable).")]
 
 
 def _password(stdin: bool) -> str | None:
@@ -50,6 +71,42 @@ def _client(username: str | None = None, password_stdin: bool = False, plain_htt
         raise UsageError("--password-stdin needs --username")
     return Client(username=username, password=password, plain_http=plain_http, insecure=insecure,
                   ca_file=ca_file, concurrency=concurrency, progress=None if not as_json else False)
+
+
+def _signer(key: str | None, identity_token: str | None, trust_config: Path | None) -> Any:
+    from ..signing.signers import keyless_signer, load_signing_key
+
+    if key:
+        if identity_token:
+            raise UsageError("--key and --identity-token exclude each other")
+        return load_signing_key(key)
+    return keyless_signer(identity_token, trust_config)
+
+
+def _trust(keys: list[str], identity: str | None, identity_re: str | None, issuer: str | None,
+           issuer_re: str | None, trust_config: Path | None, policy: Path | None) -> tuple[Any, Any]:
+    """(trust, policy) from the verify options; exactly one of them is set."""
+    keyless_given = any(v is not None for v in (identity, identity_re, issuer, issuer_re))
+    if policy is not None:
+        if keys or keyless_given:
+            raise UsageError("--policy excludes --key and --certificate-* options")
+        from ..signing.policy import load_policy
+
+        return None, load_policy(policy)
+    from ..signing.keyless import TrustedIdentity
+    from ..signing.signers import load_verification_key
+    from ..signing.verify import Trust, TrustedKey
+
+    identities = []
+    if keyless_given:
+        if (identity is None) == (identity_re is None):
+            raise UsageError("give one of --certificate-identity, --certificate-identity-regexp")
+        if (issuer is None) == (issuer_re is None):
+            raise UsageError("give one of --certificate-oidc-issuer, --certificate-oidc-issuer-regexp")
+        identities.append(TrustedIdentity(subject=identity, subject_regexp=identity_re, issuer=issuer,
+                                          issuer_regexp=issuer_re))
+    trusted = [TrustedKey(name=k, key=load_verification_key(k)) for k in keys]
+    return Trust(keys=trusted, identities=identities, trust_config=trust_config), None
 
 
 def _out(obj: Any) -> None:
@@ -108,6 +165,10 @@ def push(
     input_file: Annotated[list[Path], typer.Option("--input-file", help="Local input file, recorded by sha256.")] = [],  # noqa: B006
     no_provenance: Annotated[bool, typer.Option(
         "--no-provenance", help="Do not attach the provenance statement (annotations are still written).")] = False,
+    sign: Annotated[bool, typer.Option(
+        "--sign", help="Sign the artifact and its provenance (signed attestation instead of the unsigned one).")] = False,
+    key: KeyOpt = None, identity_token: TokenOpt = None, trust_config: TrustOpt = None,
+    legacy_signature: LegacyOpt = "always",
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
 ) -> None:
@@ -135,10 +196,15 @@ def push(
     lineage = LineageOptions(git=not no_git, git_dir=git_dir, run_id=run_id, params=params, metrics=metrics,
                              inputs=list(input_), input_files=list(input_file), provenance=not no_provenance,
                              entry_point="ociart push")
+    if not sign and (key or identity_token):
+        raise UsageError("--key and --identity-token sign the pushed artifact: add --sign")
+    _legacy_mode(legacy_signature)
+    signer = _signer(key, identity_token, trust_config) if sign else None
     with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json) as c:
         desc = c.push(ref, paths, kind=kind, artifact_type=artifact_type, annotations=_kv(annotation, "--annotation"),
                       config=cfg, config_media_type=cfg_type, metadata=metadata, reproducible=reproducible,
-                      small_file_threshold=small_file_threshold, lineage=lineage, subject=subject)
+                      small_file_threshold=small_file_threshold, lineage=lineage, subject=subject, sign=signer,
+                      legacy_signature=legacy_signature)
     if as_json:
         _out(desc)
     else:
@@ -153,11 +219,22 @@ def pull(
     filter_: Annotated[list[str], typer.Option(
         "--filter", help="Only these parts: weights,config,docs,code,dataset (comma-separated or repeated).")] = [],  # noqa: B006
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing different files.")] = False,
+    verify_key: Annotated[list[str], typer.Option(
+        "--verify-key", help="Verify the signature with this public key before pulling (repeatable).")] = [],  # noqa: B006
+    policy: PolicyOpt = None,
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
 ) -> None:
-    """Pull an artifact's files (digest-verified) into a directory; prints the manifest digest."""
+    """Pull an artifact's files (digest-verified) into a directory; prints the manifest digest.
+
+    With --verify-key or --policy the signatures are verified first and exactly the verified digest is pulled."""
     with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json) as c:
+        if verify_key or policy is not None:
+            trust, pol = _trust(verify_key, None, None, None, None, None, policy)
+            checked = c.verify(ref, trust, policy=pol)
+            ref = str(c.ref(ref).with_digest(checked.digest))
+            if not as_json:
+                _err(f"verified {checked.digest}: {len(checked.signatures)} signature(s)")
         result = c.pull(ref, output, include=include, filters=filter_, overwrite=overwrite)
     if as_json:
         _out(result)
@@ -293,6 +370,85 @@ def referrers(
         return
     for d in found:
         print(f"{d.digest}  {d.artifactType or ''}")
+
+
+def _legacy_mode(value: str) -> str:
+    if value not in ("always", "never"):
+        raise UsageError(f"--legacy-signature {value!r}: choose always or never")
+    return value
+
+
+@app.command()
+def sign(
+    ref: Annotated[str, typer.Argument(help="Artifact to sign (a tag is resolved once; its digest is signed).")],
+    key: KeyOpt = None, identity_token: TokenOpt = None, trust_config: TrustOpt = None,
+    legacy_signature: LegacyOpt = "always",
+    annotation: Annotated[list[str], typer.Option(
+        "--annotation", "-a", help="Signed annotation KEY=VALUE in the legacy payload (repeatable).")] = [],  # noqa: B006
+    username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
+    insecure: InsecureOpt = False, ca_file: CaOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Sign an artifact the cosign v3 way (Sigstore bundle referrer) and, by default, the legacy .sig way."""
+    _legacy_mode(legacy_signature)
+    signer = _signer(key, identity_token, trust_config)
+    with _client(username, password_stdin, plain_http, insecure, ca_file) as c:
+        result = c.sign(ref, signer, legacy_signature=legacy_signature,
+                        annotations=_kv(annotation, "--annotation") or None)
+    if as_json:
+        _out(result)
+        return
+    parts = [f"bundle referrer {result.bundle}" if result.bundle else "bundle already present"]
+    if result.legacy:
+        parts.append(f"legacy signature at {result.legacy_tag}")
+    _err(f"signed {result.reference} as {result.signer}: " + ", ".join(parts))
+    print(result.digest)
+
+
+@app.command()
+def attest(
+    ref: Annotated[str, typer.Argument(help="Artifact the attestation is about.")],
+    predicate: Annotated[Path, typer.Option(
+        "--predicate", help="Predicate JSON file (or a whole in-toto statement, e.g. from `ociart provenance`).")],
+    type_: Annotated[Optional[str], typer.Option("--type", help="Predicate type URI.")] = None,
+    key: KeyOpt = None, identity_token: TokenOpt = None, trust_config: TrustOpt = None,
+    username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
+    insecure: InsecureOpt = False, ca_file: CaOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Sign an in-toto predicate about an artifact (provenance, an evaluation) and attach it as a bundle referrer."""
+    from ..signing.service import read_predicate
+
+    predicate_type, body = read_predicate(predicate, type_)
+    signer = _signer(key, identity_token, trust_config)
+    with _client(username, password_stdin, plain_http, insecure, ca_file) as c:
+        result = c.attest(ref, signer, predicate_type, body)
+    if as_json:
+        _out(result)
+        return
+    _err(f"attested {result.predicateType} for {result.reference} as {result.signer}: bundle referrer {result.bundle}")
+    print(result.digest)
+
+
+@app.command()
+def verify(
+    ref: Annotated[str, typer.Argument(help="Artifact to verify (a tag is resolved once).")],
+    key: PubKeyOpt = [],  # noqa: B006
+    certificate_identity: IdentityOpt = None, certificate_identity_regexp: IdentityReOpt = None,
+    certificate_oidc_issuer: IssuerOpt = None, certificate_oidc_issuer_regexp: IssuerReOpt = None,
+    trust_config: TrustOpt = None, policy: PolicyOpt = None, require_attestation: RequireOpt = [],  # noqa: B006
+    username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
+    insecure: InsecureOpt = False, ca_file: CaOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Verify signatures (bundle referrers and legacy .sig) and required attestations; exit 5 when not verified."""
+    trust, pol = _trust(key, certificate_identity, certificate_identity_regexp, certificate_oidc_issuer,
+                        certificate_oidc_issuer_regexp, trust_config, policy)
+    with _client(username, password_stdin, plain_http, insecure, ca_file) as c:
+        result = c.verify(ref, trust, policy=pol, require_attestations=require_attestation)
+    if as_json:
+        _out(result)
+        return
+    from .render import print_verification
+
+    print_verification(result)
 
 
 @app.command()

@@ -79,3 +79,23 @@ def print_lineage(root: Any, downstream: bool) -> None:
 
     add(tree, root)
     Console(soft_wrap=True).print(("built into:\n" if downstream else "built from:\n") if root.children else "", tree)
+
+
+def print_verification(result: Any) -> None:
+    """Verified signatures and attestations as a table on stderr; the digest on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    table = Table(title=f"verified {result.reference}", show_edge=False)
+    for col in ("kind", "format", "predicate type", "signed by", "stored in"):
+        table.add_column(col)
+    for kind, items in (("signature", result.signatures), ("attestation", result.attestations)):
+        for v in items:
+            table.add_row(kind, v.format, v.predicateType, v.signer, v.source[:19])
+    console.print(table)
+    if result.rejected:
+        console.print(f"{len(result.rejected)} other signature(s) not accepted:")
+        for reason in result.rejected:
+            console.print(f"  {reason}", markup=False, highlight=False)
+    print(result.digest)

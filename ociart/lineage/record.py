@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import OciartError
 from ..oci import EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Manifest
 from ..oci.digest import sha256_file
 from ..targets.base import Target, bytes_opener
@@ -200,20 +201,33 @@ def attach_statement(target: Target, repo: str, subject: Descriptor, stmt: State
     return content
 
 
-def read_statements(target: Target, repo: str, digest: str,
-                    predicate_type: str | None = SLSA_PROVENANCE) -> list[Statement]:
-    """Unsigned in-toto statements attached to ``digest`` (newest first)."""
+def read_statements(target: Target, repo: str, digest: str, predicate_type: str | None = SLSA_PROVENANCE,
+                    *, signed_only: bool = False) -> list[Statement]:
+    """In-toto statements attached to ``digest`` (newest first): unsigned ones and the payloads of signed
+    attestations (Sigstore bundles; their signatures are checked by ``ociart verify``, not here)."""
+    from ..signing.bundle import BUNDLE_MEDIA_TYPE, MAX_BUNDLE_BYTES, open_bundle
+
     out: list[tuple[str, Statement]] = []
-    for ref in target.referrers(repo, digest, INTOTO_MEDIA_TYPE):
+    for ref in target.referrers(repo, digest):
+        if ref.artifactType not in (INTOTO_MEDIA_TYPE, BUNDLE_MEDIA_TYPE):
+            continue
+        signed = ref.artifactType == BUNDLE_MEDIA_TYPE
+        if signed_only and not signed:
+            continue
         node = target.get_manifest(repo, ref.digest).parse()
         if not isinstance(node, Manifest):
             continue
+        want = BUNDLE_MEDIA_TYPE if signed else INTOTO_MEDIA_TYPE
         for layer in node.layers:
-            if layer.mediaType != INTOTO_MEDIA_TYPE or layer.size > 4 << 20:
+            if layer.mediaType != want or layer.size > MAX_BUNDLE_BYTES:
                 continue
             with target.open_blob(repo, layer) as chunks:
                 raw = b"".join(chunks)
-            stmt = Statement.model_validate_json(raw)
+            try:
+                raw = open_bundle(raw)[1] if signed else raw
+                stmt = Statement.model_validate_json(raw)
+            except (OciartError, ValueError):
+                continue  # a signature (not provenance) or something else; not lineage
             if predicate_type is None or stmt.predicateType == predicate_type:
                 created = (node.annotations or {}).get("org.opencontainers.image.created", "")
                 out.append((created, stmt))

@@ -24,6 +24,7 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +53,7 @@ from ..reference import check_digest
 from ..targets.base import Target, bytes_opener
 from . import keys
 from .common import no_duplicate_keys, read_verified_blob, where
+from .signers import Signer, as_signer
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -102,7 +104,14 @@ class PublicKeyIdentifier(_Open):
 
 class VerificationMaterial(_Open):
     publicKey: PublicKeyIdentifier | None = None
+    certificate: dict[str, Any] | None = None
+    x509CertificateChain: dict[str, Any] | None = None
     tlogEntries: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def keyless(self) -> bool:
+        """Signed with a certificate (Fulcio), not a bare key."""
+        return self.certificate is not None or self.x509CertificateChain is not None
 
 
 class Bundle(_Open):
@@ -172,13 +181,14 @@ def attach_bundle(target: Target, repo: str, subject: Descriptor, bundle: bytes,
     return content
 
 
-def sign_bundle(target: Target, repo: str, subject: Descriptor, private_key: ec.EllipticCurvePrivateKey,
+def sign_bundle(target: Target, repo: str, subject: Descriptor, signer: Signer | ec.EllipticCurvePrivateKey,
                 predicate_type: str = COSIGN_SIGN_PREDICATE, predicate: dict[str, Any] | None = None,
                 name: str | None = None, created: str | None = None) -> Content:
     """Sign ``repo@subject.digest`` the cosign v3 way: a DSSE bundle attached as an OCI referrer.
 
-    ``subject`` must be the descriptor of a manifest that exists in ``repo`` (:class:`NotFoundError` otherwise;
-    :class:`UsageError` if its size or media type disagrees). Returns the referrer manifest.
+    ``signer`` is a :class:`~ociart.signing.signers.Signer` (key or keyless) or a private key. ``subject`` must be
+    the descriptor of a manifest that exists in ``repo`` (:class:`NotFoundError` otherwise; :class:`UsageError` if
+    its size or media type disagrees). Returns the referrer manifest.
     """
     check_digest(subject.digest)
     found = target.resolve(repo, subject.digest)
@@ -186,7 +196,7 @@ def sign_bundle(target: Target, repo: str, subject: Descriptor, private_key: ec.
         raise UsageError(f"{repo}@{subject.digest}: subject descriptor says {subject.mediaType} ({subject.size} "
                          f"bytes), the registry has {found.mediaType} ({found.size} bytes)")
     body = statement_bytes(subject.digest, predicate_type, predicate, name)
-    return attach_bundle(target, repo, subject, bundle_bytes(body, private_key), predicate_type, created)
+    return attach_bundle(target, repo, subject, as_signer(signer).sign_statement(body), predicate_type, created)
 
 
 # -- verification -------------------------------------------------------------------------------------
@@ -210,12 +220,8 @@ def _b64(value: str, what: str) -> bytes:
         raise InvalidContentError(f"{what} is not valid base64") from None
 
 
-def verify_bundle_bytes(data: bytes, subject_digest: str, public_key: ec.EllipticCurvePublicKey,
-                        predicate_type: str = COSIGN_SIGN_PREDICATE) -> Statement:
-    """Check one bundle blob against ``public_key`` (only), ``subject_digest`` and ``predicate_type``.
-
-    Raises :class:`VerificationError` (or its :class:`InvalidContentError`) naming the reason.
-    """
+def open_bundle(data: bytes) -> tuple[Bundle, bytes]:
+    """Parse a bundle blob holding a DSSE in-toto envelope; returns it and the (not yet verified) payload bytes."""
     bundle = _parse(Bundle, data, "bundle")
     if bundle.mediaType != BUNDLE_MEDIA_TYPE:
         raise InvalidContentError(f"bundle mediaType is {bundle.mediaType!r}, expected {BUNDLE_MEDIA_TYPE!r}")
@@ -226,16 +232,24 @@ def verify_bundle_bytes(data: bytes, subject_digest: str, public_key: ec.Ellipti
         raise VerificationError(f"payloadType is {env.payloadType!r}, expected {INTOTO_PAYLOAD_TYPE!r}")
     if not env.signatures:
         raise VerificationError("DSSE envelope has no signatures")
-    body = _b64(env.payload, "DSSE payload")
-    message = pae(env.payloadType, body)
-    for s in env.signatures:  # any signature by the given key suffices; key material in the bundle is ignored
+    return bundle, _b64(env.payload, "DSSE payload")
+
+
+def verify_envelope_key(bundle: Bundle, body: bytes, public_key: ec.EllipticCurvePublicKey) -> None:
+    """Some signature of the envelope verifies with ``public_key``; key material in the bundle is ignored."""
+    assert bundle.dsseEnvelope is not None
+    message = pae(bundle.dsseEnvelope.payloadType, body)
+    for s in bundle.dsseEnvelope.signatures:
         try:
             keys.verify(public_key, message, _b64(s.sig, "DSSE signature"))
-            break
+            return
         except VerificationError:
             continue
-    else:
-        raise VerificationError("bad signature: DSSE signature does not verify with the given public key")
+    raise VerificationError("bad signature: DSSE signature does not verify with the given public key")
+
+
+def check_statement(body: bytes, subject_digest: str, predicate_type: str | None = COSIGN_SIGN_PREDICATE) -> Statement:
+    """The signed statement is an in-toto v1 statement about ``subject_digest`` (and of ``predicate_type``)."""
     stmt = _parse(Statement, body, "in-toto statement")
     if stmt.type_ != STATEMENT_TYPE:
         raise VerificationError(f"statement _type is {stmt.type_!r}, expected {STATEMENT_TYPE!r}")
@@ -243,9 +257,41 @@ def verify_bundle_bytes(data: bytes, subject_digest: str, public_key: ec.Ellipti
     if not any(s.digest.get("sha256") == hex_ for s in stmt.subject):
         named = ", ".join(f"sha256:{s.digest['sha256']}" for s in stmt.subject if "sha256" in s.digest) or "none"
         raise VerificationError(f"subject mismatch: statement names {named}, not {subject_digest}")
-    if stmt.predicateType != predicate_type:
+    if predicate_type is not None and stmt.predicateType != predicate_type:
         raise VerificationError(f"predicateType is {stmt.predicateType!r}, expected {predicate_type!r}")
     return stmt
+
+
+def verify_bundle_bytes(data: bytes, subject_digest: str, public_key: ec.EllipticCurvePublicKey,
+                        predicate_type: str = COSIGN_SIGN_PREDICATE) -> Statement:
+    """Check one bundle blob against ``public_key`` (only), ``subject_digest`` and ``predicate_type``.
+
+    Raises :class:`VerificationError` (or its :class:`InvalidContentError`) naming the reason.
+    """
+    bundle, body = open_bundle(data)
+    verify_envelope_key(bundle, body, public_key)
+    return check_statement(body, subject_digest, predicate_type)
+
+
+def bundle_blobs(target: Target, repo: str, subject_digest: str,
+                 reasons: list[str]) -> Iterator[tuple[Descriptor, Descriptor, bytes]]:
+    """(referrer, layer, blob) for every Sigstore bundle attached to ``subject_digest``; referrers or blobs that
+    cannot be read are skipped with their reason appended to ``reasons``."""
+    try:
+        entries = target.referrers(repo, subject_digest)
+    except NotFoundError:
+        entries = []
+    for entry in entries:
+        try:
+            layers = _bundle_layers(target, repo, entry)
+        except (NotFoundError, VerificationError) as exc:
+            reasons.append(f"referrer {entry.digest}: {exc}")
+            continue
+        for layer in layers:
+            try:
+                yield entry, layer, read_verified_blob(target, repo, layer, MAX_BUNDLE_BYTES, "bundle")
+            except (NotFoundError, VerificationError) as exc:
+                reasons.append(f"bundle {layer.digest} (referrer {entry.digest}): {exc}")
 
 
 def _bundle_layers(target: Target, repo: str, entry: Descriptor) -> list[Descriptor]:
@@ -268,24 +314,13 @@ def verify_bundles(target: Target, repo: str, subject_digest: str, public_key: e
     when there is no bundle referrer, or none verifies (the message gives each bundle's reason).
     """
     check_digest(subject_digest)
-    try:
-        entries = target.referrers(repo, subject_digest)
-    except NotFoundError:
-        entries = []
     verified: list[Statement] = []
     reasons: list[str] = []
-    for entry in entries:
+    for entry, layer, data in bundle_blobs(target, repo, subject_digest, reasons):
         try:
-            layers = _bundle_layers(target, repo, entry)
-        except (NotFoundError, VerificationError) as exc:
-            reasons.append(f"referrer {entry.digest}: {exc}")
-            continue
-        for layer in layers:
-            try:
-                data = read_verified_blob(target, repo, layer, MAX_BUNDLE_BYTES, "bundle")
-                verified.append(verify_bundle_bytes(data, subject_digest, public_key, predicate_type))
-            except (NotFoundError, VerificationError) as exc:
-                reasons.append(f"bundle {layer.digest} (referrer {entry.digest}): {exc}")
+            verified.append(verify_bundle_bytes(data, subject_digest, public_key, predicate_type))
+        except VerificationError as exc:
+            reasons.append(f"bundle {layer.digest} (referrer {entry.digest}): {exc}")
     if verified:
         return verified
     if not reasons:
@@ -301,11 +336,15 @@ __all__ = [
     "Bundle",
     "Statement",
     "attach_bundle",
+    "bundle_blobs",
     "bundle_bytes",
+    "check_statement",
     "key_hint",
+    "open_bundle",
     "pae",
     "sign_bundle",
     "statement_bytes",
     "verify_bundle_bytes",
     "verify_bundles",
+    "verify_envelope_key",
 ]

@@ -26,6 +26,7 @@ import base64
 import binascii
 import json
 import math
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -45,9 +46,10 @@ from ..reference import check_digest
 from ..targets.base import Target, bytes_opener
 from . import keys
 from .common import no_duplicate_keys, read_verified_blob, where
+from .signers import SIGNATURE_ANNOTATION, KeySigner, Signer, as_signer
 
 SIMPLESIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
-SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+
 COSIGN_SIGNATURE_TYPE = "cosign container image signature"
 SIGNATURE_TAG_SUFFIX = ".sig"
 #: cosign refuses to grow a signature manifest past this many layers.
@@ -232,38 +234,47 @@ def _existing(target: Target, repo: str, tag: str) -> Manifest | None:
     return node
 
 
-def sign_legacy(target: Target, repo: str, subject_digest: str, private_key: ec.EllipticCurvePrivateKey,
+def sign_legacy(target: Target, repo: str, subject_digest: str, signer: Signer | ec.EllipticCurvePrivateKey,
                 docker_reference: str, annotations: dict[str, Any] | None = None) -> Content:
     """Sign ``repo@subject_digest`` the legacy cosign way and store it at ``sha256-<hex>.sig``.
 
     The new signature is appended to the existing signature manifest's layers (or a new manifest is made). When a
-    layer with the same payload already verifies with this key, nothing is pushed. Returns the signature manifest.
+    layer with the same payload already verifies with this signer's key, nothing is pushed. Returns the signature
+    manifest.
     """
     check_digest(subject_digest)
     target.resolve(repo, subject_digest)  # sign only what exists (NotFoundError otherwise)
+    signer = as_signer(signer)
     tag = signature_tag(subject_digest)
     payload = simple_signing_payload(docker_reference, subject_digest, annotations)
     payload_digest = sha256_bytes(payload)
     existing = _existing(target, repo, tag)
 
     if existing is not None:
+        public_key = signer.public_key if isinstance(signer, KeySigner) else None
         for layer in existing.layers:
             sig_b64 = _signature_b64(layer)
-            if layer.digest == payload_digest and sig_b64 is not None:
+            if public_key is not None and layer.digest == payload_digest and sig_b64 is not None:
                 try:
-                    _verifies(private_key.public_key(), payload, sig_b64)
+                    _verifies(public_key, payload, sig_b64)
                 except VerificationError:
                     continue
                 return target.get_manifest(repo, tag)  # this key already signed this payload
         if len(existing.layers) >= MAX_LAYERS:
             raise UsageError(f"{repo}:{tag}: already holds {len(existing.layers)} signatures (limit {MAX_LAYERS})")
 
-    signature = base64.b64encode(keys.sign(private_key, payload)).decode()
     layer = Descriptor(mediaType=SIMPLESIGNING_MEDIA_TYPE, digest=payload_digest, size=len(payload),
-                       annotations={SIGNATURE_ANNOTATION: signature})
+                       annotations=signer.sign_legacy_payload(payload))
     target.push_blob_stream(repo, layer, bytes_opener(payload))
+    return _put_layers(target, repo, tag, existing, [layer])
 
-    layers = [*(existing.layers if existing else []), layer]
+
+def _put_layers(target: Target, repo: str, tag: str, existing: Manifest | None,
+                new_layers: list[Descriptor]) -> Content:
+    """Write the signature manifest at ``tag``: ``existing``'s layers (if any) followed by ``new_layers``."""
+    layers = [*(existing.layers if existing else []), *new_layers]
+    if len(layers) > MAX_LAYERS:
+        raise UsageError(f"{repo}:{tag}: {len(layers)} signatures would exceed the limit of {MAX_LAYERS}")
     config = signature_config([ly.digest for ly in layers])
     config_type = existing.config.mediaType if existing else OCI_CONFIG
     config_desc = Descriptor(mediaType=config_type, digest=sha256_bytes(config), size=len(config))
@@ -278,16 +289,65 @@ def sign_legacy(target: Target, repo: str, subject_digest: str, private_key: ec.
     return content
 
 
+def copy_legacy(src: Target, src_repo: str, dst: Target, dst_repo: str, subject_digest: str) -> Content | None:
+    """Carry the ``sha256-<hex>.sig`` signatures of ``subject_digest`` to another repository or registry.
+
+    Signature layers the destination does not have yet are appended to its signature manifest (signatures made
+    there are kept). The payload's ``docker-reference`` names the source; like cosign, verifiers ignore it.
+    Returns the destination's signature manifest, or None when the source has no signatures.
+    """
+    tag = signature_tag(subject_digest)
+    source = _existing(src, src_repo, tag)
+    if source is None:
+        return None
+    existing = _existing(dst, dst_repo, tag)
+    have = {(ly.digest, _signature_b64(ly)) for ly in (existing.layers if existing else [])}
+    new = [ly for ly in source.layers if (ly.digest, _signature_b64(ly)) not in have]
+    if existing is not None and not new:
+        return dst.get_manifest(dst_repo, tag)
+    from ..transfer import copy_blob
+
+    for layer in new:
+        copy_blob(src, src_repo, dst, dst_repo, layer)
+    return _put_layers(dst, dst_repo, tag, existing, new)
+
+
 # -- verification -----------------------------------------------------------------------------------
-def _verify_layer(target: Target, repo: str, layer: Descriptor, subject_digest: str,
-                  pub: ec.EllipticCurvePublicKey) -> VerifiedSignature:
+#: Checks one layer's signature over its payload bytes; raises VerificationError naming the reason.
+SignatureCheck = Callable[[bytes, Mapping[str, str]], None]
+
+
+def key_check(public_key: ec.EllipticCurvePublicKey) -> SignatureCheck:
+    """A :data:`SignatureCheck` for signatures made with ``public_key``'s private key (no certificate needed)."""
+    def check(data: bytes, annotations: Mapping[str, str]) -> None:
+        sig_b64 = annotations.get(SIGNATURE_ANNOTATION)
+        if not sig_b64:
+            raise VerificationError(f"no {SIGNATURE_ANNOTATION} annotation")
+        _verifies(public_key, data, sig_b64)
+    return check
+
+
+def signature_layers(target: Target, repo: str, subject_digest: str) -> list[Descriptor]:
+    """The layers at ``sha256-<hex>.sig``; :class:`VerificationError` when there are none."""
+    check_digest(subject_digest)
+    tag = signature_tag(subject_digest)
+    existing = _existing(target, repo, tag)
+    if existing is None:
+        raise VerificationError(f"{where(repo, subject_digest)}: no signatures (tag {tag} not found)")
+    if not existing.layers:
+        raise VerificationError(f"{where(repo, subject_digest)}: no signatures (no layers at tag {tag})")
+    return existing.layers
+
+
+def check_layer(target: Target, repo: str, layer: Descriptor, subject_digest: str,
+                check: SignatureCheck) -> VerifiedSignature:
+    """One signature layer: payload read and digest-checked, signature checked, payload names ``subject_digest``."""
     if layer.mediaType != SIMPLESIGNING_MEDIA_TYPE:
         raise VerificationError(f"not a simple-signing layer ({layer.mediaType})")
-    sig_b64 = _signature_b64(layer)
-    if not sig_b64:
+    if not _signature_b64(layer):
         raise VerificationError(f"no {SIGNATURE_ANNOTATION} annotation")
     data = read_verified_blob(target, repo, layer, MAX_PAYLOAD_BYTES, "payload")
-    _verifies(pub, data, sig_b64)
+    check(data, layer.annotations or {})
     payload = parse_payload(data)
     if payload.manifest_digest != subject_digest:
         raise VerificationError(f"digest mismatch: payload signs {payload.manifest_digest}, not {subject_digest}")
@@ -301,18 +361,11 @@ def verify_legacy(target: Target, repo: str, subject_digest: str,
     Like cosign, one valid signature suffices and layers that fail are skipped. Raises :class:`VerificationError`
     when there is no signature manifest, or no layer verifies (the message gives each layer's reason).
     """
-    check_digest(subject_digest)
-    tag = signature_tag(subject_digest)
-    existing = _existing(target, repo, tag)
-    if existing is None or not existing.layers:
-        raise VerificationError(f"{where(repo, subject_digest)}: no signatures (no layers at tag {tag})"
-                                if existing is not None else
-                                f"{where(repo, subject_digest)}: no signatures (tag {tag} not found)")
     verified: list[VerifiedSignature] = []
     reasons: list[str] = []
-    for layer in existing.layers:
+    for layer in signature_layers(target, repo, subject_digest):
         try:
-            verified.append(_verify_layer(target, repo, layer, subject_digest, public_key))
+            verified.append(check_layer(target, repo, layer, subject_digest, key_check(public_key)))
         except VerificationError as exc:
             reasons.append(f"layer {layer.digest}: {exc}")
     if not verified:
@@ -325,11 +378,16 @@ __all__ = [
     "COSIGN_SIGNATURE_TYPE",
     "SIGNATURE_ANNOTATION",
     "SIMPLESIGNING_MEDIA_TYPE",
+    "SignatureCheck",
     "SimpleSigningPayload",
     "VerifiedSignature",
+    "check_layer",
+    "copy_legacy",
+    "key_check",
     "parse_payload",
     "sign_legacy",
     "signature_config",
+    "signature_layers",
     "signature_tag",
     "simple_signing_payload",
     "verify_legacy",

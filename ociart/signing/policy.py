@@ -1,0 +1,126 @@
+"""Verification policy files: which keys or identities must have signed which repositories, and which attestations
+they must carry. Format in docs/signing.md ("Policy file"); read by ``ociart verify --policy`` and ``pull --policy``.
+
+```yaml
+apiVersion: ociart.dev/v1alpha1
+kind: VerificationPolicy
+rules:                                   # first rule whose pattern matches the repository wins
+  - name: production models
+    repositories: ["registry.example.com/models/**"]
+    keys: ["keys/release.pub"]           # relative to the policy file; or file://…
+    identities:
+      - subject: release@example.com     # or subjectRegExp
+        issuer: https://accounts.example.com   # or issuerRegExp
+    trustConfig: sigstore/trust-config.json    # optional; default public-good Sigstore
+    attestations: ["https://slsa.dev/provenance/v1"]
+```
+
+A repository that no rule matches is refused (deny by default).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import InvalidContentError, NotFoundError, UsageError, VerificationError
+from .signers import key_path, load_verification_key
+from .verify import Trust, TrustedKey, glob_regex
+
+API_VERSION = "ociart.dev/v1alpha1"
+KIND = "VerificationPolicy"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class PolicyIdentity(_Strict):
+    subject: str | None = None
+    subjectRegExp: str | None = None
+    issuer: str | None = None
+    issuerRegExp: str | None = None
+
+    @model_validator(mode="after")
+    def _one_each(self) -> PolicyIdentity:
+        if (self.subject is None) == (self.subjectRegExp is None):
+            raise ValueError("give exactly one of subject, subjectRegExp")
+        if (self.issuer is None) == (self.issuerRegExp is None):
+            raise ValueError("give exactly one of issuer, issuerRegExp")
+        return self
+
+
+class PolicyRule(_Strict):
+    name: str | None = None
+    repositories: list[str] = Field(min_length=1)
+    keys: list[str] = Field(default_factory=list)
+    identities: list[PolicyIdentity] = Field(default_factory=list)
+    trustConfig: str | None = None
+    attestations: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _someone(self) -> PolicyRule:
+        if not self.keys and not self.identities:
+            raise ValueError("a rule needs keys or identities")
+        return self
+
+    def matches(self, repository: str) -> bool:
+        return any(glob_regex(p).fullmatch(repository) for p in self.repositories)
+
+
+class Policy(_Strict):
+    apiVersion: Literal["ociart.dev/v1alpha1"]
+    kind: Literal["VerificationPolicy"]
+    rules: list[PolicyRule] = Field(min_length=1)
+    #: Where relative paths in the policy are resolved (the policy file's directory).
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def rule_for(self, repository: str) -> PolicyRule:
+        for rule in self.rules:
+            if rule.matches(repository):
+                return rule
+        raise VerificationError(f"{repository}: no rule of the verification policy matches this repository")
+
+    def _path(self, ref: str) -> Path:
+        p = key_path(ref)
+        return p if p.is_absolute() else self.base_dir / p
+
+    def trust_for(self, repository: str) -> tuple[Trust, PolicyRule]:
+        """The trust and the rule that apply to ``repository`` (``registry/repo``, or ``repo`` in the embedded
+        store)."""
+        from .keyless import TrustedIdentity
+
+        rule = self.rule_for(repository)
+        trusted_keys = [TrustedKey(name=k, key=load_verification_key(str(self._path(k)))) for k in rule.keys]
+        identities = [TrustedIdentity(subject=i.subject, subject_regexp=i.subjectRegExp, issuer=i.issuer,
+                                      issuer_regexp=i.issuerRegExp) for i in rule.identities]
+        trust_config = self._path(rule.trustConfig) if rule.trustConfig else None
+        return Trust(keys=trusted_keys, identities=identities, trust_config=trust_config), rule
+
+
+def load_policy(path: Path) -> Policy:
+    """Read and check a policy file; one clear error line when it is missing or malformed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFoundError(f"policy file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"policy file {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidContentError(f"policy file {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise InvalidContentError(f"policy file {path}: expected a mapping with apiVersion, kind and rules")
+    try:
+        return Policy.model_validate({**data, "base_dir": path.resolve().parent})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "(top)"
+        raise InvalidContentError(f"policy file {path}: {loc}: {first['msg']}") from None
+
+
+__all__ = ["API_VERSION", "KIND", "Policy", "PolicyIdentity", "PolicyRule", "load_policy"]

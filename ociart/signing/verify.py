@@ -1,0 +1,244 @@
+"""Deploy-time verification: find every signature and attestation of a manifest digest, in both formats, and accept
+only those that verify with the verifier's own trust configuration.
+
+Rules (shared/reference signing.md §6, docs/signing.md):
+
+* the reference is resolved once; everything is checked against that digest;
+* Sigstore bundles attached as referrers and legacy ``sha256-<hex>.sig`` layers are both read;
+* a bundle or layer signed with a key verifies only with a key the verifier was given (``--key``, policy ``keys``);
+  one signed with a certificate verifies only if the certificate chains to the configured Sigstore trust root, was
+  valid when the transparency log recorded it, and names a configured identity and issuer. Key material carried in
+  a signature (key hints, embedded certificates) is never trusted by itself;
+* a bundle's DSSE payload must be an in-toto v1 statement whose subject digest is the manifest digest; its
+  predicateType decides what it is: ``https://sigstore.dev/cosign/sign/v1`` is a signature, anything else an
+  attestation of that type;
+* at least one signature must verify, and one attestation of every required type.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import InvalidContentError, NotFoundError, UsageError, VerificationError
+from ..reference import check_digest
+from ..targets.base import Target
+from . import bundle as bundles
+from . import legacy
+from .common import where
+
+if TYPE_CHECKING:
+    from .keyless import TrustedIdentity
+
+CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """A public key the verifier trusts, and the name it was given by (path or key URI)."""
+
+    name: str
+    key: ec.EllipticCurvePublicKey
+
+
+@dataclass
+class Trust:
+    """What a verifier trusts: public keys, and keyless identities under a Sigstore trust root."""
+
+    keys: list[TrustedKey] = field(default_factory=list)
+    identities: list[TrustedIdentity] = field(default_factory=list)
+    #: A ClientTrustConfig or trusted_root.json; None means public-good Sigstore (embedded root, no network).
+    trust_config: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.keys and not self.identities:
+            raise UsageError("nothing to verify with: give --key, or --certificate-identity[-regexp] with "
+                             "--certificate-oidc-issuer[-regexp], or a --policy")
+
+    @cached_property
+    def trusted_root(self) -> Any:
+        from . import keyless
+
+        return keyless.load_trusted_root(self.trust_config)
+
+
+class Verified(BaseModel):
+    """One signature or attestation that verified."""
+
+    model_config = ConfigDict(frozen=True)
+
+    format: Literal["bundle", "legacy"]
+    predicateType: str
+    signer: str
+    #: The referrer manifest (bundle) or the layer of the ``.sig`` manifest (legacy) that holds it.
+    source: str
+
+
+class Verification(BaseModel):
+    """The result of :func:`verify`: what verified, and why everything else was not accepted."""
+
+    reference: str
+    digest: str
+    signatures: list[Verified]
+    attestations: list[Verified]
+    rejected: list[str]
+
+
+def cert_identity(cert: x509.Certificate) -> str:
+    """``SAN (issuer)`` of a Fulcio certificate, for messages."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [str(v) for v in san.get_values_for_type(x509.RFC822Name)]
+        names += [str(v) for v in san.get_values_for_type(x509.UniformResourceIdentifier)]
+    except x509.ExtensionNotFound:
+        names = []
+    issuer = None
+    for oid in ("1.3.6.1.4.1.57264.1.8", "1.3.6.1.4.1.57264.1.1"):
+        try:
+            raw = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(oid)).value
+        except x509.ExtensionNotFound:
+            continue
+        value = raw.value if isinstance(raw, x509.UnrecognizedExtension) else b""
+        # 1.8 is a DER UTF8String, 1.1 the raw bytes
+        issuer = (value[2:] if oid.endswith(".8") and value[:1] == b"\x0c" else value).decode(errors="replace")
+        break
+    return f"{', '.join(names) or '(no SAN)'}" + (f" ({issuer})" if issuer else "")
+
+
+def _bundle_certificate(b: bundles.Bundle) -> x509.Certificate | None:
+    import base64
+
+    raw = (b.verificationMaterial.certificate or {}).get("rawBytes")
+    if raw is None:
+        chain = (b.verificationMaterial.x509CertificateChain or {}).get("certificates") or [{}]
+        raw = chain[0].get("rawBytes")
+    try:
+        return x509.load_der_x509_certificate(base64.b64decode(raw)) if raw else None
+    except ValueError:
+        return None
+
+
+def _check_bundle(data: bytes, digest: str, trust: Trust) -> tuple[bundles.Statement, str]:
+    """Verify one bundle blob; returns its statement and who signed it."""
+    b, body = bundles.open_bundle(data)
+    if b.verificationMaterial.keyless:
+        if not trust.identities:
+            raise VerificationError("signed with a certificate (keyless) but no certificate identity is trusted")
+        from . import keyless
+
+        body = keyless.verify_bundle(data, trust.trusted_root, trust.identities)
+        cert = _bundle_certificate(b)
+        signer = cert_identity(cert) if cert is not None else "certificate"
+    else:
+        if not trust.keys:
+            raise VerificationError("signed with a key but no public key is trusted")
+        signer = _first_key(trust.keys, lambda k: bundles.verify_envelope_key(b, body, k))
+    return bundles.check_statement(body, digest, None), signer
+
+
+def _first_key(trusted: Sequence[TrustedKey], check: Any) -> str:
+    for tk in trusted:
+        try:
+            check(tk.key)
+            return tk.name
+        except VerificationError:
+            continue
+    names = ", ".join(tk.name for tk in trusted)
+    raise VerificationError(f"bad signature: does not verify with the trusted key{'s' if len(trusted) > 1 else ''} "
+                            f"({names})")
+
+
+def _legacy_check(trust: Trust, signer: list[str]) -> legacy.SignatureCheck:
+    def check(data: bytes, annotations: Mapping[str, str]) -> None:
+        if annotations.get(CERTIFICATE_ANNOTATION):
+            if not trust.identities:
+                raise VerificationError("signed with a certificate (keyless) but no certificate identity is trusted")
+            from . import keyless
+
+            keyless.verify_legacy(data, annotations, trust.trusted_root, trust.identities)
+            try:
+                cert = x509.load_pem_x509_certificate(annotations[CERTIFICATE_ANNOTATION].encode())
+                signer.append(cert_identity(cert))
+            except ValueError:
+                signer.append("certificate")
+            return
+        if not trust.keys:
+            raise VerificationError("signed with a key but no public key is trusted")
+        signer.append(_first_key(trust.keys, lambda k: legacy.key_check(k)(data, annotations)))
+    return check
+
+
+def collect(target: Target, repo: str, digest: str, trust: Trust) -> Verification:
+    """Every signature and attestation of ``repo@digest`` that verifies under ``trust`` (nothing is required)."""
+    check_digest(digest)
+    sigs: list[Verified] = []
+    atts: list[Verified] = []
+    rejected: list[str] = []
+    for entry, layer, data in bundles.bundle_blobs(target, repo, digest, rejected):
+        try:
+            stmt, signer = _check_bundle(data, digest, trust)
+        except VerificationError as exc:
+            rejected.append(f"bundle {entry.digest}: {exc}")
+            continue
+        item = Verified(format="bundle", predicateType=stmt.predicateType, signer=signer, source=entry.digest)
+        (sigs if stmt.predicateType == bundles.COSIGN_SIGN_PREDICATE else atts).append(item)
+    try:
+        layers = legacy.signature_layers(target, repo, digest)
+    except VerificationError:
+        layers = []  # no legacy signatures is normal
+    except (NotFoundError, InvalidContentError) as exc:
+        rejected.append(f"{legacy.signature_tag(digest)}: {exc}")
+        layers = []
+    for layer in layers:
+        who: list[str] = []
+        try:
+            legacy.check_layer(target, repo, layer, digest, _legacy_check(trust, who))
+        except VerificationError as exc:
+            rejected.append(f"{legacy.signature_tag(digest)} layer {layer.digest}: {exc}")
+            continue
+        sigs.append(Verified(format="legacy", predicateType=bundles.COSIGN_SIGN_PREDICATE,
+                             signer=who[-1] if who else "key", source=layer.digest))
+    return Verification(reference="", digest=digest, signatures=sigs, attestations=atts, rejected=rejected)
+
+
+def verify(target: Target, repo: str, digest: str, trust: Trust, *,
+           require_attestations: Sequence[str] = (), label: str | None = None) -> Verification:
+    """Verify ``repo@digest``: at least one signature, and an attestation of each required predicate type.
+
+    Raises :class:`VerificationError` with one line naming what is missing and why each candidate was rejected.
+    """
+    result = collect(target, repo, digest, trust)
+    name = label or where(repo, digest)
+    result = result.model_copy(update={"reference": name})
+    why = f" ({'; '.join(result.rejected)})" if result.rejected else ""
+    if not result.signatures:
+        found = "no signatures found" if not result.rejected else "no valid signature"
+        raise VerificationError(f"{name}: {found}{why}")
+    verified_types = sorted({a.predicateType for a in result.attestations})
+    for wanted in require_attestations:
+        if wanted not in verified_types:
+            have = ", ".join(verified_types) or "none"
+            raise VerificationError(f"{name}: no verified attestation of type {wanted} (verified: {have}){why}")
+    return result
+
+
+_GLOB_TOKENS = re.compile(r"\*\*|\*|\?|[^*?]+")
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """Repository globs as policy-controller writes them: ``*`` within one path segment, ``**`` across."""
+    out = []
+    for tok in _GLOB_TOKENS.findall(pattern):
+        out.append(".*" if tok == "**" else "[^/]*" if tok == "*" else "[^/]" if tok == "?" else re.escape(tok))
+    return re.compile("".join(out))
+
+
+__all__ = ["Trust", "TrustedKey", "Verification", "Verified", "cert_identity", "collect", "glob_regex", "verify"]

@@ -1,0 +1,379 @@
+"""The Kubernetes admission examples in ``examples/k8s/`` are valid custom resources that say what they claim.
+
+* every document is validated against the served version of its CRD's ``openAPIV3Schema`` (Kyverno
+  ``ClusterPolicy``, sigstore policy-controller ``ClusterImagePolicy``) with jsonschema, converted the way the API
+  server reads it: ``nullable``, ``x-kubernetes-int-or-string``, and *strict field validation* (what ``kubectl
+  apply`` does by default: unknown fields are errors except under ``x-kubernetes-preserve-unknown-fields``);
+* deliberately broken copies (misspelled field, wrong type, bad enum, missing required field) fail;
+* the example public keys are ECDSA P-256 PEMs, the image patterns match ``registry.example.com/models/bert``
+  with each verifier's own glob semantics, key-mode settings skip Rekor/SCT, and the README's Pod snippet feeds
+  the init container the same annotation that the Kyverno policy verifies.
+
+The CRDs are not part of this repository: they are read from ``$OCIART_SPEC_DIR/k8s`` (default ``../shared/spec``
+next to the repository root, then ``/work/shared/spec``), as in test_packaging.py. When absent, the tests FAIL.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Callable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ociart.signing import keys
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO_ROOT / "examples" / "k8s"
+SPEC_DIR = next((p for p in (Path(os.environ["OCIART_SPEC_DIR"]) if os.environ.get("OCIART_SPEC_DIR") else None,
+                             REPO_ROOT.parent / "shared" / "spec", Path("/work/shared/spec"))
+                 if p is not None and p.is_dir()), REPO_ROOT.parent / "shared" / "spec")
+CRD_DIR = SPEC_DIR / "k8s"
+KYVERNO = EXAMPLES / "kyverno-clusterpolicy.yaml"
+POLICY_CONTROLLER = EXAMPLES / "policy-controller-clusterimagepolicy.yaml"
+EXAMPLE_FILES = [KYVERNO, POLICY_CONTROLLER]
+MODEL = "registry.example.com/models/bert"
+DIGEST = "sha256:" + "ab" * 32
+MODEL_ANNOTATION = "ociart.dev/model"
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+# -- CRDs ---------------------------------------------------------------------------------------------
+@cache
+def _crds() -> dict[tuple[str, str], dict[str, Any]]:
+    """(group, kind) -> CRD, from every YAML file in the spec dir's k8s/ (fails loudly when missing)."""
+    files = sorted(CRD_DIR.glob("*.yaml")) if CRD_DIR.is_dir() else []
+    if not files:
+        pytest.fail(f"CRD schemas not found in {CRD_DIR}. Set OCIART_SPEC_DIR to a directory whose k8s/ holds "
+                    "kyverno.io_clusterpolicies.yaml and policy.sigstore.dev_clusterimagepolicies.yaml (default: "
+                    "../shared/spec next to the repository root).", pytrace=False)
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for f in files:
+        with open(f, encoding="utf-8") as fh:
+            for doc in yaml.load_all(fh, Loader=_Loader):
+                if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
+                    out[(doc["spec"]["group"], doc["spec"]["names"]["kind"])] = doc
+    return out
+
+
+def _crd_schema(api_version: str, kind: str) -> dict[str, Any]:
+    group, _, version = api_version.rpartition("/")
+    crd = _crds().get((group, kind))
+    if crd is None:
+        pytest.fail(f"no CRD for {kind} in group {group!r} under {CRD_DIR}", pytrace=False)
+    served = {v["name"]: v for v in crd["spec"]["versions"] if v.get("served")}
+    if version not in served:
+        pytest.fail(f"{api_version} {kind}: version {version!r} is not served by the CRD (served: {sorted(served)})",
+                    pytrace=False)
+    return served[version]["schema"]["openAPIV3Schema"]
+
+
+# -- OpenAPI v3 (Kubernetes structural schema) -> JSON Schema ------------------------------------------
+_OBJECT_META = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"}, "namespace": {"type": "string"}, "generateName": {"type": "string"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+
+def to_json_schema(node: Any, strict: bool = True, root: bool = True) -> Any:
+    """Convert a CRD openAPIV3Schema into JSON Schema as the API server applies it.
+
+    ``x-kubernetes-*`` keys are dropped after use: ``int-or-string`` becomes integer|string, ``preserve-unknown-
+    fields`` keeps an object open. ``nullable: true`` admits null. With ``strict``, objects that declare
+    ``properties`` (and neither ``additionalProperties`` nor ``preserve-unknown-fields``) get
+    ``additionalProperties: false``, i.e. Kubernetes strict field validation; without it, plain JSON Schema
+    semantics (unknown fields allowed, as a CRD schema alone says). The root always admits ``apiVersion``,
+    ``kind`` and a (strict) ``metadata``.
+    """
+    if isinstance(node, list):
+        return [to_json_schema(n, strict, False) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key.startswith("x-kubernetes-") or key in ("nullable", "description", "example", "externalDocs"):
+            continue
+        if key in ("properties", "patternProperties", "definitions", "$defs"):
+            out[key] = {k: to_json_schema(v, strict, False) for k, v in value.items()}
+        else:
+            out[key] = to_json_schema(value, strict, False)
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out = {"anyOf": [{"type": "integer"}, {"type": "string"}], **out}
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"] if isinstance(out["type"], str) else [*out["type"], "null"]
+    if root:
+        props = out.setdefault("properties", {})
+        props.setdefault("apiVersion", {"type": "string"})
+        props.setdefault("kind", {"type": "string"})
+        meta = props.get("metadata")
+        if not isinstance(meta, dict) or "properties" not in meta:
+            props["metadata"] = copy.deepcopy(_OBJECT_META)
+            if strict:
+                props["metadata"]["additionalProperties"] = False
+    if (strict and "properties" in out and "additionalProperties" not in out
+            and not node.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+def schema_errors(doc: dict[str, Any], strict: bool = True) -> list[str]:
+    schema = to_json_schema(_crd_schema(doc["apiVersion"], doc["kind"]), strict)
+    validator = jsonschema.Draft202012Validator(schema)
+    return sorted(f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+                  for e in validator.iter_errors(doc))
+
+
+# -- examples -----------------------------------------------------------------------------------------
+def _docs(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        docs = [d for d in yaml.safe_load_all(fh) if d is not None]
+    assert docs and all(isinstance(d, dict) for d in docs), f"{path}: expected YAML mappings"
+    return docs
+
+
+def _only(path: Path) -> dict[str, Any]:
+    docs = _docs(path)
+    assert len(docs) == 1, f"{path}: expected one document, got {len(docs)}"
+    return docs[0]
+
+
+def _verify_images(policy: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for rule in policy["spec"]["rules"]:
+        yield from rule.get("verifyImages", [])
+
+
+def _kyverno_key_entries(policy: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for vi in _verify_images(policy):
+        for attestor in vi["attestors"]:
+            for entry in attestor["entries"]:
+                if "keys" in entry:
+                    yield entry["keys"]
+
+
+def _example_pems() -> list[tuple[str, str]]:
+    pems = [("kyverno", k["publicKeys"]) for k in _kyverno_key_entries(_only(KYVERNO))]
+    pems += [("policy-controller", a["key"]["data"]) for a in _only(POLICY_CONTROLLER)["spec"]["authorities"]
+             if "key" in a]
+    return pems
+
+
+# -- verifiers' pattern semantics ---------------------------------------------------------------------
+def kyverno_wildcard(pattern: str, name: str) -> bool:
+    """Kyverno ``pkg/utils/wildcard.Match``: '*' any run of characters (including '/'), '?' one character."""
+    return re.fullmatch("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern),
+                        name, re.DOTALL) is not None
+
+
+def policy_controller_glob(glob: str, image: str) -> bool:
+    """policy-controller ``pkg/apis/glob.Match``: '*' = ``[^/]*``, '**' = ``.*``; a tag-less, digest-less
+    reference is matched as ``:latest`` (go-containerregistry ``ref.Name()``), then as written."""
+    assert re.fullmatch(r"[a-zA-Z0-9\-_:/*.]+", glob), f"invalid policy-controller glob {glob!r}"
+    rx = glob.replace(".", r"\.").replace("**", "#").replace("*", "[^/]*").replace("#", ".*")
+    last = image.rsplit("/", 1)[-1]
+    name = image if ("@" in image or ":" in last) else image + ":latest"
+    return re.fullmatch(rx, name) is not None or re.fullmatch(rx, image) is not None
+
+
+MATCHING = [MODEL, f"{MODEL}:v1", f"{MODEL}@{DIGEST}", f"{MODEL}:v1@{DIGEST}"]
+NOT_MATCHING = ["registry.example.com/other/bert", f"evil.example.com/models/bert@{DIGEST}",
+                "registry.example.com/modelsx/bert", "docker.io/library/bert"]
+
+
+# -- tests: schemas -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.name)
+def test_example_validates_against_its_crd(path: Path) -> None:
+    for doc in _docs(path):
+        errors = schema_errors(doc)
+        assert errors == [], f"{path.name}: {doc['kind']} {doc['metadata'].get('name')}:\n" + "\n".join(errors)
+
+
+def test_examples_use_served_versions() -> None:
+    expected = {KYVERNO: ("kyverno.io/v1", "ClusterPolicy"),
+                POLICY_CONTROLLER: ("policy.sigstore.dev/v1beta1", "ClusterImagePolicy")}
+    for path, (api_version, kind) in expected.items():
+        doc = _only(path)
+        assert (doc["apiVersion"], doc["kind"]) == (api_version, kind)
+        assert _crd_schema(api_version, kind)["properties"]["spec"]["type"] == "object"
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(doc: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = doc
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        node[int(last) if isinstance(node, list) else last] = value
+    return mutate
+
+
+def _rename(path: str, new: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(doc: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = doc
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        node[new] = node.pop(last)
+    return mutate
+
+
+KEYS0 = "spec.rules.0.verifyImages.0.attestors.0.entries.0.keys"
+BROKEN: list[tuple[str, Path, Callable[[dict[str, Any]], None], bool]] = [
+    # (id, example, mutation, also rejected by the bare CRD schema, i.e. without strict field validation)
+    ("kyverno-misspelled-ignoreTlog", KYVERNO, _rename(f"{KEYS0}.rekor.ignoreTlog", "ignoreTLog"), False),
+    ("kyverno-misspelled-verifyImages", KYVERNO, _rename("spec.rules.0.verifyImages", "verifyImage"), False),
+    ("kyverno-ignoreSCT-not-boolean", KYVERNO, _set(f"{KEYS0}.ctlog.ignoreSCT", "true"), True),
+    ("kyverno-unknown-verifier-type", KYVERNO, _set("spec.rules.1.verifyImages.0.type", "Sigstore"), True),
+    ("kyverno-imageReferences-not-list", KYVERNO, _set("spec.rules.0.verifyImages.0.imageReferences", MODEL),
+     True),
+    ("kyverno-rule-without-name", KYVERNO, lambda d: d["spec"]["rules"][0].pop("name"), True),
+    ("kyverno-metadata-typo", KYVERNO, _rename("metadata.name", "nmae"), False),
+    ("cip-misspelled-subjectRegExp", POLICY_CONTROLLER,
+     _rename("spec.authorities.1.keyless.identities.0.subjectRegExp", "subjectRegex"), False),
+    ("cip-misspelled-glob", POLICY_CONTROLLER, _rename("spec.images.0.glob", "globs"), False),
+    ("cip-key-not-object", POLICY_CONTROLLER, _set("spec.authorities.0.key", "-----BEGIN PUBLIC KEY-----"), True),
+    ("cip-images-not-list", POLICY_CONTROLLER, _set("spec.images", {"glob": MODEL}), True),
+]
+
+
+@pytest.mark.parametrize(("path", "mutate", "bare_rejects"), [b[1:] for b in BROKEN], ids=[b[0] for b in BROKEN])
+def test_broken_copy_fails_validation(path: Path, mutate: Callable[[dict[str, Any]], None],
+                                      bare_rejects: bool) -> None:
+    good = _only(path)
+    assert schema_errors(good) == []
+    broken = copy.deepcopy(good)
+    mutate(broken)
+    assert broken != good
+    assert schema_errors(broken), "the broken copy validated: the schema check is not strict"
+    # Misspellings are caught only by strict field validation (the CRD schema itself leaves objects open);
+    # wrong types, enums and required fields by the schema as such.
+    assert bool(schema_errors(broken, strict=False)) is bare_rejects
+
+
+def test_schema_conversion_follows_kubernetes_rules() -> None:
+    open_obj = {"type": "object", "properties": {"a": {"type": "string"}}, "x-kubernetes-preserve-unknown-fields": True}
+    schema = to_json_schema({"type": "object", "properties": {
+        "closed": {"type": "object", "properties": {"a": {"type": "string"}}},
+        "open": open_obj,
+        "port": {"x-kubernetes-int-or-string": True},
+        "maybe": {"type": "string", "nullable": True},
+        "map": {"type": "object", "additionalProperties": {"type": "integer"}}}})
+    v = jsonschema.Draft202012Validator(schema)
+    assert v.is_valid({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "n"}, "closed": {"a": "x"},
+                       "open": {"a": "x", "b": 1}, "port": 8080, "maybe": None, "map": {"k": 1}})
+    assert v.is_valid({"port": "http"})
+    assert not v.is_valid({"closed": {"b": "x"}})
+    assert not v.is_valid({"unknown": 1})
+    assert not v.is_valid({"port": 1.5})
+    assert not v.is_valid({"map": {"k": "x"}})
+    assert not v.is_valid({"metadata": {"labels": {"a": 1}}})
+    assert "x-kubernetes-preserve-unknown-fields" not in str(schema)
+
+
+# -- tests: what the examples say ---------------------------------------------------------------------
+def test_example_public_keys_are_p256_pems() -> None:
+    pems = _example_pems()
+    assert {who for who, _ in pems} == {"kyverno", "policy-controller"}
+    for who, pem in pems:
+        assert pem.startswith("-----BEGIN PUBLIC KEY-----\n"), who
+        key = serialization.load_pem_public_key(pem.encode())
+        assert isinstance(key, ec.EllipticCurvePublicKey), who
+        assert isinstance(key.curve, ec.SECP256R1), who
+        keys.load_public_key_pem(pem.encode(), what=who)  # what `ociart verify --key` accepts
+    assert len({pem.strip() for _, pem in pems}) == 1, "the examples should show one and the same key"
+
+
+def test_kyverno_patterns_match_models_only() -> None:
+    for vi in _verify_images(_only(KYVERNO)):
+        refs = vi["imageReferences"]
+        for image in MATCHING:
+            assert any(kyverno_wildcard(p, image) for p in refs), (refs, image)
+        for image in NOT_MATCHING:
+            assert not any(kyverno_wildcard(p, image) for p in refs), (refs, image)
+
+
+def test_policy_controller_glob_matches_models_only() -> None:
+    globs = [i["glob"] for i in _only(POLICY_CONTROLLER)["spec"]["images"]]
+    for image in [*MATCHING, "registry.example.com/models/team/bert"]:
+        assert any(policy_controller_glob(g, image) for g in globs), (globs, image)
+    for image in NOT_MATCHING:
+        assert not any(policy_controller_glob(g, image) for g in globs), (globs, image)
+    # the semantics themselves: '*' stops at '/', '**' does not
+    assert policy_controller_glob("registry.example.com/models/*", MODEL)
+    assert not policy_controller_glob("registry.example.com/models/*", "registry.example.com/models/team/bert")
+
+
+def test_kyverno_policy_checks_both_formats_without_rekor() -> None:
+    policy = _only(KYVERNO)
+    assert policy["metadata"]["annotations"]["pod-policies.kyverno.io/autogen-controllers"] == "none"
+    vis = list(_verify_images(policy))
+    assert sorted(vi["type"] for vi in vis) == ["Cosign", "SigstoreBundle"]
+    for vi in vis:
+        assert vi["verifyDigest"] is True and vi["required"] is True and vi["failureAction"] == "Enforce"
+        assert vi["mutateDigest"] is False  # an annotation cannot be patched to a digest
+    entries = list(_kyverno_key_entries(policy))
+    assert len(entries) == len(vis)
+    for k in entries:
+        assert k["rekor"] == {"ignoreTlog": True} and k["ctlog"] == {"ignoreSCT": True}
+
+
+def test_kyverno_extractors_cover_containers_init_containers_and_the_model_annotation() -> None:
+    for rule in _only(KYVERNO)["spec"]["rules"]:
+        pod = {e["name"]: e for e in rule["imageExtractors"]["Pod"]}
+        # custom extractors replace Kyverno's built-in ones, so the three container lists must be listed again
+        for name in ("initContainers", "containers", "ephemeralContainers"):
+            assert pod[name] == {"name": name, "path": f"/spec/{name}/*", "value": "image", "key": "name"}
+        assert pod["ociartModel"] == {"name": "ociartModel", "path": "/metadata/annotations",
+                                      "value": MODEL_ANNOTATION}
+        assert pod["imageVolumes"]["path"] == "/spec/volumes/*/image"
+        assert pod["imageVolumes"]["value"] == "reference"
+
+
+def test_policy_controller_authorities() -> None:
+    spec = _only(POLICY_CONTROLLER)["spec"]
+    assert spec["mode"] == "enforce"
+    by_name = {a["name"]: a for a in spec["authorities"]}
+    key = by_name["models-key"]
+    assert "ctlog" not in key, "no ctlog => policy-controller skips the tlog (key-mode, offline signatures)"
+    assert key["signatureFormat"] == "legacy" and key["key"]["hashAlgorithm"] == "sha256"
+    keyless = by_name["models-keyless-ci"]
+    assert keyless["keyless"]["url"].startswith("https://")
+    assert keyless["ctlog"]["url"].startswith("https://")
+    (identity,) = keyless["keyless"]["identities"]
+    assert identity["issuer"] == "https://token.actions.githubusercontent.com"
+    rx = re.compile(identity["subjectRegExp"])
+    assert rx.fullmatch("https://github.com/example-org/models/.github/workflows/release.yml@refs/tags/v1.2.0")
+    assert not rx.fullmatch("https://github.com/evil/models/.github/workflows/release.yml@refs/tags/v1.2.0")
+    assert not rx.fullmatch("https://github.com/example-org/models/.github/workflows/release.yml@refs/heads/main")
+
+
+def test_readme_pod_pulls_the_verified_annotation_by_digest() -> None:
+    readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)]
+    (pod,) = [b for b in blocks if isinstance(b, dict) and b.get("kind") == "Pod"]
+    model = pod["metadata"]["annotations"][MODEL_ANNOTATION]
+    assert re.fullmatch(r"registry\.example\.com/models/[a-z0-9._/-]+@sha256:[0-9a-f]{64}", model), model
+    refs = [r for vi in _verify_images(_only(KYVERNO)) for r in vi["imageReferences"]]
+    assert any(kyverno_wildcard(p, model) for p in refs)
+    (init,) = pod["spec"]["initContainers"]
+    env = {e["name"]: e for e in init["env"]}
+    assert env["OCIART_MODEL"]["valueFrom"]["fieldRef"]["fieldPath"] == f"metadata.annotations['{MODEL_ANNOTATION}']"
+    assert init["command"][:3] == ["ociart", "pull", "$(OCIART_MODEL)"]
+    assert init["command"][3:] == ["-o", "/models"]
+    for c in [*pod["spec"]["initContainers"], *pod["spec"]["containers"]]:
+        assert re.search(r"@sha256:[0-9a-f]{64}$", c["image"]), c["image"]
+    for cmd in ("ociart sign ", "--key cosign.key", "ociart verify ", "--key cosign.pub", "--legacy-signature"):
+        assert cmd in readme, cmd
