@@ -14,6 +14,7 @@ import pytest
 from helpers import run_cli, write_random
 from support.ocifake import OciFake
 from support.registry import RunningRegistry
+from support.sigstore_mock import SigstoreMock
 
 from ociart import Client
 from ociart.errors import VerificationError
@@ -359,3 +360,87 @@ def spec_dir() -> Path:
         if cand and (Path(cand) / "cosign").is_dir():
             return Path(cand)
     pytest.fail("shared spec dir with cosign/sigstore-encrypted-key.pem not found (set OCIART_SPEC_DIR)")
+
+
+# -- keyless, end to end against the local mock Fulcio/Rekor --------------------------------------------------
+def keyless_args(mock: SigstoreMock) -> tuple[str, ...]:
+    return ("--identity-token", mock.token(), "--trust-config", str(mock.trust_config))
+
+
+def identity_args(mock: SigstoreMock, identity: str | None = None, issuer: str | None = None) -> tuple[str, ...]:
+    return ("--certificate-identity", identity or mock.identity, "--certificate-oidc-issuer", issuer or mock.issuer,
+            "--trust-config", str(mock.trusted_root))
+
+
+def test_keyless_sign_verify_copy(sigstore_mock: SigstoreMock, registry: RunningRegistry, fake_registry: OciFake,
+                                  unique_repo: str, tmp_path: Path) -> None:
+    mock = sigstore_mock
+    ref = f"{registry.host}/{unique_repo}:v1"
+    digest = ok("push", ref, str(model_dir(tmp_path, 10)), "--kind", "model", "--run-id", "k1",
+                "--sign", *keyless_args(mock)).strip()
+    result = verify_json(ref, *identity_args(mock), "--require-attestation", SLSA)
+    assert result["digest"] == digest
+    assert sorted(s["format"] for s in result["signatures"]) == ["bundle", "legacy"]
+    assert all(mock.identity in s["signer"] for s in result["signatures"] + result["attestations"])
+    # the legacy layer carries cosign's keyless annotations
+    with Client() as c:
+        r = c.ref(ref)
+        [layer] = legacy.signature_layers(c.target(r), unique_repo, digest)
+    assert {"dev.sigstore.cosign/certificate", "dev.sigstore.cosign/chain",
+            "dev.sigstore.cosign/bundle"} <= set(layer.annotations or {})
+    # regular expressions, as cosign's --certificate-identity-regexp
+    verify_json(ref, "--certificate-identity-regexp", "@example\\.com$", "--certificate-oidc-issuer-regexp",
+                "^https://issuer\\.ociart\\.", "--trust-config", str(mock.trusted_root))
+
+    line = fails(5, "no valid signature", "verify", ref, *identity_args(mock, identity="mallory@example.com"))
+    assert "does not match" in line and "mallory@example.com" in line
+    line = fails(5, "no valid signature", "verify", ref, *identity_args(mock, issuer="https://other.example"))
+    assert "issuer" in line
+    # keys do not vouch for keyless signatures
+    fails(5, "no valid signature", "verify", ref, "--key", str(_pub(tmp_path)))
+
+    # a policy with identities, and a copy to another registry that still verifies
+    dst = f"{fake_registry.host}/prod/{unique_repo}:v1"
+    assert ok("copy", ref, dst).strip() == digest
+    policy = tmp_path / "keyless.yaml"
+    policy.write_text(f"""\
+apiVersion: ociart.dev/v1alpha1
+kind: VerificationPolicy
+rules:
+  - repositories: ["{fake_registry.host}/prod/**"]
+    identities:
+      - subjectRegExp: "^alice@"
+        issuer: {mock.issuer}
+    trustConfig: {mock.trusted_root}
+    attestations: ["{SLSA}"]
+""")
+    assert len(verify_json(dst, "--policy", str(policy))["signatures"]) == 2
+
+
+def test_keyless_certificate_outside_validity(sigstore_mock_skewed: SigstoreMock, registry: RunningRegistry,
+                                              unique_repo: str, tmp_path: Path) -> None:
+    """The transparency log recorded the signature two hours after the certificate expired: rejected."""
+    mock = sigstore_mock_skewed
+    ref = f"{registry.host}/{unique_repo}:v1"
+    write_random(tmp_path / "w.bin", 100)
+    ok("push", ref, str(tmp_path / "w.bin"))
+    ok("sign", ref, *keyless_args(mock))
+    line = fails(5, "no valid signature", "verify", ref, *identity_args(mock))
+    assert "not valid at" in line
+
+
+def test_keyless_needs_a_token(unique_repo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_random(tmp_path / "w.bin", 100)
+    ok("push", f"{unique_repo}:v1", str(tmp_path / "w.bin"))
+    for name in ("SIGSTORE_ID_TOKEN", "OCIART_IDENTITY_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL", "GITHUB_ACTIONS",
+                 "GITLAB_CI", "BUILDKITE", "CIRCLECI", "GOOGLE_SERVICE_ACCOUNT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    fails(4, "no OIDC identity token", "sign", f"{unique_repo}:v1")
+    fails(4, "identity token", "sign", f"{unique_repo}:v1", "--identity-token", "not-a-jwt")
+
+
+def _pub(tmp_path: Path) -> Path:
+    p = tmp_path / "unrelated.pub"
+    if not p.exists():
+        p.write_bytes(keys.public_key_pem(_new_key()))
+    return p

@@ -69,12 +69,9 @@ from ..errors import (
     VerificationError,
 )
 from .common import no_duplicate_keys
+from .signers import BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, SIGNATURE_ANNOTATION
 
 # legacy cosign layer annotations (signing.md §1)
-SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
-CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
-CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
-BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 TRUSTED_ROOT_MEDIA_TYPE: Final = "application/vnd.dev.sigstore.trustedroot+json;version=0.1"

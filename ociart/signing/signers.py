@@ -19,7 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ..errors import UnsupportedError, UsageError
 from . import keys
 
+#: Layer annotations of a legacy cosign signature (cosign ``pkg/oci/static``; the spelling mix is cosign's).
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
+CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
+BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 #: cosign's key-reference schemes that name a key held elsewhere (not implemented yet).
 REMOTE_KEY_SCHEMES = ("awskms", "gcpkms", "azurekms", "hashivault", "pkcs11", "k8s", "gitlab")
 

@@ -34,11 +34,11 @@ from ..targets.base import Target
 from . import bundle as bundles
 from . import legacy
 from .common import where
+from .signers import CERTIFICATE_ANNOTATION
 
 if TYPE_CHECKING:
     from .keyless import TrustedIdentity
 
-CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
 
 
 @dataclass(frozen=True)
@@ -94,23 +94,10 @@ class Verification(BaseModel):
 
 def cert_identity(cert: x509.Certificate) -> str:
     """``SAN (issuer)`` of a Fulcio certificate, for messages."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = [str(v) for v in san.get_values_for_type(x509.RFC822Name)]
-        names += [str(v) for v in san.get_values_for_type(x509.UniformResourceIdentifier)]
-    except x509.ExtensionNotFound:
-        names = []
-    issuer = None
-    for oid in ("1.3.6.1.4.1.57264.1.8", "1.3.6.1.4.1.57264.1.1"):
-        try:
-            raw = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(oid)).value
-        except x509.ExtensionNotFound:
-            continue
-        value = raw.value if isinstance(raw, x509.UnrecognizedExtension) else b""
-        # 1.8 is a DER UTF8String, 1.1 the raw bytes
-        issuer = (value[2:] if oid.endswith(".8") and value[:1] == b"\x0c" else value).decode(errors="replace")
-        break
-    return f"{', '.join(names) or '(no SAN)'}" + (f" ({issuer})" if issuer else "")
+    from .keyless import certificate_issuer, certificate_sans
+
+    issuer = certificate_issuer(cert)
+    return ", ".join(certificate_sans(cert)) or "(no SAN)" + (f" ({issuer})" if issuer else "")
 
 
 def _bundle_certificate(b: bundles.Bundle) -> x509.Certificate | None:
