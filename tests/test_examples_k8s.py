@@ -372,7 +372,10 @@ def test_readme_pod_pulls_the_verified_annotation_by_digest() -> None:
     env = {e["name"]: e for e in init["env"]}
     assert env["OCIART_MODEL"]["valueFrom"]["fieldRef"]["fieldPath"] == f"metadata.annotations['{MODEL_ANNOTATION}']"
     assert init["command"][:3] == ["ociart", "pull", "$(OCIART_MODEL)"]
-    assert init["command"][3:] == ["-o", "/models"]
+    assert init["command"][3:] == ["-o", "/models", "--policy", "/etc/ociart/policy.yaml"]
+    mounts = {m["mountPath"]: m["name"] for m in init["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert "configMap" in volumes[mounts["/etc/ociart"]] and "emptyDir" in volumes[mounts["/models"]]
     for c in [*pod["spec"]["initContainers"], *pod["spec"]["containers"]]:
         assert re.search(r"@sha256:[0-9a-f]{64}$", c["image"]), c["image"]
     for cmd in ("ociart sign ", "--key cosign.key", "ociart verify ", "--key cosign.pub", "--legacy-signature"):

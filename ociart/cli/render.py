@@ -89,7 +89,7 @@ def print_verification(result: Any) -> None:
     console = Console(stderr=True)
     table = Table(title=f"verified {result.reference}", show_edge=False)
     for col in ("kind", "format", "predicate type", "signed by", "stored in"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for kind, items in (("signature", result.signatures), ("attestation", result.attestations)):
         for v in items:
             table.add_row(kind, v.format, v.predicateType, v.signer, v.source[:19])

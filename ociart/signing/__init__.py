@@ -1,5 +1,44 @@
-"""Signing support (issue 5, in progress): cosign-compatible key pairs and ECDSA P-256 signatures
-(:mod:`ociart.signing.keys`), the legacy cosign signature at ``sha256-<hex>.sig`` (:mod:`ociart.signing.legacy`), and
-key-mode Sigstore bundle v0.3 referrers (:mod:`ociart.signing.bundle`, offline: no certificate or transparency log).
-Keyless signing, attestations, policies and the CLI come later.
+"""Signing and deploy-time verification, interoperable with cosign, Sigstore, Kyverno and policy-controller.
+
+* :mod:`~ociart.signing.keys` — cosign key pairs (``ENCRYPTED SIGSTORE PRIVATE KEY``), ECDSA P-256;
+* :mod:`~ociart.signing.signers` — who signs: :class:`KeySigner` or a keyless Sigstore identity; key URIs;
+* :mod:`~ociart.signing.bundle` — cosign v3 signatures: Sigstore bundle v0.3 (DSSE, in-toto) as OCI referrers;
+* :mod:`~ociart.signing.legacy` — cosign v2 signatures: simple-signing payloads at ``sha256-<hex>.sig``;
+* :mod:`~ociart.signing.keyless` — Fulcio certificates + Rekor entries through sigstore-python; trust roots;
+* :mod:`~ociart.signing.verify` — discovering and verifying both formats against a :class:`Trust`;
+* :mod:`~ociart.signing.policy` — YAML verification policies per repository pattern;
+* :mod:`~ociart.signing.service` — what ``Client.sign``/``attest``/``verify`` and the CLI call.
+
+Formats and rules are written down in docs/signing.md.
 """
+
+from __future__ import annotations
+
+from .policy import Policy, load_policy
+from .service import AttestResult, SignResult
+from .signers import KeySigner, Signer, keyless_signer, load_signing_key, load_verification_key
+from .verify import Trust, TrustedKey, Verification, Verified
+
+__all__ = [
+    "AttestResult",
+    "KeySigner",
+    "Policy",
+    "SignResult",
+    "Signer",
+    "Trust",
+    "TrustedKey",
+    "Verification",
+    "Verified",
+    "keyless_signer",
+    "load_policy",
+    "load_signing_key",
+    "load_verification_key",
+]
+
+
+def __getattr__(name: str) -> object:
+    if name == "TrustedIdentity":  # imports sigstore-python; only when asked for
+        from .keyless import TrustedIdentity
+
+        return TrustedIdentity
+    raise AttributeError(name)
