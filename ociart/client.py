@@ -469,7 +469,7 @@ def _tag_mlflow_run(run_id: str, ref: Reference, digest: str) -> None:
     """Link the MLflow run to the pushed digest: run tag ``ociart.<repository>`` = ``<ref>@<digest>``."""
     import sys
 
-    mlflow = sys.modules.get("mlflow")
+    mlflow: Any = sys.modules.get("mlflow")
     try:
         if mlflow is None:  # the run came from MLFLOW_RUN_ID (a job `mlflow run` started): tag it all the same
             import mlflow

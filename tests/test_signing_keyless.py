@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from support.sigstore_mock import SigstoreMock, make_identity_token
 
 from ociart.errors import AuthError, InvalidContentError, UsageError, VerificationError
+from ociart.signing import identity as identity_mod
 from ociart.signing import keyless
 from ociart.signing.keyless import (
     BUNDLE_ANNOTATION,
@@ -95,8 +96,8 @@ def self_signed_cert(key: ec.EllipticCurvePrivateKey, identity: str, issuer: str
                                          crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
             .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity)]), critical=True)
-            .add_extension(x509.UnrecognizedExtension(keyless.OIDC_ISSUER_V1_OID, issuer.encode()), critical=False)
-            .add_extension(x509.UnrecognizedExtension(keyless.OIDC_ISSUER_V2_OID, issuer_der), critical=False)
+            .add_extension(x509.UnrecognizedExtension(identity_mod.OIDC_ISSUER_V1_OID, issuer.encode()), critical=False)
+            .add_extension(x509.UnrecognizedExtension(identity_mod.OIDC_ISSUER_V2_OID, issuer_der), critical=False)
             .sign(key, hashes.SHA256()))
 
 

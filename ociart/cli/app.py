@@ -93,7 +93,7 @@ def _trust(keys: list[str], identity: str | None, identity_re: str | None, issue
         from ..signing.policy import load_policy
 
         return None, load_policy(policy)
-    from ..signing.keyless import TrustedIdentity
+    from ..signing.identity import TrustedIdentity
     from ..signing.signers import load_verification_key
     from ..signing.verify import Trust, TrustedKey
 

@@ -144,7 +144,7 @@ def summary_annotations(c: Captured) -> dict[str, str]:
         a[A_RUN_TRACKER] = c.tracker
     oci_inputs = [i for i in c.inputs if i.uri and not i.uri.startswith("file:")]
     if oci_inputs:
-        a[A_INPUTS] = json.dumps([{"name": i.name, "ref": uri_ref(i.uri),
+        a[A_INPUTS] = json.dumps([{"name": i.name, "ref": uri_ref(i.uri or ""),
                                    "digest": "sha256:" + (i.digest or {})["sha256"], "artifactType": i.mediaType}
                                   for i in oci_inputs], separators=(",", ":"))
     if c.params:

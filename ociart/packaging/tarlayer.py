@@ -16,6 +16,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 from ..errors import DigestMismatchError, UnsafePathError, UsageError
 
@@ -135,7 +136,7 @@ def check_members(members: list[tarfile.TarInfo], what: str) -> None:
         seen[name] = m.isdir()
 
 
-def tar_mode(media_type: str) -> str:
+def tar_mode(media_type: str) -> Literal["r:gz", "r:"]:
     if media_type.endswith("+gzip"):
         return "r:gz"
     if media_type.endswith("+zstd"):

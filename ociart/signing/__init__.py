@@ -4,6 +4,7 @@
 * :mod:`~ociart.signing.signers` — who signs: :class:`KeySigner` or a keyless Sigstore identity; key URIs;
 * :mod:`~ociart.signing.bundle` — cosign v3 signatures: Sigstore bundle v0.3 (DSSE, in-toto) as OCI referrers;
 * :mod:`~ociart.signing.legacy` — cosign v2 signatures: simple-signing payloads at ``sha256-<hex>.sig``;
+* :mod:`~ociart.signing.identity` — keyless identities (certificate SAN + OIDC issuer) a verifier trusts;
 * :mod:`~ociart.signing.keyless` — Fulcio certificates + Rekor entries through sigstore-python; trust roots;
 * :mod:`~ociart.signing.verify` — discovering and verifying both formats against a :class:`Trust`;
 * :mod:`~ociart.signing.policy` — YAML verification policies per repository pattern;
@@ -14,9 +15,16 @@ Formats and rules are written down in docs/signing.md.
 
 from __future__ import annotations
 
+from .identity import TrustedIdentity
 from .policy import Policy, load_policy
 from .service import AttestResult, SignResult
-from .signers import KeySigner, Signer, keyless_signer, load_signing_key, load_verification_key
+from .signers import (
+    KeySigner,
+    Signer,
+    keyless_signer,
+    load_signing_key,
+    load_verification_key,
+)
 from .verify import Trust, TrustedKey, Verification, Verified
 
 __all__ = [
@@ -26,6 +34,7 @@ __all__ = [
     "SignResult",
     "Signer",
     "Trust",
+    "TrustedIdentity",
     "TrustedKey",
     "Verification",
     "Verified",
@@ -35,10 +44,3 @@ __all__ = [
     "load_verification_key",
 ]
 
-
-def __getattr__(name: str) -> object:
-    if name == "TrustedIdentity":  # imports sigstore-python; only when asked for
-        from .keyless import TrustedIdentity
-
-        return TrustedIdentity
-    raise AttributeError(name)

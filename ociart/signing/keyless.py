@@ -28,7 +28,6 @@ import binascii
 import hashlib
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,7 +46,7 @@ from cryptography.x509.verification import (
     Store,
 )
 from cryptography.x509.verification import VerificationError as X509VerificationError
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 from sigstore import dsse
 from sigstore._internal.sct import verify_sct
 from sigstore._internal.trust import KeyringPurpose
@@ -69,9 +68,13 @@ from ..errors import (
     VerificationError,
 )
 from .common import no_duplicate_keys
-from .signers import BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, SIGNATURE_ANNOTATION
-
-# legacy cosign layer annotations (signing.md §1)
+from .identity import TrustedIdentity, certificate_issuer, certificate_sans
+from .signers import (
+    BUNDLE_ANNOTATION,
+    CERTIFICATE_ANNOTATION,
+    CHAIN_ANNOTATION,
+    SIGNATURE_ANNOTATION,
+)
 
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 TRUSTED_ROOT_MEDIA_TYPE: Final = "application/vnd.dev.sigstore.trustedroot+json;version=0.1"
@@ -83,133 +86,12 @@ TOKEN_ENV_VARS = ("SIGSTORE_ID_TOKEN", "OCIART_IDENTITY_TOKEN")
 NO_TOKEN_MESSAGE = ("no OIDC identity token: pass --identity-token, set SIGSTORE_ID_TOKEN, "
                     "or run in a CI with ambient credentials")
 
-#: Fulcio certificate extensions (fulcio docs/oid-info.md).
-OIDC_ISSUER_V2_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")  # DER UTF8String
-OIDC_ISSUER_V1_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")  # raw bytes (deprecated)
-FULCIO_OTHERNAME_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.7")  # SAN otherName "username"
-
 #: Trust files are small (the public-good trusted root is ~10 KiB); refuse anything much larger.
 MAX_TRUST_FILE_BYTES = 4 << 20
 MAX_ANNOTATION_BYTES = 1 << 20
 
 
 # -- identities ------------------------------------------------------------------------------------
-def _der_utf8_string(data: bytes) -> str | None:
-    """Decode a DER UTF8String (tag 0x0c); None when ``data`` is not exactly one."""
-    if len(data) < 2 or data[0] != 0x0C:
-        return None
-    length, offset = data[1], 2
-    if length & 0x80:
-        n = length & 0x7F
-        if n == 0 or n > 4 or len(data) < 2 + n:
-            return None
-        length, offset = int.from_bytes(data[2:2 + n], "big"), 2 + n
-    if offset + length != len(data):
-        return None
-    try:
-        return data[offset:].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def certificate_sans(cert: x509.Certificate) -> list[str]:
-    """The identities a Fulcio certificate binds: e-mail, URI, DNS SANs and Fulcio's ``username`` otherName."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    out: list[str] = []
-    out += san.get_values_for_type(x509.RFC822Name)
-    out += san.get_values_for_type(x509.UniformResourceIdentifier)
-    out += san.get_values_for_type(x509.DNSName)
-    for other in san.get_values_for_type(x509.OtherName):
-        if other.type_id == FULCIO_OTHERNAME_OID and (value := _der_utf8_string(other.value)) is not None:
-            out.append(value)
-    return out
-
-
-def certificate_issuer(cert: x509.Certificate) -> str | None:
-    """The OIDC issuer Fulcio recorded (extension 1.3.6.1.4.1.57264.1.8, else the legacy 1.3.6.1.4.1.57264.1.1)."""
-    try:
-        ext = cert.extensions.get_extension_for_oid(OIDC_ISSUER_V2_OID).value
-        if isinstance(ext, x509.UnrecognizedExtension):
-            return _der_utf8_string(ext.value)
-    except x509.ExtensionNotFound:
-        pass
-    try:
-        ext = cert.extensions.get_extension_for_oid(OIDC_ISSUER_V1_OID).value
-        if isinstance(ext, x509.UnrecognizedExtension):
-            return ext.value.decode("utf-8", errors="replace")
-    except x509.ExtensionNotFound:
-        pass
-    return None
-
-
-class TrustedIdentity(BaseModel):
-    """Who may have signed: a certificate subject (SAN) and an OIDC issuer, each exact or a regular expression.
-
-    Exactly one of ``subject``/``subject_regexp`` and one of ``issuer``/``issuer_regexp`` is required (cosign's
-    ``--certificate-identity[-regexp]`` and ``--certificate-oidc-issuer[-regexp]``). Regular expressions use Python
-    :func:`re.search` semantics, like Go's ``regexp.MatchString`` in cosign: they match anywhere unless anchored, so
-    write ``^https://github\\.com/org/repo/.+@refs/heads/main$``, not ``github.com/org``.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    subject: str | None = None
-    subject_regexp: str | None = None
-    issuer: str | None = None
-    issuer_regexp: str | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one_each(self) -> TrustedIdentity:
-        if (self.subject is None) == (self.subject_regexp is None):
-            raise ValueError("a trusted identity needs exactly one of a certificate identity (subject) "
-                             "or an identity regexp")
-        if (self.issuer is None) == (self.issuer_regexp is None):
-            raise ValueError("a trusted identity needs exactly one of an OIDC issuer or an issuer regexp")
-        for what, pattern in (("identity", self.subject_regexp), ("issuer", self.issuer_regexp)):
-            if pattern is not None:
-                try:
-                    re.compile(pattern)
-                except re.error as exc:
-                    raise ValueError(f"invalid {what} regexp {pattern!r}: {exc}") from None
-        if self.subject == "" or self.issuer == "":
-            raise ValueError("a trusted identity's subject and issuer must not be empty")
-        return self
-
-    def describe(self) -> str:
-        """``identity alice@example.com, issuer ~ ^https://…$`` (``~`` marks a regexp)."""
-        subject = self.subject if self.subject is not None else f"~ {self.subject_regexp}"
-        issuer = self.issuer if self.issuer is not None else f"~ {self.issuer_regexp}"
-        return f"identity {subject}, issuer {issuer}"
-
-    def matches(self, cert: x509.Certificate) -> str | None:
-        """None when ``cert`` matches this identity, else one line saying what differs."""
-        sans = certificate_sans(cert)
-        if self.subject is not None:
-            subject_ok = self.subject in sans
-        else:
-            assert self.subject_regexp is not None
-            subject_ok = any(re.search(self.subject_regexp, s) for s in sans)
-        if not subject_ok:
-            got = ", ".join(sans) if sans else "(none)"
-            want = self.subject if self.subject is not None else f"regexp {self.subject_regexp!r}"
-            return f"certificate identity {got} does not match {want}"
-        issuer = certificate_issuer(cert)
-        if issuer is None:
-            return "certificate has no OIDC issuer extension"
-        if self.issuer is not None:
-            issuer_ok = issuer == self.issuer
-        else:
-            assert self.issuer_regexp is not None
-            issuer_ok = re.search(self.issuer_regexp, issuer) is not None
-        if not issuer_ok:
-            want = self.issuer if self.issuer is not None else f"regexp {self.issuer_regexp!r}"
-            return f"certificate issuer {issuer} does not match {want}"
-        return None
-
-
 class _IdentityPolicy:
     """A sigstore-python verification policy: the certificate matches at least one trusted identity."""
 

@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import InvalidContentError, NotFoundError, UsageError, VerificationError
+from .identity import TrustedIdentity
 from .signers import key_path, load_verification_key
 from .verify import Trust, TrustedKey, glob_regex
 
@@ -38,26 +39,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class PolicyIdentity(_Strict):
-    subject: str | None = None
-    subjectRegExp: str | None = None
-    issuer: str | None = None
-    issuerRegExp: str | None = None
-
-    @model_validator(mode="after")
-    def _one_each(self) -> PolicyIdentity:
-        if (self.subject is None) == (self.subjectRegExp is None):
-            raise ValueError("give exactly one of subject, subjectRegExp")
-        if (self.issuer is None) == (self.issuerRegExp is None):
-            raise ValueError("give exactly one of issuer, issuerRegExp")
-        return self
-
-
 class PolicyRule(_Strict):
     name: str | None = None
     repositories: list[str] = Field(min_length=1)
     keys: list[str] = Field(default_factory=list)
-    identities: list[PolicyIdentity] = Field(default_factory=list)
+    identities: list[TrustedIdentity] = Field(default_factory=list)
     trustConfig: str | None = None
     attestations: list[str] = Field(default_factory=list)
 
@@ -91,14 +77,10 @@ class Policy(_Strict):
     def trust_for(self, repository: str) -> tuple[Trust, PolicyRule]:
         """The trust and the rule that apply to ``repository`` (``registry/repo``, or ``repo`` in the embedded
         store)."""
-        from .keyless import TrustedIdentity
-
         rule = self.rule_for(repository)
         trusted_keys = [TrustedKey(name=k, key=load_verification_key(str(self._path(k)))) for k in rule.keys]
-        identities = [TrustedIdentity(subject=i.subject, subject_regexp=i.subjectRegExp, issuer=i.issuer,
-                                      issuer_regexp=i.issuerRegExp) for i in rule.identities]
         trust_config = self._path(rule.trustConfig) if rule.trustConfig else None
-        return Trust(keys=trusted_keys, identities=identities, trust_config=trust_config), rule
+        return Trust(keys=trusted_keys, identities=list(rule.identities), trust_config=trust_config), rule
 
 
 def load_policy(path: Path) -> Policy:
@@ -123,4 +105,4 @@ def load_policy(path: Path) -> Policy:
         raise InvalidContentError(f"policy file {path}: {loc}: {first['msg']}") from None
 
 
-__all__ = ["API_VERSION", "KIND", "Policy", "PolicyIdentity", "PolicyRule", "load_policy"]
+__all__ = ["API_VERSION", "KIND", "Policy", "PolicyRule", "load_policy"]

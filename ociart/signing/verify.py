@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -34,11 +34,8 @@ from ..targets.base import Target
 from . import bundle as bundles
 from . import legacy
 from .common import where
+from .identity import TrustedIdentity, certificate_issuer, certificate_sans
 from .signers import CERTIFICATE_ANNOTATION
-
-if TYPE_CHECKING:
-    from .keyless import TrustedIdentity
-
 
 
 @dataclass(frozen=True)
@@ -94,10 +91,8 @@ class Verification(BaseModel):
 
 def cert_identity(cert: x509.Certificate) -> str:
     """``SAN (issuer)`` of a Fulcio certificate, for messages."""
-    from .keyless import certificate_issuer, certificate_sans
-
     issuer = certificate_issuer(cert)
-    return ", ".join(certificate_sans(cert)) or "(no SAN)" + (f" ({issuer})" if issuer else "")
+    return (", ".join(certificate_sans(cert)) or "(no SAN)") + (f" ({issuer})" if issuer else "")
 
 
 def _bundle_certificate(b: bundles.Bundle) -> x509.Certificate | None:

@@ -283,7 +283,7 @@ class RegistryTarget(Target):
                     data["service"] = service
                 req = self._client.build_request("POST", realm, data=data)
             else:
-                params: list[tuple[str, str]] = [("service", service)] if service else []
+                params: list[tuple[str, str | int | float | bool | None]] = [("service", service)] if service else []
                 params += [("scope", s) for s in scopes]
                 headers = {"Authorization": creds.basic_header()} if creds and creds.username else {}
                 req = self._client.build_request("GET", realm, params=params, headers=headers)
