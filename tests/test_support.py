@@ -127,7 +127,7 @@ def test_token_registry_push(token_registry: RunningRegistry, unique_repo: str) 
     assert get_token(token_registry, f"repository:{unique_repo}:pull", auth=(USERNAME, "nope")).status_code == 401
     # Two scope parameters, one of them space-separated, with Basic credentials.
     resp = get_token(token_registry, f"repository:{unique_repo}:pull,push",
-                     f"repository:other/repo:pull repository:other/repo:delete", auth=(USERNAME, PASSWORD))
+                     "repository:other/repo:pull repository:other/repo:delete", auth=(USERNAME, PASSWORD))
     assert resp.status_code == 200
     record = ts.requests[-1]
     assert record["authorized_user"] == USERNAME
