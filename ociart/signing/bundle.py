@@ -15,7 +15,9 @@ signing.md §2, §3, §6):
   config, ``subject`` = the signed manifest and the ``dev.sigstore.bundle.*`` annotations, pushed by digest and
   found through the referrers API or the ``sha256-<hex>`` fallback index.
 
-Verification trusts only the key it is given: the hint (or any key or certificate in the bundle) is never used.
+Bundles are built and parsed with ``sigstore-models`` (the maintained pydantic models of the Sigstore protobuf specs),
+with duplicate JSON keys and loose base64 in signed fields refused first. Verification trusts only the key it is
+given: the hint (or any key or certificate in the bundle) is never used.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ import hashlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sigstore_models import intoto as sm_intoto
+from sigstore_models.bundle import v1 as sm
 
 from ..errors import (
     InvalidContentError,
@@ -55,7 +59,7 @@ from . import keys
 from .common import no_duplicate_keys, read_verified_blob, where
 from .signers import Signer, as_signer
 
-BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+BUNDLE_MEDIA_TYPE: Final = "application/vnd.dev.sigstore.bundle.v0.3+json"
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 #: The predicate type of ``cosign sign`` (a signature, not an attestation).
@@ -85,39 +89,6 @@ class Statement(_Open):
     subject: list[StatementSubject]
     predicateType: str
     predicate: dict[str, Any] | None = None
-
-
-class DsseSignature(_Open):
-    sig: str
-    keyid: str | None = None
-
-
-class DsseEnvelope(_Open):
-    payload: str
-    payloadType: str
-    signatures: list[DsseSignature]
-
-
-class PublicKeyIdentifier(_Open):
-    hint: str | None = None
-
-
-class VerificationMaterial(_Open):
-    publicKey: PublicKeyIdentifier | None = None
-    certificate: dict[str, Any] | None = None
-    x509CertificateChain: dict[str, Any] | None = None
-    tlogEntries: list[dict[str, Any]] = Field(default_factory=list)
-
-    @property
-    def keyless(self) -> bool:
-        """Signed with a certificate (Fulcio), not a bare key."""
-        return self.certificate is not None or self.x509CertificateChain is not None
-
-
-class Bundle(_Open):
-    mediaType: str
-    verificationMaterial: VerificationMaterial
-    dsseEnvelope: DsseEnvelope | None = None
 
 
 # -- building -----------------------------------------------------------------------------------------
@@ -151,13 +122,18 @@ def statement_bytes(subject_digest: str, predicate_type: str = COSIGN_SIGN_PREDI
 
 
 def bundle_bytes(body: bytes, private_key: ec.EllipticCurvePrivateKey) -> bytes:
-    """A v0.3 bundle: DSSE envelope over ``body`` signed with ``private_key``, key hint, no tlog entries."""
+    """A v0.3 bundle: DSSE envelope over ``body`` signed with ``private_key``, key hint, no tlog entries.
+
+    Built with ``sigstore-models`` (the pydantic models of the Sigstore protobuf specs), serialised as protojson.
+    """
     sig = keys.sign(private_key, pae(INTOTO_PAYLOAD_TYPE, body))
-    bundle = {"mediaType": BUNDLE_MEDIA_TYPE,
-              "verificationMaterial": {"publicKey": {"hint": key_hint(private_key)}, "tlogEntries": []},
-              "dsseEnvelope": {"payload": base64.b64encode(body).decode(), "payloadType": INTOTO_PAYLOAD_TYPE,
-                               "signatures": [{"sig": base64.b64encode(sig).decode()}]}}
-    return json.dumps(bundle, separators=(",", ":")).encode()
+    bundle = sm.Bundle(
+        media_type=BUNDLE_MEDIA_TYPE,
+        verification_material=sm.VerificationMaterial(public_key=sm.PublicKeyIdentifier(hint=key_hint(private_key)),
+                                                      tlog_entries=[]),
+        dsse_envelope=sm_intoto.Envelope(payload=base64.b64encode(body), payload_type=INTOTO_PAYLOAD_TYPE,
+                                         signatures=[sm_intoto.Signature(sig=base64.b64encode(sig))]))
+    return bundle.to_json().encode()
 
 
 def _now() -> str:
@@ -213,35 +189,76 @@ def _parse(model: type[BaseModel], data: bytes, what: str) -> Any:
         raise InvalidContentError(f"malformed {what}: {where}: {first['msg']}") from None
 
 
-def _b64(value: str, what: str) -> bytes:
+def open_bundle(data: bytes) -> tuple[sm.Bundle, bytes]:
+    """Parse a bundle blob holding a DSSE in-toto envelope; returns it and the (not yet verified) payload bytes.
+
+    The JSON is read with duplicate keys refused, then validated by ``sigstore-models``. Go and protojson writers omit
+    an empty ``tlogEntries``, which the model requires, so it is filled in as ``[]`` (as model-signing does).
+    """
     try:
-        return base64.b64decode(value, validate=True)
+        obj = json.loads(data, object_pairs_hook=no_duplicate_keys)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidContentError(f"malformed bundle: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidContentError("malformed bundle: not a JSON object")
+    if obj.get("mediaType") != BUNDLE_MEDIA_TYPE:
+        raise InvalidContentError(f"bundle mediaType is {obj.get('mediaType')!r}, expected {BUNDLE_MEDIA_TYPE!r}")
+    env_obj = obj.get("dsseEnvelope")
+    if isinstance(env_obj, dict):  # sigstore-models decodes base64 leniently; signed bytes must be unambiguous
+        _strict_b64(env_obj.get("payload"), "DSSE payload")
+        for sig in env_obj.get("signatures") or []:
+            _strict_b64(sig.get("sig") if isinstance(sig, dict) else None, "DSSE signature")
+    material = obj.get("verificationMaterial")
+    if isinstance(material, dict) and "tlogEntries" not in material:
+        obj["verificationMaterial"] = {**material, "tlogEntries": []}
+    try:
+        bundle = sm.Bundle.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "(top)"
+        raise InvalidContentError(f"malformed bundle: {loc}: {first['msg']}") from None
+    env = bundle.dsse_envelope
+    if env is None:
+        raise VerificationError("bundle has no dsseEnvelope (message signatures are not supported)")
+    if env.payload_type != INTOTO_PAYLOAD_TYPE:
+        raise VerificationError(f"payloadType is {env.payload_type!r}, expected {INTOTO_PAYLOAD_TYPE!r}")
+    if not env.signatures:
+        raise VerificationError("DSSE envelope has no signatures")
+    return bundle, env.payload
+
+
+def _strict_b64(value: object, what: str) -> None:
+    if not isinstance(value, str):
+        return  # the model reports a missing or mistyped field
+    try:
+        base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidContentError(f"{what} is not valid base64") from None
 
 
-def open_bundle(data: bytes) -> tuple[Bundle, bytes]:
-    """Parse a bundle blob holding a DSSE in-toto envelope; returns it and the (not yet verified) payload bytes."""
-    bundle = _parse(Bundle, data, "bundle")
-    if bundle.mediaType != BUNDLE_MEDIA_TYPE:
-        raise InvalidContentError(f"bundle mediaType is {bundle.mediaType!r}, expected {BUNDLE_MEDIA_TYPE!r}")
-    env = bundle.dsseEnvelope
-    if env is None:
-        raise VerificationError("bundle has no dsseEnvelope (message signatures are not supported)")
-    if env.payloadType != INTOTO_PAYLOAD_TYPE:
-        raise VerificationError(f"payloadType is {env.payloadType!r}, expected {INTOTO_PAYLOAD_TYPE!r}")
-    if not env.signatures:
-        raise VerificationError("DSSE envelope has no signatures")
-    return bundle, _b64(env.payload, "DSSE payload")
+def is_keyless(bundle: sm.Bundle) -> bool:
+    """Signed with a certificate (Fulcio), not a bare key."""
+    vm = bundle.verification_material
+    return vm.certificate is not None or vm.x509_certificate_chain is not None
 
 
-def verify_envelope_key(bundle: Bundle, body: bytes, public_key: ec.EllipticCurvePublicKey) -> None:
+def bundle_certificate(bundle: sm.Bundle) -> bytes | None:
+    """DER of the signing certificate (leaf), if the bundle has one. Not trusted by itself."""
+    vm = bundle.verification_material
+    if vm.certificate is not None:
+        return vm.certificate.raw_bytes
+    if vm.x509_certificate_chain is not None and vm.x509_certificate_chain.certificates:
+        return vm.x509_certificate_chain.certificates[0].raw_bytes
+    return None
+
+
+def verify_envelope_key(bundle: sm.Bundle, body: bytes, public_key: ec.EllipticCurvePublicKey) -> None:
     """Some signature of the envelope verifies with ``public_key``; key material in the bundle is ignored."""
-    assert bundle.dsseEnvelope is not None
-    message = pae(bundle.dsseEnvelope.payloadType, body)
-    for s in bundle.dsseEnvelope.signatures:
+    assert bundle.dsse_envelope is not None
+    message = pae(bundle.dsse_envelope.payload_type, body)
+    for s in bundle.dsse_envelope.signatures:
         try:
-            keys.verify(public_key, message, _b64(s.sig, "DSSE signature"))
+            keys.verify(public_key, message, s.sig)
             return
         except VerificationError:
             continue
@@ -333,12 +350,13 @@ __all__ = [
     "BUNDLE_MEDIA_TYPE",
     "COSIGN_SIGN_PREDICATE",
     "INTOTO_PAYLOAD_TYPE",
-    "Bundle",
     "Statement",
     "attach_bundle",
     "bundle_blobs",
     "bundle_bytes",
+    "bundle_certificate",
     "check_statement",
+    "is_keyless",
     "key_hint",
     "open_bundle",
     "pae",

@@ -95,30 +95,17 @@ def cert_identity(cert: x509.Certificate) -> str:
     return (", ".join(certificate_sans(cert)) or "(no SAN)") + (f" ({issuer})" if issuer else "")
 
 
-def _bundle_certificate(b: bundles.Bundle) -> x509.Certificate | None:
-    import base64
-
-    raw = (b.verificationMaterial.certificate or {}).get("rawBytes")
-    if raw is None:
-        chain = (b.verificationMaterial.x509CertificateChain or {}).get("certificates") or [{}]
-        raw = chain[0].get("rawBytes")
-    try:
-        return x509.load_der_x509_certificate(base64.b64decode(raw)) if raw else None
-    except ValueError:
-        return None
-
-
 def _check_bundle(data: bytes, digest: str, trust: Trust) -> tuple[bundles.Statement, str]:
     """Verify one bundle blob; returns its statement and who signed it."""
     b, body = bundles.open_bundle(data)
-    if b.verificationMaterial.keyless:
+    if bundles.is_keyless(b):
         if not trust.identities:
             raise VerificationError("signed with a certificate (keyless) but no certificate identity is trusted")
         from . import keyless
 
         body = keyless.verify_bundle(data, trust.trusted_root, trust.identities)
-        cert = _bundle_certificate(b)
-        signer = cert_identity(cert) if cert is not None else "certificate"
+        der = bundles.bundle_certificate(b)
+        signer = cert_identity(x509.load_der_x509_certificate(der)) if der else "certificate"
     else:
         if not trust.keys:
             raise VerificationError("signed with a key but no public key is trusted")
