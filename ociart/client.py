@@ -196,6 +196,8 @@ class Client:
             raise UsageError(f"unknown kind {chosen!r}: choose from {', '.join(x.value for x in Kind)}") from None
         if subject is not None and k is not Kind.REPORT:
             raise UsageError("--subject attaches an evaluation report: use it with --kind report")
+        if sign is not None and hasattr(sign, "prepare"):
+            sign.prepare()  # keyless: get the certificate before uploading anything
         opts = lineage if isinstance(lineage, _Opts) else (_Opts() if lineage else None)
         captured = capture(self, opts) if opts else None
         extra = summary_annotations(captured) if captured else {}

@@ -444,3 +444,22 @@ def _pub(tmp_path: Path) -> Path:
     if not p.exists():
         p.write_bytes(keys.public_key_pem(_new_key()))
     return p
+
+
+def test_push_sign_fails_before_uploading_when_fulcio_is_down(sigstore_mock: SigstoreMock, registry: RunningRegistry,
+                                                            unique_repo: str, tmp_path: Path) -> None:
+    """`push --sign` gets its certificate first: with Fulcio unreachable nothing is pushed."""
+    from support.registry import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = json.loads(Path(sigstore_mock.trust_config).read_text())
+    for ca in config["signingConfig"]["caUrls"]:
+        ca["url"] = dead
+    broken = tmp_path / "trust-config.json"
+    broken.write_text(json.dumps(config))
+    ref = f"{registry.host}/{unique_repo}:v1"
+    r = run_cli("push", ref, str(model_dir(tmp_path, 11)), "--kind", "model", "--sign",
+                "--identity-token", sigstore_mock.token(), "--trust-config", str(broken))
+    assert r.returncode == 6, r.stderr  # NetworkError
+    assert r.stderr.count("error: ") == 1 and "Traceback" not in r.stderr
+    fails(3, "not found", "resolve", ref)

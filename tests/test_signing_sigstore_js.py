@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from support.sigstore_mock import SigstoreMock
 
 from ociart.errors import VerificationError
-from ociart.signing import bundle, keys
+from ociart.signing import bundle, keyless, keys
 
 NODE_DIR = Path(__file__).resolve().parent / "support" / "node"
 SCRIPT = NODE_DIR / "verify-bundle.js"
@@ -168,3 +170,135 @@ def test_statement_for_another_digest_is_rejected_by_the_script(node: str, signe
     result = _verify_js(node, tmp_path, signed, signer.pub_path, DIGEST)
     assert result == {"ok": False, "error": result["error"], "code": "STATEMENT_ERROR"}
     assert "subject mismatch" in result["error"] and OTHER_DIGEST in result["error"]
+
+
+# -- keyless bundles (Fulcio certificate + Rekor entry) from the local mock Sigstore -------------------------------
+@dataclass(frozen=True)
+class KeylessSigned:
+    mock: SigstoreMock
+    bundle: bytes
+    statement: bytes
+
+
+def _keyless_sign(mock: SigstoreMock, digest: str = DIGEST) -> KeylessSigned:
+    signer = keyless.KeylessSigner(keyless.identity_token(mock.token()), keyless.load_trust_config(mock.trust_config))
+    body = bundle.statement_bytes(digest)
+    return KeylessSigned(mock, signer.sign_statement(body), body)
+
+
+@pytest.fixture(scope="module")
+def keyless_signed(sigstore_mock: SigstoreMock) -> KeylessSigned:
+    return _keyless_sign(sigstore_mock)
+
+
+def _verify_js_keyless(node: str, tmp: Path, bundle_json: bytes, trusted_root: Path, identity: str, issuer: str,
+                       expected_digest: str = "-", *, ctlog_threshold: int | None = None) -> dict[str, Any]:
+    path = tmp / f"keyless-{hashlib.sha256(bundle_json).hexdigest()[:12]}.json"
+    path.write_bytes(bundle_json)
+    args = [node, str(SCRIPT), str(path), "--trusted-root", str(trusted_root), "--identity", identity,
+            "--issuer", issuer]
+    if ctlog_threshold is not None:
+        args += ["--ctlog-threshold", str(ctlog_threshold)]
+    args.append(expected_digest)
+    proc = subprocess.run(args, check=False, capture_output=True, text=True, timeout=60)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, f"expected one JSON line, got stdout={proc.stdout!r} stderr={proc.stderr!r}"
+    result = json.loads(lines[0])
+    assert (proc.returncode == 0) == (result["ok"] is True), (proc.returncode, result, proc.stderr)
+    assert proc.returncode in (0, 1), (proc.returncode, proc.stderr)
+    return result
+
+
+def _leaf_certificate(bundle_json: bytes) -> x509.Certificate:
+    raw = json.loads(bundle_json)["verificationMaterial"]["certificate"]["rawBytes"]
+    return x509.load_der_x509_certificate(base64.b64decode(raw))
+
+
+def test_keyless_bundle_is_accepted_by_sigstore_js(node: str, keyless_signed: KeylessSigned, tmp_path: Path) -> None:
+    """Full sigstore-js keyless verification of an ociart bundle signed against the local mock Sigstore.
+
+    Trust material is only the mock's ``trusted_root.json``; thresholds are sigstore-js's defaults (1 Rekor entry,
+    1 SCT, 1 verified timestamp): sigstore-js checks the Fulcio chain at Rekor's integratedTime, the mock CT log's
+    embedded SCT, the Rekor SET, checkpoint and Merkle inclusion proof, that the canonicalized dsse body matches the
+    envelope, the DSSE signature, and the identity policy (exact SAN + issuer extension). Nothing had to be relaxed.
+    """
+    mock = keyless_signed.mock
+    result = _verify_js_keyless(node, tmp_path, keyless_signed.bundle, mock.trusted_root, mock.identity,
+                                mock.issuer, DIGEST)
+    assert result == {"ok": True, "subjects": [DIGEST], "predicateType": bundle.COSIGN_SIGN_PREDICATE,
+                      "signer": {"subjectAlternativeName": mock.identity, "issuer": mock.issuer},
+                      "tlogThreshold": 1, "ctlogThreshold": 1}
+
+    # The mock Fulcio puts the token's ``sub`` into a URI SAN even though it looks like an e-mail address;
+    # sigstore-js reports URI (then rfc822Name) SANs as "subjectAlternativeName", so the exact policy still matches.
+    san = _leaf_certificate(keyless_signed.bundle).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert san.value.get_values_for_type(x509.UniformResourceIdentifier) == [mock.identity]
+    assert san.value.get_values_for_type(x509.RFC822Name) == []
+    # the signed bytes are the ociart statement for exactly this digest, and ociart's own verifier agrees
+    assert base64.b64decode(_envelope(keyless_signed.bundle)["payload"]) == keyless_signed.statement
+    root = keyless.load_trusted_root(mock.trusted_root)
+    identities = [keyless.TrustedIdentity(subject=mock.identity, issuer=mock.issuer)]
+    assert keyless.verify_bundle(keyless_signed.bundle, root, identities) == keyless_signed.statement
+
+
+@pytest.mark.parametrize(("case", "code", "message"), [
+    ("wrong-identity", "UNTRUSTED_SIGNER_ERROR", "certificate identity error"),
+    ("identity-prefix", "UNTRUSTED_SIGNER_ERROR", "certificate identity error"),
+    ("wrong-issuer", "UNTRUSTED_SIGNER_ERROR", "invalid certificate extension"),
+    ("changed-payload", "TLOG_BODY_ERROR", "DSSE payload hash mismatch"),
+    ("other-trusted-root", "CERTIFICATE_ERROR", "certificate"),
+])
+def test_keyless_bundle_is_rejected_by_sigstore_js(node: str, keyless_signed: KeylessSigned,
+                                                   sigstore_mock_skewed: SigstoreMock, tmp_path: Path,
+                                                   case: str, code: str, message: str) -> None:
+    mock = keyless_signed.mock
+    signed, root, identity, issuer, expected = (keyless_signed.bundle, mock.trusted_root, mock.identity,
+                                                mock.issuer, DIGEST)
+    if case == "wrong-identity":
+        identity = "mallory@example.com"
+    elif case == "identity-prefix":
+        # the policy is an exact string: a prefix (or a regular expression such as ".*") must not match
+        identity = mock.identity[:-1]
+    elif case == "wrong-issuer":
+        issuer = "https://other-issuer.ociart.test"
+    elif case == "changed-payload":
+        # the statement for another digest, with the signature (and the Rekor entry) made over the original one
+        signed = _with_envelope(signed, payload=base64.b64encode(bundle.statement_bytes(OTHER_DIGEST)).decode())
+        expected = OTHER_DIGEST  # so the statement check cannot be what fails
+    else:
+        # another Sigstore instance (other Fulcio, CT and Rekor keys): nothing in the bundle chains to its root
+        root = sigstore_mock_skewed.trusted_root
+
+    result = _verify_js_keyless(node, tmp_path, signed, root, identity, issuer, expected)
+    assert result["ok"] is False, result
+    assert result["code"] == code, result
+    assert message in result["error"], result
+    # ociart's own verifier agrees
+    with pytest.raises(VerificationError):
+        keyless.verify_bundle(signed, keyless.load_trusted_root(root),
+                              [keyless.TrustedIdentity(subject=identity, issuer=issuer)])
+
+
+def test_keyless_regex_identity_is_not_a_wildcard(node: str, keyless_signed: KeylessSigned, tmp_path: Path) -> None:
+    """sigstore-js treats its SAN policy as a regular expression; the script anchors and escapes it."""
+    mock = keyless_signed.mock
+    result = _verify_js_keyless(node, tmp_path, keyless_signed.bundle, mock.trusted_root, ".*", mock.issuer)
+    assert result["ok"] is False and result["code"] == "UNTRUSTED_SIGNER_ERROR", result
+    dotted = mock.identity.replace(".", "_")  # "." would match "_" if it were not escaped
+    assert dotted != mock.identity
+    result = _verify_js_keyless(node, tmp_path, keyless_signed.bundle, mock.trusted_root, dotted, mock.issuer)
+    assert result["ok"] is False and result["code"] == "UNTRUSTED_SIGNER_ERROR", result
+
+
+def test_keyless_bundle_logged_after_certificate_expiry_is_rejected(node: str, sigstore_mock_skewed: SigstoreMock,
+                                                                   tmp_path: Path) -> None:
+    """Against its own root: Rekor's integratedTime (the only verified timestamp) is two hours after the 10-minute
+    certificate expired, so the chain is not valid at signing time, for sigstore-js as for ociart."""
+    signed = _keyless_sign(sigstore_mock_skewed)
+    mock = sigstore_mock_skewed
+    result = _verify_js_keyless(node, tmp_path, signed.bundle, mock.trusted_root, mock.identity, mock.issuer, DIGEST)
+    assert result["ok"] is False, result
+    assert result["code"] == "CERTIFICATE_ERROR", result
+    with pytest.raises(VerificationError):
+        keyless.verify_bundle(signed.bundle, keyless.load_trusted_root(mock.trusted_root),
+                              [keyless.TrustedIdentity(subject=mock.identity, issuer=mock.issuer)])

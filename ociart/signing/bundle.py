@@ -159,15 +159,16 @@ def attach_bundle(target: Target, repo: str, subject: Descriptor, bundle: bytes,
 
 def sign_bundle(target: Target, repo: str, subject: Descriptor, signer: Signer | ec.EllipticCurvePrivateKey,
                 predicate_type: str = COSIGN_SIGN_PREDICATE, predicate: dict[str, Any] | None = None,
-                name: str | None = None, created: str | None = None) -> Content:
+                name: str | None = None, created: str | None = None, check_subject: bool = True) -> Content:
     """Sign ``repo@subject.digest`` the cosign v3 way: a DSSE bundle attached as an OCI referrer.
 
     ``signer`` is a :class:`~ociart.signing.signers.Signer` (key or keyless) or a private key. ``subject`` must be
     the descriptor of a manifest that exists in ``repo`` (:class:`NotFoundError` otherwise; :class:`UsageError` if
-    its size or media type disagrees). Returns the referrer manifest.
+    its size or media type disagrees; ``check_subject=False`` skips the request when the caller just resolved it).
+    Returns the referrer manifest.
     """
     check_digest(subject.digest)
-    found = target.resolve(repo, subject.digest)
+    found = target.resolve(repo, subject.digest) if check_subject else subject
     if found.size != subject.size or found.mediaType != subject.mediaType:
         raise UsageError(f"{repo}@{subject.digest}: subject descriptor says {subject.mediaType} ({subject.size} "
                          f"bytes), the registry has {found.mediaType} ({found.size} bytes)")

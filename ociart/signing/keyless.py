@@ -351,6 +351,11 @@ class KeylessSigner:
         """``keyless alice@example.com (issuer https://…)``, for messages and ``--json`` output."""
         return f"keyless {self.identity} (issuer {self.issuer})"
 
+    def prepare(self) -> None:
+        """Obtain the certificate now (``push --sign`` does this before uploading, so that a refused token or an
+        unreachable Fulcio fails before anything is pushed)."""
+        self._session()
+
     def _session(self) -> Signer:
         if self._signer is None:
             try:

@@ -235,15 +235,16 @@ def _existing(target: Target, repo: str, tag: str) -> Manifest | None:
 
 
 def sign_legacy(target: Target, repo: str, subject_digest: str, signer: Signer | ec.EllipticCurvePrivateKey,
-                docker_reference: str, annotations: dict[str, Any] | None = None) -> Content:
+                docker_reference: str, annotations: dict[str, Any] | None = None, check_subject: bool = True) -> Content:
     """Sign ``repo@subject_digest`` the legacy cosign way and store it at ``sha256-<hex>.sig``.
 
     The new signature is appended to the existing signature manifest's layers (or a new manifest is made). When a
     layer with the same payload already verifies with this signer's key, nothing is pushed. Returns the signature
-    manifest.
+    manifest. ``check_subject=False`` skips checking that the subject exists (the caller just resolved it).
     """
     check_digest(subject_digest)
-    target.resolve(repo, subject_digest)  # sign only what exists (NotFoundError otherwise)
+    if check_subject:
+        target.resolve(repo, subject_digest)  # sign only what exists (NotFoundError otherwise)
     signer = as_signer(signer)
     tag = signature_tag(subject_digest)
     payload = simple_signing_payload(docker_reference, subject_digest, annotations)

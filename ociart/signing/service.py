@@ -66,17 +66,21 @@ def _already_signed(target: Target, repo: str, digest: str, signer: Signer) -> b
 
 def sign_digest(target: Target, r: Reference, desc: Descriptor, signer: Signer, *, legacy_mode: LegacyMode = "always",
                 annotations: dict[str, Any] | None = None) -> SignResult:
-    """Sign the manifest ``desc`` in ``r``'s repository: a bundle referrer, and the legacy ``.sig`` unless told not to."""
+    """Sign the manifest ``desc`` in ``r``'s repository: a bundle referrer, and the legacy ``.sig`` unless told not to.
+
+    ``desc`` must come from ``target`` itself (just resolved or pushed): it is not looked up again."""
     if legacy_mode not in ("always", "never"):
         raise UsageError(f"--legacy-signature {legacy_mode!r}: choose always or never")
     repo = r.repository
     bundle_digest = None
     if not _already_signed(target, repo, desc.digest, signer):
-        bundle_digest = bundles.sign_bundle(target, repo, desc, signer, name=docker_reference(r)).digest
+        bundle_digest = bundles.sign_bundle(target, repo, desc, signer, name=docker_reference(r),
+                                            check_subject=False).digest
     result = SignResult(reference=str(r.with_digest(desc.digest)), digest=desc.digest, signer=signer.describe(),
                         bundle=bundle_digest)
     if legacy_mode == "always":
-        content = legacy.sign_legacy(target, repo, desc.digest, signer, docker_reference(r), annotations)
+        content = legacy.sign_legacy(target, repo, desc.digest, signer, docker_reference(r), annotations,
+                                     check_subject=False)
         result.legacy, result.legacy_tag = content.digest, legacy.signature_tag(desc.digest)
     return result
 

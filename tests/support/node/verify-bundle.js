@@ -1,10 +1,21 @@
 #!/usr/bin/env node
-// Independent check of an ociart/cosign v3 key-mode Sigstore bundle with sigstore-js (@sigstore/verify).
+// Independent check of an ociart/cosign v3 Sigstore bundle with sigstore-js (@sigstore/verify).
 //
-// usage: node verify-bundle.js BUNDLE_JSON PUBLIC_KEY_PEM [EXPECTED_DIGEST [PREDICATE_TYPE]]
+// key mode:
+//   node verify-bundle.js BUNDLE_JSON PUBLIC_KEY_PEM [EXPECTED_DIGEST [PREDICATE_TYPE]]
+// keyless mode:
+//   node verify-bundle.js BUNDLE_JSON --trusted-root TRUSTED_ROOT_JSON --identity SAN --issuer ISSUER
+//                         [--tlog-threshold N] [--ctlog-threshold N] [EXPECTED_DIGEST [PREDICATE_TYPE]]
 //
-//   BUNDLE_JSON      a Sigstore bundle v0.3 (DSSE envelope, publicKey hint, no tlog entries)
+//   BUNDLE_JSON      a Sigstore bundle v0.3 with a DSSE envelope; key mode: publicKey hint, no tlog entries;
+//                    keyless mode: a Fulcio leaf certificate and Rekor entries
 //   PUBLIC_KEY_PEM   the trusted "PUBLIC KEY" PEM; the only key used (the bundle's hint is ignored)
+//   --trusted-root   a Sigstore trusted_root.json (Fulcio CAs, Rekor logs, CT logs, TSAs); the only trust material
+//   --identity       the exact certificate SAN required (matched as a whole string, not as a regular expression)
+//   --issuer         the exact OIDC issuer required (Fulcio issuer extension, 1.3.6.1.4.1.57264.1.8 or .1.1)
+//   --tlog-threshold / --ctlog-threshold   minimum number of verified Rekor entries / SCTs (default 1 / 1).
+//                    Keyless mode also requires 1 verified timestamp (Rekor integratedTime with an inclusion
+//                    promise); the certificate chain must be valid at every verified timestamp.
 //   EXPECTED_DIGEST  "sha256:<hex>": an in-toto v1 statement subject must carry this digest ("" or "-" = skip)
 //   PREDICATE_TYPE   required predicateType (default https://sigstore.dev/cosign/sign/v1; "-" = skip)
 //
@@ -14,8 +25,14 @@
 
 const fs = require('fs');
 const crypto = require('crypto');
+const path = require('path');
 const { bundleFromJSON, BUNDLE_V03_MEDIA_TYPE } = require('@sigstore/bundle');
-const { Verifier, toSignedEntity } = require('@sigstore/verify');
+const { Verifier, toSignedEntity, toTrustMaterial } = require('@sigstore/verify');
+// TrustedRoot comes from the @sigstore/protobuf-specs that @sigstore/verify itself uses (not a direct dependency of
+// package.json, so resolve it from @sigstore/verify's location rather than relying on npm's hoisting).
+const { TrustedRoot } = require(require.resolve('@sigstore/protobuf-specs', {
+  paths: [path.dirname(require.resolve('@sigstore/verify/package.json'))],
+}));
 
 const INTOTO_PAYLOAD_TYPE = 'application/vnd.in-toto+json';
 const STATEMENT_V1 = 'https://in-toto.io/Statement/v1';
@@ -30,11 +47,53 @@ function fail(message, code) {
   out({ ok: false, error: message, code: code || 'ERROR' }, 1);
 }
 
-const [bundlePath, keyPath, expectedDigestArg, predicateTypeArg] = process.argv.slice(2);
-if (!bundlePath || !keyPath) {
-  process.stderr.write('usage: verify-bundle.js BUNDLE_JSON PUBLIC_KEY_PEM [EXPECTED_DIGEST [PREDICATE_TYPE]]\n');
+const USAGE = 'usage: verify-bundle.js BUNDLE_JSON PUBLIC_KEY_PEM [EXPECTED_DIGEST [PREDICATE_TYPE]]\n' +
+  '       verify-bundle.js BUNDLE_JSON --trusted-root FILE --identity SAN --issuer ISSUER ' +
+  '[--tlog-threshold N] [--ctlog-threshold N] [EXPECTED_DIGEST [PREDICATE_TYPE]]\n';
+
+function usage(message) {
+  process.stderr.write((message ? `verify-bundle.js: ${message}\n` : '') + USAGE);
   process.exit(2);
 }
+
+const OPTIONS = ['--trusted-root', '--identity', '--issuer', '--tlog-threshold', '--ctlog-threshold'];
+const options = {};
+const positional = [];
+{
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (OPTIONS.includes(arg)) {
+      if (i + 1 >= argv.length) usage(`${arg} needs a value`);
+      if (arg in options) usage(`${arg} given twice`);
+      options[arg] = argv[++i];
+    } else if (arg.startsWith('--')) {
+      usage(`unknown option ${arg}`);
+    } else {
+      positional.push(arg);
+    }
+  }
+}
+
+function threshold(name, dflt) {
+  if (!(name in options)) return dflt;
+  if (!/^\d+$/.test(options[name])) usage(`${name} must be a non-negative integer`);
+  return Number.parseInt(options[name], 10);
+}
+
+const keyless = '--trusted-root' in options;
+let bundlePath, keyPath, expectedDigestArg, predicateTypeArg;
+if (keyless) {
+  [bundlePath, expectedDigestArg, predicateTypeArg] = positional;
+  if (!bundlePath || positional.length > 3) usage();
+  if (!options['--identity'] || !options['--issuer']) usage('keyless mode needs --identity and --issuer');
+} else {
+  [bundlePath, keyPath, expectedDigestArg, predicateTypeArg] = positional;
+  if (!bundlePath || !keyPath || positional.length > 4) usage();
+  if (Object.keys(options).length) usage(`${Object.keys(options).join(', ')} only with --trusted-root`);
+}
+const tlogThreshold = threshold('--tlog-threshold', 1);
+const ctlogThreshold = threshold('--ctlog-threshold', 1);
 const expectedDigest = expectedDigestArg && expectedDigestArg !== '-' ? expectedDigestArg : null;
 const predicateType = predicateTypeArg === '-' ? null : predicateTypeArg || COSIGN_SIGN_PREDICATE;
 
@@ -52,36 +111,71 @@ if (bundle.content.$case !== 'dsseEnvelope') {
   fail(`bundle content is ${bundle.content.$case}, expected dsseEnvelope`, 'BUNDLE_ERROR');
 }
 
-let publicKey;
-try {
-  publicKey = crypto.createPublicKey(fs.readFileSync(keyPath));
-} catch (e) {
-  fail(`public key: ${e.message}`, 'KEY_ERROR');
-}
+// Exact-string policy: @sigstore/verify treats policy.subjectAlternativeName as a regular expression.
+const exactly = (value) => `^${value.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`;
 
-// The trust material holds nothing but the configured key: no CAs, TSAs, Rekor or CT logs. The key finder is
-// called with the bundle's publicKey.hint and deliberately ignores it (hints are informational; never trust them).
+let signerIdentity = null;
 const seenHints = [];
-const trustMaterial = {
-  certificateAuthorities: [],
-  timestampAuthorities: [],
-  tlogs: [],
-  ctlogs: [],
-  publicKey: (hint) => {
-    seenHints.push(hint);
-    return { publicKey, validFor: () => true };
-  },
-};
-const verifier = new Verifier(trustMaterial, { tlogThreshold: 0, ctlogThreshold: 0, timestampThreshold: 0 });
-
-try {
-  const entity = toSignedEntity(bundle);
-  if (entity.key.$case !== 'public-key') {
-    fail(`bundle verification material is ${entity.key.$case}, expected publicKey`, 'BUNDLE_ERROR');
+if (keyless) {
+  let trustMaterial;
+  try {
+    const root = TrustedRoot.fromJSON(JSON.parse(fs.readFileSync(options['--trusted-root'], 'utf8')));
+    // No key finder: a bundle with a publicKey hint has no key to verify against in keyless mode.
+    trustMaterial = toTrustMaterial(root, (hint) => {
+      throw Object.assign(new Error(`keyless mode: bundle names public key ${hint}`), { code: 'PUBLIC_KEY_ERROR' });
+    });
+  } catch (e) {
+    fail(`trusted root: ${e.message}`, e.code || 'TRUST_ROOT_ERROR');
   }
-  verifier.verify(entity);
-} catch (e) {
-  fail(e.message, e.code || e.name);
+  const verifier = new Verifier(trustMaterial, { tlogThreshold, ctlogThreshold, timestampThreshold: 1 });
+  const policy = {
+    subjectAlternativeName: exactly(options['--identity']),
+    extensions: { issuer: options['--issuer'] },
+  };
+  try {
+    const entity = toSignedEntity(bundle);
+    if (entity.key.$case !== 'certificate') {
+      fail(`bundle verification material is ${entity.key.$case}, expected a certificate`, 'BUNDLE_ERROR');
+    }
+    const signer = verifier.verify(entity, policy);
+    signerIdentity = {
+      subjectAlternativeName: signer.identity && signer.identity.subjectAlternativeName,
+      issuer: signer.identity && signer.identity.extensions && signer.identity.extensions.issuer,
+    };
+  } catch (e) {
+    fail(e.message, e.code || e.name);
+  }
+} else {
+  let publicKey;
+  try {
+    publicKey = crypto.createPublicKey(fs.readFileSync(keyPath));
+  } catch (e) {
+    fail(`public key: ${e.message}`, 'KEY_ERROR');
+  }
+
+  // The trust material holds nothing but the configured key: no CAs, TSAs, Rekor or CT logs. The key finder is
+  // called with the bundle's publicKey.hint and deliberately ignores it (hints are informational; never trust them).
+  const trustMaterial = {
+    certificateAuthorities: [],
+    timestampAuthorities: [],
+    tlogs: [],
+    ctlogs: [],
+    publicKey: (hint) => {
+      seenHints.push(hint);
+      return { publicKey, validFor: () => true };
+    },
+  };
+  const verifier = new Verifier(trustMaterial, { tlogThreshold: 0, ctlogThreshold: 0, timestampThreshold: 0 });
+
+  try {
+    const entity = toSignedEntity(bundle);
+    if (entity.key.$case !== 'public-key') {
+      fail(`bundle verification material is ${entity.key.$case}, expected publicKey`, 'BUNDLE_ERROR');
+    }
+    verifier.verify(entity);
+  } catch (e) {
+    fail(e.message, e.code || e.name);
+  }
 }
 
 // Signature is good: now the statement (sigstore-js verifies bytes, not what they say).
@@ -110,4 +204,8 @@ if (predicateType && statement.predicateType !== predicateType) {
   fail(`predicateType is ${statement.predicateType}, expected ${predicateType}`, 'STATEMENT_ERROR');
 }
 
+if (keyless) {
+  out({ ok: true, subjects: subjectDigests, predicateType: statement.predicateType, signer: signerIdentity,
+    tlogThreshold, ctlogThreshold }, 0);
+}
 out({ ok: true, subjects: subjectDigests, predicateType: statement.predicateType, hints: seenHints }, 0);
