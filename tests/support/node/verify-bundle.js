@@ -47,6 +47,14 @@ function fail(message, code) {
   out({ ok: false, error: message, code: code || 'ERROR' }, 1);
 }
 
+// sigstore-js wraps the specific reason (e.g. "certificate is not valid or expired at the specified date") in
+// `cause`: report the whole chain.
+function describe(e) {
+  const parts = [];
+  for (let err = e; err && parts.length < 5; err = err.cause) parts.push(err.message || String(err));
+  return parts.join(': ');
+}
+
 const USAGE = 'usage: verify-bundle.js BUNDLE_JSON PUBLIC_KEY_PEM [EXPECTED_DIGEST [PREDICATE_TYPE]]\n' +
   '       verify-bundle.js BUNDLE_JSON --trusted-root FILE --identity SAN --issuer ISSUER ' +
   '[--tlog-threshold N] [--ctlog-threshold N] [EXPECTED_DIGEST [PREDICATE_TYPE]]\n';
@@ -143,7 +151,7 @@ if (keyless) {
       issuer: signer.identity && signer.identity.extensions && signer.identity.extensions.issuer,
     };
   } catch (e) {
-    fail(e.message, e.code || e.name);
+    fail(describe(e), e.code || e.name);
   }
 } else {
   let publicKey;
@@ -174,7 +182,7 @@ if (keyless) {
     }
     verifier.verify(entity);
   } catch (e) {
-    fail(e.message, e.code || e.name);
+    fail(describe(e), e.code || e.name);
   }
 }
 
