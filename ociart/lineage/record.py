@@ -205,7 +205,7 @@ def read_statements(target: Target, repo: str, digest: str, predicate_type: str 
                     *, signed_only: bool = False) -> list[Statement]:
     """In-toto statements attached to ``digest`` (newest first): unsigned ones and the payloads of signed
     attestations (Sigstore bundles; their signatures are checked by ``ociart verify``, not here)."""
-    from ..signing.bundle import BUNDLE_MEDIA_TYPE, MAX_BUNDLE_BYTES, open_bundle
+    from ..signing.bundle import ANNOTATION_BUNDLE_PREDICATE_TYPE, BUNDLE_MEDIA_TYPE, MAX_BUNDLE_BYTES, open_bundle
 
     out: list[tuple[str, Statement]] = []
     for ref in target.referrers(repo, digest):
@@ -214,6 +214,9 @@ def read_statements(target: Target, repo: str, digest: str, predicate_type: str 
         signed = ref.artifactType == BUNDLE_MEDIA_TYPE
         if signed_only and not signed:
             continue
+        declared = (ref.annotations or {}).get(ANNOTATION_BUNDLE_PREDICATE_TYPE if signed else A_PREDICATE_TYPE)
+        if predicate_type is not None and declared is not None and declared != predicate_type:
+            continue  # e.g. a plain signature: not provenance, no need to fetch it
         node = target.get_manifest(repo, ref.digest).parse()
         if not isinstance(node, Manifest):
             continue
