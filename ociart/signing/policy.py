@@ -20,6 +20,7 @@ A repository that no rule matches is refused (deny by default).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -29,7 +30,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..errors import InvalidContentError, NotFoundError, UsageError, VerificationError
 from .identity import TrustedIdentity
 from .signers import key_path, load_verification_key
-from .verify import Trust, TrustedKey, glob_regex
+from .verify import Trust, TrustedKey
+
+_GLOB_TOKENS = re.compile(r"\*\*|\*|\?|[^*?]+")
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """Repository globs as policy-controller writes them: ``*`` within one path segment, ``**`` across."""
+    out = []
+    for tok in _GLOB_TOKENS.findall(pattern):
+        out.append(".*" if tok == "**" else "[^/]*" if tok == "*" else "[^/]" if tok == "?" else re.escape(tok))
+    return re.compile("".join(out))
+
 
 API_VERSION = "ociart.dev/v1alpha1"
 KIND = "VerificationPolicy"
@@ -105,4 +117,4 @@ def load_policy(path: Path) -> Policy:
         raise InvalidContentError(f"policy file {path}: {loc}: {first['msg']}") from None
 
 
-__all__ = ["API_VERSION", "KIND", "Policy", "PolicyRule", "load_policy"]
+__all__ = ["API_VERSION", "KIND", "Policy", "PolicyRule", "glob_regex", "load_policy"]

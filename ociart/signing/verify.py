@@ -17,7 +17,6 @@ Rules (shared/reference signing.md §6, docs/signing.md):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -199,15 +198,4 @@ def verify(target: Target, repo: str, digest: str, trust: Trust, *,
     return result
 
 
-_GLOB_TOKENS = re.compile(r"\*\*|\*|\?|[^*?]+")
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """Repository globs as policy-controller writes them: ``*`` within one path segment, ``**`` across."""
-    out = []
-    for tok in _GLOB_TOKENS.findall(pattern):
-        out.append(".*" if tok == "**" else "[^/]*" if tok == "*" else "[^/]" if tok == "?" else re.escape(tok))
-    return re.compile("".join(out))
-
-
-__all__ = ["Trust", "TrustedKey", "Verification", "Verified", "cert_identity", "collect", "glob_regex", "verify"]
+__all__ = ["Trust", "TrustedKey", "Verification", "Verified", "cert_identity", "collect", "verify"]
