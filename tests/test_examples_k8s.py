@@ -1,13 +1,14 @@
 """The Kubernetes admission examples in ``examples/k8s/`` are valid custom resources that say what they claim.
 
 * every document is validated against the served version of its CRD's ``openAPIV3Schema`` (Kyverno
-  ``ClusterPolicy``, sigstore policy-controller ``ClusterImagePolicy``) with jsonschema, converted the way the API
-  server reads it: ``nullable``, ``x-kubernetes-int-or-string``, and *strict field validation* (what ``kubectl
-  apply`` does by default: unknown fields are errors except under ``x-kubernetes-preserve-unknown-fields``);
+  ``ClusterPolicy`` and ``ImageValidatingPolicy``, sigstore policy-controller ``ClusterImagePolicy``) with
+  jsonschema, converted the way the API server reads it: ``nullable``, ``x-kubernetes-int-or-string``, and *strict
+  field validation* (what ``kubectl apply`` does by default: unknown fields are errors except under
+  ``x-kubernetes-preserve-unknown-fields``);
 * deliberately broken copies (misspelled field, wrong type, bad enum, missing required field) fail;
 * the example public keys are ECDSA P-256 PEMs, the image patterns match ``registry.example.com/models/bert``
   with each verifier's own glob semantics, key-mode settings skip Rekor/SCT, and the README's Pod snippet feeds
-  the init container the same annotation that the Kyverno policy verifies.
+  the init container the same annotation that both Kyverno policies verify.
 
 The CRDs are not part of this repository: they are read from ``$OCIART_SPEC_DIR/k8s`` (default ``../shared/spec``
 next to the repository root, then ``/work/shared/spec``), as in test_packaging.py. When absent, the tests FAIL.
@@ -39,7 +40,9 @@ SPEC_DIR = next((p for p in (Path(os.environ["OCIART_SPEC_DIR"]) if os.environ.g
 CRD_DIR = SPEC_DIR / "k8s"
 KYVERNO = EXAMPLES / "kyverno-clusterpolicy.yaml"
 POLICY_CONTROLLER = EXAMPLES / "policy-controller-clusterimagepolicy.yaml"
-EXAMPLE_FILES = [KYVERNO, POLICY_CONTROLLER]
+KYVERNO_IVPOL = EXAMPLES / "kyverno-imagevalidatingpolicy.yaml"
+EXAMPLE_FILES = [KYVERNO, POLICY_CONTROLLER, KYVERNO_IVPOL]
+SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 MODEL = "registry.example.com/models/bert"
 DIGEST = "sha256:" + "ab" * 32
 MODEL_ANNOTATION = "ociart.dev/model"
@@ -54,8 +57,9 @@ def _crds() -> dict[tuple[str, str], dict[str, Any]]:
     files = sorted(CRD_DIR.glob("*.yaml")) if CRD_DIR.is_dir() else []
     if not files:
         pytest.fail(f"CRD schemas not found in {CRD_DIR}. Set OCIART_SPEC_DIR to a directory whose k8s/ holds "
-                    "kyverno.io_clusterpolicies.yaml and policy.sigstore.dev_clusterimagepolicies.yaml (default: "
-                    "../shared/spec next to the repository root).", pytrace=False)
+                    "kyverno.io_clusterpolicies.yaml, policies.kyverno.io_imagevalidatingpolicies.yaml and "
+                    "policy.sigstore.dev_clusterimagepolicies.yaml (default: ../shared/spec next to the repository "
+                    "root).", pytrace=False)
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for f in files:
         with open(f, encoding="utf-8") as fh:
@@ -178,6 +182,14 @@ def kyverno_wildcard(pattern: str, name: str) -> bool:
                         name, re.DOTALL) is not None
 
 
+def gobwas_glob(pattern: str, image: str) -> bool:
+    """Kyverno ImageValidatingPolicy ``matchImageReferences[].glob``: ``github.com/gobwas/glob`` compiled without
+    separators, matched against the image string as extracted: '*' (and '**') any run of characters including '/',
+    '?' one character. Patterns using classes, alternatives or escapes are refused here (not needed)."""
+    assert not set(pattern) & set("[]{}\\!"), f"glob {pattern!r} uses syntax this helper does not model"
+    return kyverno_wildcard(pattern, image)
+
+
 def policy_controller_glob(glob: str, image: str) -> bool:
     """policy-controller ``pkg/apis/glob.Match``: '*' = ``[^/]*``, '**' = ``.*``; a tag-less, digest-less
     reference is matched as ``:latest`` (go-containerregistry ``ref.Name()``), then as written."""
@@ -246,6 +258,31 @@ BROKEN: list[tuple[str, Path, Callable[[dict[str, Any]], None], bool]] = [
     ("cip-misspelled-glob", POLICY_CONTROLLER, _rename("spec.images.0.glob", "globs"), False),
     ("cip-key-not-object", POLICY_CONTROLLER, _set("spec.authorities.0.key", "-----BEGIN PUBLIC KEY-----"), True),
     ("cip-images-not-list", POLICY_CONTROLLER, _set("spec.images", {"glob": MODEL}), True),
+    ("ivpol-misspelled-insecureIgnoreTlog", KYVERNO_IVPOL,
+     _rename("spec.attestors.0.cosign.ctlog.insecureIgnoreTlog", "insecureIgnoreTLog"), False),
+    ("ivpol-clusterpolicy-style-ignoreTlog", KYVERNO_IVPOL,
+     _rename("spec.attestors.0.cosign.ctlog.insecureIgnoreTlog", "ignoreTlog"), False),
+    ("ivpol-misspelled-matchImageReferences", KYVERNO_IVPOL,
+     _rename("spec.matchImageReferences", "matchImageReference"), False),
+    ("ivpol-misspelled-validationConfigurations", KYVERNO_IVPOL,
+     _rename("spec.validationConfigurations", "validationConfiguration"), False),
+    ("ivpol-clusterpolicy-style-publicKeys", KYVERNO_IVPOL, _rename("spec.attestors.0.cosign.key.data", "publicKeys"),
+     False),
+    ("ivpol-metadata-typo", KYVERNO_IVPOL, _rename("metadata.name", "nmae"), False),
+    ("ivpol-insecureIgnoreSCT-not-boolean", KYVERNO_IVPOL,
+     _set("spec.attestors.0.cosign.ctlog.insecureIgnoreSCT", "true"), True),
+    ("ivpol-verifyDigest-not-boolean", KYVERNO_IVPOL, _set("spec.validationConfigurations.verifyDigest", "yes"), True),
+    ("ivpol-unknown-validation-action", KYVERNO_IVPOL, _set("spec.validationActions", ["Enforce"]), True),
+    ("ivpol-unknown-failure-policy", KYVERNO_IVPOL, _set("spec.failurePolicy", "Deny"), True),
+    ("ivpol-attestor-without-name", KYVERNO_IVPOL, lambda d: d["spec"]["attestors"][0].pop("name"), True),
+    ("ivpol-without-validations", KYVERNO_IVPOL, lambda d: d["spec"].pop("validations"), True),
+    ("ivpol-image-extractor-without-expression", KYVERNO_IVPOL, lambda d: d["spec"]["images"][0].pop("expression"),
+     True),
+    ("ivpol-image-reference-neither-glob-nor-expression", KYVERNO_IVPOL, _set("spec.matchImageReferences.0", {}),
+     True),
+    ("ivpol-image-reference-both-glob-and-expression", KYVERNO_IVPOL,
+     _set("spec.matchImageReferences.0", {"glob": "registry.example.com/models/*", "expression": "true"}), True),
+    ("ivpol-intoto-without-type", KYVERNO_IVPOL, lambda d: d["spec"]["attestations"][0]["intoto"].pop("type"), True),
 ]
 
 
@@ -380,3 +417,96 @@ def test_readme_pod_pulls_the_verified_annotation_by_digest() -> None:
         assert re.search(r"@sha256:[0-9a-f]{64}$", c["image"]), c["image"]
     for cmd in ("ociart sign ", "--key cosign.key", "ociart verify ", "--key cosign.pub", "--legacy-signature"):
         assert cmd in readme, cmd
+
+
+# -- tests: the ImageValidatingPolicy (policies.kyverno.io) -------------------------------------------
+IVPOL_IMAGE_LISTS = ("containers", "initContainers", "ephemeralContainers", "ociartModel", "imageVolumes")
+
+
+def test_imagevalidatingpolicy_uses_a_served_non_deprecated_version() -> None:
+    doc = _only(KYVERNO_IVPOL)
+    assert (doc["apiVersion"], doc["kind"]) == ("policies.kyverno.io/v1", "ImageValidatingPolicy")
+    crd = _crds()[("policies.kyverno.io", "ImageValidatingPolicy")]
+    versions = {v["name"]: v for v in crd["spec"]["versions"]}
+    assert versions["v1"]["served"] is True and not versions["v1"].get("deprecated")
+    assert _crd_schema(doc["apiVersion"], doc["kind"])["properties"]["spec"]["type"] == "object"
+
+
+def test_imagevalidatingpolicy_key_is_the_example_p256_key() -> None:
+    (attestor,) = _only(KYVERNO_IVPOL)["spec"]["attestors"]
+    pem = attestor["cosign"]["key"]["data"]
+    assert pem.startswith("-----BEGIN PUBLIC KEY-----\n")
+    key = serialization.load_pem_public_key(pem.encode())
+    assert isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
+    keys.load_public_key_pem(pem.encode(), what="kyverno ImageValidatingPolicy")
+    assert attestor["cosign"]["key"].get("hashAlgorithm", "sha256") == "sha256"
+    assert {p.strip() for _, p in _example_pems()} == {pem.strip()}, "the examples should show one and the same key"
+
+
+def test_imagevalidatingpolicy_glob_matches_models_only() -> None:
+    globs = [m["glob"] for m in _only(KYVERNO_IVPOL)["spec"]["matchImageReferences"]]
+    assert globs
+    for image in [*MATCHING, "registry.example.com/models/team/bert"]:
+        assert any(gobwas_glob(g, image) for g in globs), (globs, image)
+    for image in NOT_MATCHING:
+        assert not any(gobwas_glob(g, image) for g in globs), (globs, image)
+
+
+def test_imagevalidatingpolicy_verifies_key_signatures_and_provenance_without_rekor() -> None:
+    spec = _only(KYVERNO_IVPOL)["spec"]
+    assert spec["validationActions"] == ["Deny"] and spec["failurePolicy"] == "Fail"
+    assert spec["validationConfigurations"] == {"verifyDigest": True, "mutateDigest": False, "required": True}
+    assert spec["autogen"] == {"podControllers": {"controllers": []}}  # Pod paths: no autogen, as the ClusterPolicy
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert (rule["apiGroups"], rule["apiVersions"], rule["resources"]) == ([""], ["v1"], ["pods"])
+    assert set(rule["operations"]) == {"CREATE", "UPDATE"}
+    (attestor,) = spec["attestors"]
+    assert attestor["cosign"]["ctlog"] == {"insecureIgnoreTlog": True, "insecureIgnoreSCT": True}
+    assert set(attestor["cosign"]) == {"key", "ctlog"}  # no keyless/certificate/tuf trust
+    (attestation,) = spec["attestations"]
+    assert attestation["intoto"] == {"type": SLSA_PROVENANCE}
+
+    # every validation checks every extracted image list with the policy's own attestor (and attestation)
+    exprs = [" ".join(v["expression"].split()) for v in spec["validations"]]
+    assert all(v.get("message") for v in spec["validations"])
+    signature = [e for e in exprs if "verifyImageSignatures(" in e]
+    provenance = [e for e in exprs if "verifyAttestationSignatures(" in e]
+    assert len(signature) == 1 and len(provenance) == 1 and len(exprs) == 2
+    assert f"verifyImageSignatures(image, [attestors.{attestor['name']}]) > 0" in signature[0]
+    assert (f"verifyAttestationSignatures(image, attestations.{attestation['name']}, "
+            f"[attestors.{attestor['name']}]) > 0") in provenance[0]
+    for e in exprs:
+        assert ").all(image, " in e, e
+        lists = re.findall(r"images\.(\w+)", e)
+        assert sorted(lists) == sorted(IVPOL_IMAGE_LISTS), e
+    # CEL identifiers: attestor/attestation names are selected as fields
+    for name in (attestor["name"], attestation["name"], *(i["name"] for i in spec["images"])):
+        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name), name
+
+
+def test_imagevalidatingpolicy_extracts_the_model_annotation_and_image_volumes() -> None:
+    spec = _only(KYVERNO_IVPOL)["spec"]
+    extractors = {i["name"]: " ".join(i["expression"].split()) for i in spec["images"]}
+    # Kyverno always adds containers/initContainers/ephemeralContainers for Pods; custom names must not shadow them
+    assert set(extractors) == {"ociartModel", "imageVolumes"}
+    assert extractors["ociartModel"] == (
+        f"[object.metadata.?annotations[?'{MODEL_ANNOTATION}'].orValue('')].filter(m, m != '')")
+    assert extractors["imageVolumes"] == ("object.spec.?volumes.orValue([]).filter(v, has(v.image) && "
+                                          "has(v.image.reference)) .map(v, v.image.reference)")
+    # literal `object.metadata` / `object.spec` (what Kyverno's autogen rewrites), never `oldObject`: the policy
+    # only matches CREATE and UPDATE, where `object` is set
+    for e in extractors.values():
+        assert "oldObject" not in e and re.search(r"\bobject\.(metadata|spec)\.", e), e
+
+
+def test_readme_pod_annotation_is_verified_by_the_imagevalidatingpolicy() -> None:
+    readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)]
+    (pod,) = [b for b in blocks if isinstance(b, dict) and b.get("kind") == "Pod"]
+    model = pod["metadata"]["annotations"][MODEL_ANNOTATION]
+    spec = _only(KYVERNO_IVPOL)["spec"]
+    assert any(gobwas_glob(m["glob"], model) for m in spec["matchImageReferences"])
+    (ociart_model,) = [i for i in spec["images"] if i["name"] == "ociartModel"]
+    assert f"'{MODEL_ANNOTATION}'" in ociart_model["expression"]
+    rows = [line for line in readme.splitlines() if line.startswith(f"| `{KYVERNO_IVPOL.name}` |")]
+    assert len(rows) == 1 and "`policies.kyverno.io/v1`" in rows[0] and "ImageValidatingPolicy" in rows[0], rows

@@ -1,4 +1,4 @@
-"""Cross-check ociart's key-mode and keyless Sigstore bundles with an independent verifier: npm ``@sigstore/verify`` 3.1.1.
+"""Cross-check ociart's key and keyless Sigstore bundles with an independent verifier: npm ``@sigstore/verify`` 3.1.1.
 
 ``tests/support/node/verify-bundle.js`` parses the bundle with ``@sigstore/bundle`` ``bundleFromJSON`` and verifies
 the DSSE signature with ``@sigstore/verify`` (trust material = only the given public key; tlog/CT/timestamp
