@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import json
 import os
 import platform
@@ -44,6 +43,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchlib import load_transfer, log
+
 HERE = Path(__file__).resolve()
 REPO_ROOT = HERE.parent.parent
 
@@ -52,15 +53,6 @@ CONTENDERS = [("embedded", True), ("embedded", False), ("registry", True), ("reg
 
 def _name(store: str, lineage: bool) -> str:
     return f"{store}, {'lineage' if lineage else 'no lineage'}"
-
-
-def _load_transfer() -> Any:
-    spec = importlib.util.spec_from_file_location("ociart_bench_transfer", HERE.parent / "transfer.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 # ------------------------------------------------------------------------------------------------ runner mode
@@ -112,11 +104,6 @@ def _breakdown_runner(result: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ driver
-def _log(msg: str) -> None:
-    sys.stderr.write(msg + "\n")
-    sys.stderr.flush()
-
-
 def _write_model(root: Path, kib: int) -> None:
     root.mkdir(parents=True)
     (root / "model.safetensors").write_bytes(os.urandom(kib << 10))
@@ -135,7 +122,7 @@ def _cwd() -> Path:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    tx = _load_transfer()
+    tx = load_transfer()
     work = Path(tempfile.mkdtemp(prefix="ociart-bench-lineage-", dir=args.tmpdir))
     registry = None
     try:
@@ -168,7 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     raise SystemExit(f"{name}: referrers {res['referrers']}, expected {expected}")
                 res["process_s"] = process_s
                 results[name].append(res)
-                _log(f"round {rnd + 1}/{args.rounds} {name:22s} {res['seconds']:.3f} s (process {process_s:.2f} s)")
+                log(f"round {rnd + 1}/{args.rounds} {name:22s} {res['seconds']:.3f} s (process {process_s:.2f} s)")
                 shutil.rmtree(run_dir / "model")
         bd = work / "breakdown.json"
         subprocess.run([sys.executable, str(HERE), "_breakdown", str(bd)], cwd=cwd, check=True,

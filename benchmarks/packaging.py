@@ -55,6 +55,7 @@ from typing import Any
 
 
 def _load_transfer() -> Any:
+    # benchlib.load_transfer, repeated: this script takes its own directory off sys.path (see the note above)
     spec = importlib.util.spec_from_file_location("ociart_bench_transfer", HERE.parent / "transfer.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
-import importlib.util
 import json
 import os
 import platform
@@ -48,6 +47,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from benchlib import load_transfer, log
 
 HERE = Path(__file__).resolve()
 REPO_ROOT = HERE.parent.parent
@@ -74,20 +75,6 @@ INTOTO = "application/vnd.in-toto+json"
 
 def _name(store: str, label: str) -> str:
     return f"{store}: {label}"
-
-
-def _load_transfer() -> Any:
-    spec = importlib.util.spec_from_file_location("ociart_bench_transfer", HERE.parent / "transfer.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _log(msg: str) -> None:
-    sys.stderr.write(msg + "\n")
-    sys.stderr.flush()
 
 
 # ------------------------------------------------------------------------------------------------ request counter
@@ -255,7 +242,7 @@ class Bench:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    tx = _load_transfer()
+    tx = load_transfer()
     work = Path(tempfile.mkdtemp(prefix="ociart-bench-signing-", dir=args.tmpdir))
     saved_env = {k: v for k, v in os.environ.items() if k.startswith(("OCIART_", "MLFLOW_", "WANDB_"))
                  or k == "SOURCE_DATE_EPOCH"}
@@ -267,7 +254,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         registry = tx.Registry(work / "registry")
         os.chdir(_cwd())
         bench = Bench(args, work / "runs", registry.host)
-        _log("warm-up: every contender once, untimed")
+        log("warm-up: every contender once, untimed")
         for store, op in CONTENDERS:
             bench.one(store, op)
         results: dict[str, list[dict[str, Any]]] = {_name(s, op[0]): [] for s, op in CONTENDERS}
@@ -277,7 +264,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for store, op in order:
                 res = bench.one(store, op)
                 results[_name(store, op[0])].append(res)
-                _log(f"round {rnd + 1}/{args.rounds} {_name(store, op[0]):34s} {res['seconds'] * 1000:7.1f} ms "
+                log(f"round {rnd + 1}/{args.rounds} {_name(store, op[0]):34s} {res['seconds'] * 1000:7.1f} ms "
                      f"{res['requests']:3d} requests")
         imports = _import_costs(work)
         return {"results": results, "imports": imports, "cwd": str(Path.cwd())}

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from support.ocifake import OciFake
 from support.registry import AuthMode, RunningRegistry, registry_binary, start_registry
 from support.sigstore_mock import MockUnavailable, SigstoreMock, start_sigstore_mock
@@ -51,6 +50,16 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     # outside any git repository, so lineage capture records no commit unless a test sets one up
     monkeypatch.chdir(base / "home")
     return base / "home"
+
+
+@pytest.fixture(scope="session")
+def spec_dir() -> Path:
+    """The shared specs directory (``helpers.SPEC_DIR``) with cosign's test key; fails when it is missing."""
+    from helpers import SPEC_DIR
+
+    if not (SPEC_DIR / "cosign" / "sigstore-encrypted-key.pem").is_file():
+        pytest.fail(f"cosign test key not found under {SPEC_DIR}/cosign (set OCIART_SPEC_DIR)", pytrace=False)
+    return SPEC_DIR
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The shared specs (JSON schemas, CRDs, cosign's test key) are not copied into this repository: they are read from
+#: ``$OCIART_SPEC_DIR``, else ``../shared/spec`` next to the repository root, else ``/work/shared/spec``. Tests that
+#: need them fail (never skip) when none exists.
+SPEC_DIR = next((p for p in (Path(os.environ["OCIART_SPEC_DIR"]) if os.environ.get("OCIART_SPEC_DIR") else None,
+                             REPO_ROOT.parent / "shared" / "spec", Path("/work/shared/spec"))
+                 if p is not None and p.is_dir()), REPO_ROOT.parent / "shared" / "spec")
+
 
 def write_random(path: Path, size: int, seed: int = 0) -> Path:
     """Deterministic pseudo-random content (fast, incompressible enough)."""

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.registry import PASSWORD, USERNAME, RunningRegistry
 
 import ociart
 from ociart.errors import AuthError, NetworkError, OciartError
 from ociart.targets.registry import RegistryTarget
-from support.registry import PASSWORD, USERNAME, RunningRegistry
 
 # -- helpers ----------------------------------------------------------------------------------------------------------
 

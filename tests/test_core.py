@@ -11,7 +11,14 @@ from helpers import run_cli, tree_digest, write_random
 
 import ociart
 from ociart.errors import ConflictError, NotFoundError, UnsupportedError
-from ociart.oci import EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Index, Manifest
+from ociart.oci import (
+    EMPTY_JSON_DIGEST,
+    OCI_EMPTY,
+    Content,
+    Descriptor,
+    Index,
+    Manifest,
+)
 from ociart.oci.digest import sha256_file
 from ociart.oci.mediatypes import ANNOTATION_REF_NAME, DEFAULT_ARTIFACT_TYPE
 

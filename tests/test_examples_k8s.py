@@ -17,7 +17,6 @@ next to the repository root, then ``/work/shared/spec``), as in test_packaging.p
 from __future__ import annotations
 
 import copy
-import os
 import re
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -29,14 +28,12 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from helpers import SPEC_DIR
 
 from ociart.signing import keys
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples" / "k8s"
-SPEC_DIR = next((p for p in (Path(os.environ["OCIART_SPEC_DIR"]) if os.environ.get("OCIART_SPEC_DIR") else None,
-                             REPO_ROOT.parent / "shared" / "spec", Path("/work/shared/spec"))
-                 if p is not None and p.is_dir()), REPO_ROOT.parent / "shared" / "spec")
 CRD_DIR = SPEC_DIR / "k8s"
 KYVERNO = EXAMPLES / "kyverno-clusterpolicy.yaml"
 POLICY_CONTROLLER = EXAMPLES / "policy-controller-clusterimagepolicy.yaml"

@@ -26,6 +26,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from support.fakeserver import BodyReader, FakeServer
+from support.faultproxy import FaultProxy
+from support.registry import USERNAME, RunningRegistry
 
 import ociart
 from ociart.errors import (
@@ -48,9 +51,6 @@ from ociart.oci import (
     Descriptor,
     Manifest,
 )
-from support.fakeserver import BodyReader, FakeServer
-from support.faultproxy import FaultProxy
-from support.registry import USERNAME, RunningRegistry
 
 RegistryFactory = Callable[..., RunningRegistry]
 MANIFEST_LIMIT = 4 << 20

@@ -205,7 +205,9 @@ def test_mlflow_download_of_a_tampered_blob_fails(tracking: str, registry: Runni
     causes = [str(r.exc_info[1]) for r in caplog.records if r.exc_info]
     assert causes and f"blob {digest}: digest mismatch: expected {digest}, got sha256:" in causes[0], causes
     # asked directly, the run's artifact repository (the plugin) says so too
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.store.artifact.artifact_repository_registry import (
+        get_artifact_repository,
+    )
 
     repo = get_artifact_repository(run.info.artifact_uri)
     assert type(repo).__name__ == "OciartArtifactRepository"

@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.registry import RunningRegistry
 
 import ociart
 from ociart.oci import ANNOTATION_REF_NAME, ANNOTATION_TITLE
-from support.registry import RunningRegistry
 
 SKOPEO = shutil.which("skopeo") or "/usr/bin/skopeo"
 pytestmark = pytest.mark.skipif(not os.access(SKOPEO, os.X_OK), reason="skopeo is not installed")

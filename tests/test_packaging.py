@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import run_cli, tree_digest, write_random
+from helpers import SPEC_DIR, run_cli, tree_digest, write_random
 from support.faultproxy import FaultProxy
 
 import ociart
@@ -52,10 +52,6 @@ from ociart.packaging.kinds import (
     Kind,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SPEC_DIR = next((p for p in (Path(os.environ["OCIART_SPEC_DIR"]) if os.environ.get("OCIART_SPEC_DIR") else None,
-                             REPO_ROOT.parent / "shared" / "spec", Path("/work/shared/spec"))
-                 if p is not None and p.is_dir()), REPO_ROOT.parent / "shared" / "spec")
 SKOPEO = shutil.which("skopeo") or "/usr/bin/skopeo"
 
 WEIGHT_RAW = "application/vnd.cncf.model.weight.v1.raw"

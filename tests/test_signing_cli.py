@@ -6,7 +6,6 @@ native referrers API, and the embedded store. Every rejection must exit non-zero
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -352,14 +351,6 @@ def _new_key():  # type: ignore[no-untyped-def]
 
     return ec.generate_private_key(ec.SECP256R1())
 
-
-@pytest.fixture(scope="module")
-def spec_dir() -> Path:
-    for cand in (os.environ.get("OCIART_SPEC_DIR"), Path(__file__).resolve().parents[2] / "shared" / "spec",
-                 "/work/shared/spec"):
-        if cand and (Path(cand) / "cosign").is_dir():
-            return Path(cand)
-    pytest.fail("shared spec dir with cosign/sigstore-encrypted-key.pem not found (set OCIART_SPEC_DIR)")
 
 
 # -- keyless, end to end against the local mock Fulcio/Rekor --------------------------------------------------

@@ -18,14 +18,16 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from helpers import SPEC_DIR
 
-from ociart.errors import ConflictError, InvalidContentError, UsageError, VerificationError
+from ociart.errors import (
+    ConflictError,
+    InvalidContentError,
+    UsageError,
+    VerificationError,
+)
 from ociart.signing import keys
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SPEC_DIR = next((p for p in (Path(os.environ["OCIART_SPEC_DIR"]) if os.environ.get("OCIART_SPEC_DIR") else None,
-                             REPO_ROOT.parent / "shared" / "spec", Path("/work/shared/spec"))
-                 if p is not None and p.is_dir()), REPO_ROOT.parent / "shared" / "spec")
 COSIGN_KEY = SPEC_DIR / "cosign" / "sigstore-encrypted-key.pem"
 
 

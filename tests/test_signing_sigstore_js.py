@@ -83,6 +83,11 @@ def _verify_js(node: str, tmp: Path, bundle_json: bytes, pub_path: Path, expecte
     args = [node, str(SCRIPT), str(path), str(pub_path), expected_digest]
     if predicate_type is not None:
         args.append(predicate_type)
+    return _run_script(args)
+
+
+def _run_script(args: list[str]) -> dict[str, Any]:
+    """Run verify-bundle.js: exactly one JSON line on stdout, exit 0 when ``ok`` and 1 when not."""
     proc = subprocess.run(args, check=False, capture_output=True, text=True, timeout=60)
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1, f"expected one JSON line, got stdout={proc.stdout!r} stderr={proc.stderr!r}"
@@ -206,13 +211,7 @@ def _verify_js_keyless(node: str, tmp: Path, bundle_json: bytes, trusted_root: P
     if ctlog_threshold is not None:
         args += ["--ctlog-threshold", str(ctlog_threshold)]
     args.append(expected_digest)
-    proc = subprocess.run(args, check=False, capture_output=True, text=True, timeout=60)
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1, f"expected one JSON line, got stdout={proc.stdout!r} stderr={proc.stderr!r}"
-    result = json.loads(lines[0])
-    assert (proc.returncode == 0) == (result["ok"] is True), (proc.returncode, result, proc.stderr)
-    assert proc.returncode in (0, 1), (proc.returncode, proc.stderr)
-    return result
+    return _run_script(args)
 
 
 def _leaf_certificate(bundle_json: bytes) -> x509.Certificate:

@@ -29,7 +29,6 @@ copying the attachments is not disabled. So this module checks:
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -59,14 +58,6 @@ def skopeo_bin() -> str:
         pytest.fail("skopeo is not on PATH: apt-get install skopeo (CI installs it)", pytrace=False)
     return SKOPEO
 
-
-@pytest.fixture(scope="module")
-def spec_dir() -> Path:
-    for cand in (os.environ.get("OCIART_SPEC_DIR"), Path(__file__).resolve().parents[2] / "shared" / "spec",
-                 "/work/shared/spec"):
-        if cand and (Path(cand) / "cosign").is_dir():
-            return Path(cand)
-    pytest.fail("shared spec dir with cosign/sigstore-encrypted-key.pem not found (set OCIART_SPEC_DIR)")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import httpx
 import jwt
 import pytest
-
 from support.fakeserver import FakeServer
 from support.faultproxy import FaultProxy
 from support.registry import PASSWORD, USERNAME, RunningRegistry

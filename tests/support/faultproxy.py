@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .fakeserver import CHUNK, BodyReader, LoopbackHTTPServer, QuietHandler, lower_headers
+from .fakeserver import (
+    CHUNK,
+    BodyReader,
+    LoopbackHTTPServer,
+    QuietHandler,
+    lower_headers,
+)
 
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
                "expect"}
