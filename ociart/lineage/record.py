@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import OciartError
 from ..oci import EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Manifest
 from ..oci.digest import sha256_file
+from ..oci.mediatypes import ANNOTATION_BUNDLE_PREDICATE_TYPE, SIGSTORE_BUNDLE
 from ..targets.base import Target, bytes_opener
 from .capture import GitInfo, active_run, environment, git_info, params_digest
 from .statement import (
@@ -40,6 +41,8 @@ A_PARAMS_DIGEST = "dev.ociart.params.digest"
 A_GIT_DIRTY = "dev.ociart.git.dirty"
 A_GIT_BRANCH = "dev.ociart.git.branch"
 A_PREDICATE_TYPE = "dev.ociart.predicateType"
+#: Statements (and the bundles carrying signed ones) larger than this are not read.
+MAX_STATEMENT_BYTES = 4 << 20
 
 
 @dataclass
@@ -205,13 +208,11 @@ def read_statements(target: Target, repo: str, digest: str, predicate_type: str 
                     *, signed_only: bool = False) -> list[Statement]:
     """In-toto statements attached to ``digest`` (newest first): unsigned ones and the payloads of signed
     attestations (Sigstore bundles; their signatures are checked by ``ociart verify``, not here)."""
-    from ..signing.bundle import ANNOTATION_BUNDLE_PREDICATE_TYPE, BUNDLE_MEDIA_TYPE, MAX_BUNDLE_BYTES, open_bundle
-
     out: list[tuple[str, Statement]] = []
     for ref in target.referrers(repo, digest):
-        if ref.artifactType not in (INTOTO_MEDIA_TYPE, BUNDLE_MEDIA_TYPE):
+        if ref.artifactType not in (INTOTO_MEDIA_TYPE, SIGSTORE_BUNDLE):
             continue
-        signed = ref.artifactType == BUNDLE_MEDIA_TYPE
+        signed = ref.artifactType == SIGSTORE_BUNDLE
         if signed_only and not signed:
             continue
         declared = (ref.annotations or {}).get(ANNOTATION_BUNDLE_PREDICATE_TYPE if signed else A_PREDICATE_TYPE)
@@ -220,14 +221,17 @@ def read_statements(target: Target, repo: str, digest: str, predicate_type: str 
         node = target.get_manifest(repo, ref.digest).parse()
         if not isinstance(node, Manifest):
             continue
-        want = BUNDLE_MEDIA_TYPE if signed else INTOTO_MEDIA_TYPE
+        want = SIGSTORE_BUNDLE if signed else INTOTO_MEDIA_TYPE
         for layer in node.layers:
-            if layer.mediaType != want or layer.size > MAX_BUNDLE_BYTES:
+            if layer.mediaType != want or layer.size > MAX_STATEMENT_BYTES:
                 continue
             with target.open_blob(repo, layer) as chunks:
                 raw = b"".join(chunks)
             try:
-                raw = open_bundle(raw)[1] if signed else raw
+                if signed:
+                    from ..signing.bundle import open_bundle  # only when there is a signed attestation to read
+
+                    raw = open_bundle(raw)[1]
                 stmt = Statement.model_validate_json(raw)
             except (OciartError, ValueError):
                 continue  # a signature (not provenance) or something else; not lineage

@@ -24,3 +24,8 @@ ANNOTATION_CREATED = "org.opencontainers.image.created"
 #: Default artifactType for `ociart push` without --artifact-type or --config.
 DEFAULT_ARTIFACT_TYPE = "application/vnd.ociart.artifact.v1"
 DEFAULT_FILE_TYPE = "application/octet-stream"
+
+# Sigstore bundles stored as referrers (cosign specs/BUNDLE_SPEC.md; read by lineage, written by ociart.signing)
+SIGSTORE_BUNDLE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+ANNOTATION_BUNDLE_CONTENT = "dev.sigstore.bundle.content"
+ANNOTATION_BUNDLE_PREDICATE_TYPE = "dev.sigstore.bundle.predicateType"

@@ -15,17 +15,33 @@ Formats and rules are written down in docs/signing.md.
 
 from __future__ import annotations
 
-from .identity import TrustedIdentity
-from .policy import Policy, load_policy
-from .service import AttestResult, SignResult
-from .signers import (
-    KeySigner,
-    Signer,
-    keyless_signer,
-    load_signing_key,
-    load_verification_key,
-)
-from .verify import Trust, TrustedKey, Verification, Verified
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .identity import TrustedIdentity
+    from .policy import Policy, load_policy
+    from .service import AttestResult, SignResult
+    from .signers import KeySigner, Signer, keyless_signer, load_signing_key, load_verification_key
+    from .verify import Trust, TrustedKey, Verification, Verified
+
+#: Exported name -> submodule. Loaded on first use: importing ``ociart`` or pushing without signing must not pay for
+#: cryptography's x509 stack, PyYAML and sigstore-models (~80 ms).
+_EXPORTS = {
+    "AttestResult": "service", "SignResult": "service",
+    "KeySigner": "signers", "Signer": "signers", "keyless_signer": "signers", "load_signing_key": "signers",
+    "load_verification_key": "signers",
+    "Policy": "policy", "load_policy": "policy",
+    "Trust": "verify", "TrustedKey": "verify", "Verification": "verify", "Verified": "verify",
+    "TrustedIdentity": "identity",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+
 
 __all__ = [
     "AttestResult",

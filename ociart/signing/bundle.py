@@ -52,20 +52,18 @@ from ..oci import (
     Manifest,
 )
 from ..oci.digest import sha256_bytes
-from ..oci.mediatypes import ANNOTATION_CREATED
+from ..oci.mediatypes import ANNOTATION_BUNDLE_CONTENT, ANNOTATION_BUNDLE_PREDICATE_TYPE, ANNOTATION_CREATED
 from ..reference import check_digest
 from ..targets.base import Target, bytes_opener
 from . import keys
 from .common import no_duplicate_keys, read_verified_blob, where
 from .signers import Signer, as_signer
 
-BUNDLE_MEDIA_TYPE: Final = "application/vnd.dev.sigstore.bundle.v0.3+json"
+BUNDLE_MEDIA_TYPE: Final = "application/vnd.dev.sigstore.bundle.v0.3+json"  # = oci.mediatypes.SIGSTORE_BUNDLE
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 #: The predicate type of ``cosign sign`` (a signature, not an attestation).
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
-ANNOTATION_BUNDLE_CONTENT = "dev.sigstore.bundle.content"
-ANNOTATION_BUNDLE_PREDICATE_TYPE = "dev.sigstore.bundle.predicateType"
 BUNDLE_CONTENT_DSSE = "dsse-envelope"
 #: Refuse to read a bundle blob larger than this (cosign's are a few KiB; provenance predicates are larger).
 MAX_BUNDLE_BYTES = 4 << 20
