@@ -177,6 +177,18 @@ def _parse_trust_config(text: str, path: Path) -> ClientTrustConfig:
     return config
 
 
+def _load_trust_file(path: Path, what: str) -> ClientTrustConfig | TrustedRoot:
+    """A ClientTrustConfig or a bare trusted root, by its ``mediaType``."""
+    obj, text = _read_trust_file(path, what)
+    media_type = obj["mediaType"]
+    if media_type == TRUST_CONFIG_MEDIA_TYPE:
+        return _parse_trust_config(text, path)
+    if media_type == TRUSTED_ROOT_MEDIA_TYPE:
+        return _parse_trusted_root(text, path)
+    raise InvalidContentError(f"{what} {path} has unsupported mediaType {media_type!r} "
+                              f"(expected {TRUST_CONFIG_MEDIA_TYPE!r} or {TRUSTED_ROOT_MEDIA_TYPE!r})")
+
+
 def load_trust_config(path: Path | None) -> ClientTrustConfig:
     """The Sigstore instance to sign with (and its trusted root).
 
@@ -190,19 +202,14 @@ def load_trust_config(path: Path | None) -> ClientTrustConfig:
             return ClientTrustConfig.production()
         except SigstoreError as exc:
             raise NetworkError(f"cannot load the Sigstore public-good trust config: {exc}") from None
-    obj, text = _read_trust_file(path, "Sigstore trust config")
-    media_type = obj["mediaType"]
-    if media_type == TRUST_CONFIG_MEDIA_TYPE:
-        return _parse_trust_config(text, path)
-    if media_type == TRUSTED_ROOT_MEDIA_TYPE:
-        root = _parse_trusted_root(text, path)
-        return ClientTrustConfig(trustroot_v1.ClientTrustConfig(
-            media_type=TRUST_CONFIG_MEDIA_TYPE,
-            trusted_root=root._inner,
-            signing_config=trustroot_v1.SigningConfig(media_type=SIGNING_CONFIG_MEDIA_TYPE),
-        ))
-    raise InvalidContentError(f"Sigstore trust config {path} has unsupported mediaType {media_type!r} "
-                              f"(expected {TRUST_CONFIG_MEDIA_TYPE!r} or {TRUSTED_ROOT_MEDIA_TYPE!r})")
+    loaded = _load_trust_file(path, "Sigstore trust config")
+    if isinstance(loaded, ClientTrustConfig):
+        return loaded
+    return ClientTrustConfig(trustroot_v1.ClientTrustConfig(
+        media_type=TRUST_CONFIG_MEDIA_TYPE,
+        trusted_root=loaded._inner,
+        signing_config=trustroot_v1.SigningConfig(media_type=SIGNING_CONFIG_MEDIA_TYPE),
+    ))
 
 
 def load_trusted_root(path: Path | None) -> TrustedRoot:
@@ -216,14 +223,8 @@ def load_trusted_root(path: Path | None) -> TrustedRoot:
             return ClientTrustConfig.production(offline=True).trusted_root
         except SigstoreError as exc:
             raise UsageError(f"cannot load the embedded Sigstore public-good trusted root: {exc}") from None
-    obj, text = _read_trust_file(path, "Sigstore trusted root")
-    media_type = obj["mediaType"]
-    if media_type == TRUSTED_ROOT_MEDIA_TYPE:
-        return _parse_trusted_root(text, path)
-    if media_type == TRUST_CONFIG_MEDIA_TYPE:
-        return _parse_trust_config(text, path).trusted_root
-    raise InvalidContentError(f"Sigstore trusted root {path} has unsupported mediaType {media_type!r} "
-                              f"(expected {TRUSTED_ROOT_MEDIA_TYPE!r} or {TRUST_CONFIG_MEDIA_TYPE!r})")
+    loaded = _load_trust_file(path, "Sigstore trusted root")
+    return loaded.trusted_root if isinstance(loaded, ClientTrustConfig) else loaded
 
 
 # -- identity tokens -------------------------------------------------------------------------------
