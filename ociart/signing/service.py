@@ -61,7 +61,7 @@ def _already_signed(target: Target, repo: str, digest: str, signer: Signer) -> b
     if not isinstance(signer, KeySigner):
         return False
     trust = Trust(keys=[TrustedKey(signer.name, signer.public_key)])
-    return any(s.format == "bundle" for s in collect(target, repo, digest, trust).signatures)
+    return bool(collect(target, repo, digest, trust, legacy_signatures=False).signatures)
 
 
 def sign_digest(target: Target, r: Reference, desc: Descriptor, signer: Signer, *, legacy_mode: LegacyMode = "always",

@@ -144,8 +144,9 @@ def _legacy_check(trust: Trust, signer: list[str]) -> legacy.SignatureCheck:
     return check
 
 
-def collect(target: Target, repo: str, digest: str, trust: Trust) -> Verification:
-    """Every signature and attestation of ``repo@digest`` that verifies under ``trust`` (nothing is required)."""
+def collect(target: Target, repo: str, digest: str, trust: Trust, *, legacy_signatures: bool = True) -> Verification:
+    """Every signature and attestation of ``repo@digest`` that verifies under ``trust`` (nothing is required);
+    ``legacy_signatures=False`` reads the bundle referrers only."""
     check_digest(digest)
     sigs: list[Verified] = []
     atts: list[Verified] = []
@@ -159,7 +160,7 @@ def collect(target: Target, repo: str, digest: str, trust: Trust) -> Verificatio
         item = Verified(format="bundle", predicateType=stmt.predicateType, signer=signer, source=entry.digest)
         (sigs if stmt.predicateType == bundles.COSIGN_SIGN_PREDICATE else atts).append(item)
     try:
-        layers = legacy.signature_layers(target, repo, digest)
+        layers = legacy.signature_layers(target, repo, digest) if legacy_signatures else []
     except VerificationError:
         layers = []  # no legacy signatures is normal
     except (NotFoundError, InvalidContentError) as exc:
