@@ -1,14 +1,19 @@
 """Shared by the benchmark scripts: load ``transfer.py`` (the registry starter and measurement helpers) as a module,
-and log progress to stderr."""
+log progress to stderr, write a small model directory, find this checkout."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
 
 
 def load_transfer() -> Any:
@@ -23,3 +28,23 @@ def load_transfer() -> Any:
 def log(msg: str) -> None:
     sys.stderr.write(msg + "\n")
     sys.stderr.flush()
+
+
+def write_model(root: Path, kib: int, *, small_files: bool = True) -> None:
+    """``model.safetensors`` (``kib`` KiB of random bytes) + ``config.json``, and with ``small_files`` a tokenizer and
+    a README; mtimes set 5 s in the past (settled files, as after training)."""
+    root.mkdir(parents=True)
+    (root / "model.safetensors").write_bytes(os.urandom(kib << 10))
+    (root / "config.json").write_text(json.dumps({"hidden_size": 256, "layers": 4, "nonce": os.urandom(8).hex()}))
+    if small_files:
+        (root / "tokenizer.json").write_text(json.dumps({"vocab": {f"tok{i}": i for i in range(2000)}}))
+        (root / "README.md").write_text("# a small model\n")
+    old = time.time() - 5
+    for p in root.iterdir():
+        os.utime(p, (old, old))
+
+
+def repo_cwd() -> Path:
+    """This checkout, when it is a git repository (so that lineage's git capture has something to record)."""
+    ok = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, check=False)
+    return REPO_ROOT if ok.returncode == 0 else Path.cwd()

@@ -43,10 +43,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import load_transfer, log
+from benchlib import load_transfer, log, repo_cwd, write_model
 
 HERE = Path(__file__).resolve()
-REPO_ROOT = HERE.parent.parent
 
 CONTENDERS = [("embedded", True), ("embedded", False), ("registry", True), ("registry", False)]
 
@@ -104,30 +103,13 @@ def _breakdown_runner(result: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ driver
-def _write_model(root: Path, kib: int) -> None:
-    root.mkdir(parents=True)
-    (root / "model.safetensors").write_bytes(os.urandom(kib << 10))
-    (root / "config.json").write_text(json.dumps({"hidden_size": 256, "layers": 4, "nonce": os.urandom(8).hex()}))
-    (root / "tokenizer.json").write_text(json.dumps({"vocab": {f"tok{i}": i for i in range(2000)}}))
-    (root / "README.md").write_text("# a small model\n")
-    old = time.time() - 5  # settled files, as after training
-    for p in root.iterdir():
-        os.utime(p, (old, old))
-
-
-def _cwd() -> Path:
-    """This checkout, when it is a git repository (so that git capture has something to record)."""
-    ok = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, check=False)
-    return REPO_ROOT if ok.returncode == 0 else Path.cwd()
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     tx = load_transfer()
     work = Path(tempfile.mkdtemp(prefix="ociart-bench-lineage-", dir=args.tmpdir))
     registry = None
     try:
         registry = tx.Registry(work / "registry")
-        cwd = _cwd()
+        cwd = repo_cwd()
         env_base = {k: v for k, v in os.environ.items()
                     if not k.startswith(("OCIART_", "MLFLOW_", "WANDB_")) and k not in ("SOURCE_DATE_EPOCH",)}
         results: dict[str, list[dict[str, Any]]] = {_name(*c): [] for c in CONTENDERS}
@@ -136,7 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for store, lineage in order:
                 name = _name(store, lineage)
                 run_dir = work / f"r{rnd}-{store}-{int(lineage)}"
-                _write_model(run_dir / "model", args.model_kib)
+                write_model(run_dir / "model", args.model_kib)
                 repo = f"bench/r{rnd}-{'lin' if lineage else 'nolin'}"
                 ref = f"{registry.host}/{repo}:v1" if store == "registry" else f"{repo}:v1"
                 spec = {"ref": ref, "dir": str(run_dir / "model"), "lineage": lineage,

@@ -48,10 +48,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import load_transfer, log
+from benchlib import load_transfer, log, repo_cwd, write_model
 
 HERE = Path(__file__).resolve()
-REPO_ROOT = HERE.parent.parent
 
 STORES = ("registry", "embedded")
 #: (label, operation, lineage, sign); the baseline of each pair comes first.
@@ -134,21 +133,6 @@ class RequestCounter:
 
 
 # ------------------------------------------------------------------------------------------------ driver
-def _write_model(root: Path, kib: int) -> None:
-    root.mkdir(parents=True)
-    (root / "model.safetensors").write_bytes(os.urandom(kib << 10))
-    (root / "config.json").write_text(json.dumps({"hidden_size": 256, "layers": 4, "nonce": os.urandom(8).hex()}))
-    old = time.time() - 5  # settled files, as after training
-    for p in root.iterdir():
-        os.utime(p, (old, old))
-
-
-def _cwd() -> Path:
-    """This checkout, when it is a git repository (so that lineage's git capture has something to record)."""
-    ok = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, check=False)
-    return REPO_ROOT if ok.returncode == 0 else Path.cwd()
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace, work: Path, registry_host: str) -> None:
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -171,7 +155,7 @@ class Bench:
         self.seq += 1
         run_dir = self.work / f"{self.seq:04d}-{tag}"
         os.environ["OCIART_HOME"] = str(run_dir / "home")
-        _write_model(run_dir / "model", self.args.model_kib)
+        write_model(run_dir / "model", self.args.model_kib, small_files=False)
         repo = f"bench/{self.seq:04d}-{tag}"
         return (f"{self.host}/{repo}:v1" if store == "registry" else f"{repo}:v1"), run_dir
 
@@ -252,7 +236,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     registry = None
     try:
         registry = tx.Registry(work / "registry")
-        os.chdir(_cwd())
+        os.chdir(repo_cwd())
         bench = Bench(args, work / "runs", registry.host)
         log("warm-up: every contender once, untimed")
         for store, op in CONTENDERS:
