@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The shared specs (JSON schemas, CRDs, cosign's test key) are not copied into this repository: they are read from
@@ -46,3 +47,28 @@ def run_cli(*args: str, input: str | None = None, cwd: Path | None = None,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ociart", *args], capture_output=True, text=True, input=input,
                           cwd=cwd, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def push_subject(target: Any, repo: str, note: bytes, tag: str = "v1") -> Any:
+    """A one-layer artifact (empty config, ``note`` as its layer) pushed to ``target`` at ``repo:tag``, to sign or
+    attach to; returns its descriptor."""
+    from ociart.oci import (
+        EMPTY_JSON,
+        EMPTY_JSON_DIGEST,
+        OCI_EMPTY,
+        Content,
+        Descriptor,
+        Manifest,
+    )
+    from ociart.oci.digest import sha256_bytes
+    from ociart.targets.base import bytes_opener
+
+    layer = Descriptor(mediaType="application/vnd.example.file", digest=sha256_bytes(note), size=len(note))
+    target.push_blob_stream(repo, layer, bytes_opener(note))
+    target.push_blob_stream(repo, Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2),
+                            bytes_opener(EMPTY_JSON))
+    content = Content.from_model(Manifest(artifactType="application/vnd.example.model",
+                                          config=Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2),
+                                          layers=[layer]))
+    target.put_manifest(repo, content, tag)
+    return content.descriptor()

@@ -15,22 +15,19 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from helpers import push_subject
 from support.ocifake import OciFake
 from support.registry import RunningRegistry
 
 from ociart.errors import NotFoundError, UsageError, VerificationError
 from ociart.oci import (
-    EMPTY_JSON,
     EMPTY_JSON_DIGEST,
     OCI_EMPTY,
     Content,
     Descriptor,
-    Manifest,
 )
-from ociart.oci.digest import sha256_bytes
 from ociart.oci.mediatypes import OCI_MANIFEST
 from ociart.signing import bundle, keys
-from ociart.targets.base import Target, bytes_opener
 from ociart.targets.layout import LayoutTarget
 from ociart.targets.registry import RegistryTarget
 
@@ -59,18 +56,6 @@ def api_target(fake_registry: OciFake) -> Iterator[RegistryTarget]:
     t = RegistryTarget(fake_registry.host, plain_http=True)
     yield t
     t.close()
-
-
-def push_subject(target: Target, repo: str, note: bytes, tag: str = "v1") -> Descriptor:
-    layer = Descriptor(mediaType="application/vnd.example.file", digest=sha256_bytes(note), size=len(note))
-    target.push_blob_stream(repo, layer, bytes_opener(note))
-    target.push_blob_stream(repo, Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2),
-                            bytes_opener(EMPTY_JSON))
-    content = Content.from_model(Manifest(artifactType="application/vnd.example.model",
-                                          config=Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2),
-                                          layers=[layer]))
-    target.put_manifest(repo, content, tag)
-    return content.descriptor()
 
 
 # -- offline pieces -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from helpers import push_subject
 from support.registry import RunningRegistry
 
 import ociart
@@ -23,17 +24,11 @@ from ociart.errors import (
     VerificationError,
 )
 from ociart.oci import (
-    EMPTY_JSON,
-    EMPTY_JSON_DIGEST,
-    OCI_EMPTY,
-    Content,
     Descriptor,
-    Manifest,
 )
 from ociart.oci.digest import sha256_bytes
 from ociart.oci.mediatypes import OCI_CONFIG, OCI_MANIFEST
 from ociart.signing import keys, legacy
-from ociart.targets.base import bytes_opener
 from ociart.targets.layout import LayoutTarget
 from ociart.targets.registry import RegistryTarget
 
@@ -116,22 +111,10 @@ def target(registry: RunningRegistry) -> Iterator[RegistryTarget]:
     t.close()
 
 
-def push_subject(target: ociart.targets.base.Target, repo: str, note: bytes, tag: str = "v1") -> str:
-    layer = Descriptor(mediaType="application/vnd.example.file", digest=sha256_bytes(note), size=len(note))
-    target.push_blob_stream(repo, layer, bytes_opener(note))
-    target.push_blob_stream(repo, Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2),
-                            bytes_opener(EMPTY_JSON))
-    content = Content.from_model(Manifest(artifactType="application/vnd.example.model",
-                                          config=Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2),
-                                          layers=[layer]))
-    target.put_manifest(repo, content, tag)
-    return content.digest
-
-
 def test_sign_and_verify_round_trip(registry: RunningRegistry, target: RegistryTarget, unique_repo: str,
                                     keypairs: list) -> None:
     (key, pub), (key2, pub2) = keypairs
-    subject = push_subject(target, unique_repo, b"weights v1")
+    subject = push_subject(target, unique_repo, b"weights v1").digest
     docker_ref = f"{registry.host}/{unique_repo}"
     content = legacy.sign_legacy(target, unique_repo, subject, key, docker_ref)
 
@@ -171,7 +154,7 @@ def test_sign_and_verify_round_trip(registry: RunningRegistry, target: RegistryT
 
 def test_verify_rejects_wrong_key(target: RegistryTarget, unique_repo: str, keypairs: list) -> None:
     (key, _), (_, pub2) = keypairs
-    subject = push_subject(target, unique_repo, b"wrong key")
+    subject = push_subject(target, unique_repo, b"wrong key").digest
     legacy.sign_legacy(target, unique_repo, subject, key, f"example.com/{unique_repo}")
     with pytest.raises(VerificationError) as err:
         legacy.verify_legacy(target, unique_repo, subject, pub2)
@@ -181,15 +164,15 @@ def test_verify_rejects_wrong_key(target: RegistryTarget, unique_repo: str, keyp
 
 
 def test_verify_rejects_no_signatures(target: RegistryTarget, unique_repo: str, keypairs: list) -> None:
-    subject = push_subject(target, unique_repo, b"unsigned")
+    subject = push_subject(target, unique_repo, b"unsigned").digest
     with pytest.raises(VerificationError, match="no signatures"):
         legacy.verify_legacy(target, unique_repo, subject, keypairs[0][1])
 
 
 def test_verify_rejects_payload_for_another_digest(target: RegistryTarget, unique_repo: str, keypairs: list) -> None:
     key, pub = keypairs[0]
-    a = push_subject(target, unique_repo, b"artifact a", tag="a")
-    b = push_subject(target, unique_repo, b"artifact b", tag="b")
+    a = push_subject(target, unique_repo, b"artifact a", tag="a").digest
+    b = push_subject(target, unique_repo, b"artifact b", tag="b").digest
     sig_b = legacy.sign_legacy(target, unique_repo, b, key, f"example.com/{unique_repo}")
     target.put_manifest(unique_repo, sig_b, legacy.signature_tag(a))  # b's valid signature replayed for a
     with pytest.raises(VerificationError) as err:
@@ -204,7 +187,7 @@ def test_verify_rejects_tampered_payload_blob(registry_factory, unique_repo: str
     key, pub = keypairs[0]
     t = RegistryTarget(reg.host, plain_http=True)
     try:
-        subject = push_subject(t, unique_repo, b"tampered")
+        subject = push_subject(t, unique_repo, b"tampered").digest
         content = legacy.sign_legacy(t, unique_repo, subject, key, f"{reg.host}/{unique_repo}")
         layer_digest = json.loads(content.data)["layers"][0]["digest"]
         path = reg.blob_data_path(layer_digest)
@@ -221,7 +204,7 @@ def test_verify_rejects_tampered_payload_blob(registry_factory, unique_repo: str
 
 
 def test_sign_refuses_unknown_subject(target: RegistryTarget, unique_repo: str, keypairs: list) -> None:
-    push_subject(target, unique_repo, b"exists")
+    push_subject(target, unique_repo, b"exists").digest
     with pytest.raises(NotFoundError):
         legacy.sign_legacy(target, unique_repo, D, keypairs[0][0], "example.com/x")
 
@@ -229,7 +212,7 @@ def test_sign_refuses_unknown_subject(target: RegistryTarget, unique_repo: str, 
 def test_sign_and_verify_in_a_layout(tmp_path: Path, keypairs: list) -> None:
     (key, pub), (_, pub2) = keypairs
     t = LayoutTarget(tmp_path / "layout")
-    subject = push_subject(t, "", b"layout artifact")
+    subject = push_subject(t, "", b"layout artifact").digest
     legacy.sign_legacy(t, "", subject, key, "example.com/model")
     assert legacy.signature_tag(subject) in t.tags("")
     [ok] = legacy.verify_legacy(t, "", subject, pub)
