@@ -5,16 +5,20 @@
   (verified by digest); children before parents; the root manifest's bytes and digest are unchanged.
 * :func:`push_files` stores files as one layer each (title = relative path) and writes the manifest
   (the ``generic`` kind; typed kinds are packed by :mod:`ociart.packaging`).
+* :func:`copy_blobs` is also how pull fetches: the layers it needs are copied into a staging store (an OCI layout
+  inside the destination, resumable through its ingest area), then restored from there
+  (:mod:`ociart.packaging.unpack`). The source may be any target: a registry, the embedded store, a layout cache.
+* :func:`parallel` is the one thread fan-out (push, pack, copy, pull, MLflow).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-
+from typing import TypeVar
 
 from .cache import DigestCache, stat_key
 from .safepath import safe_relpath
@@ -26,28 +30,50 @@ from .progress import Progress
 from .targets.base import Target, bytes_opener
 from .targets.layout import LayoutTarget
 
+T = TypeVar("T")
+R = TypeVar("R")
 
-def parallel(fn: Callable[[Descriptor], object], items: Sequence[Descriptor], concurrency: int) -> None:
+
+def parallel(fn: Callable[[T], R], items: Sequence[T], concurrency: int) -> list[R]:
+    """``[fn(item) for item in items]`` on up to ``concurrency`` threads, results in order: the one fan-out.
+
+    The first error cancels the tasks not started yet, waits for the running ones to end, and is re-raised (an
+    interrupt of the waiting caller does the same); no task is left running behind the caller.
+    """
     if len(items) <= 1 or concurrency <= 1:
-        for item in items:
-            fn(item)
-        return
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ociart-transfer") as pool:
-        for fut in [pool.submit(fn, item) for item in items]:
-            fut.result()
+        return [fn(item) for item in items]
+    pool = ThreadPoolExecutor(max_workers=min(concurrency, len(items)), thread_name_prefix="ociart-transfer")
+    try:
+        futures = [pool.submit(fn, item) for item in items]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in futures if f in done and f.exception() is not None]
+        if failed:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise failed[0].exception()  # type: ignore[misc]
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def copy_blob(src: Target, src_repo: str, dst: Target, dst_repo: str, desc: Descriptor,
               progress: Progress | None = None) -> None:
+    """One blob from ``src`` to ``dst`` unless there: mounted within a store, else streamed and verified. Into a
+    layout the bytes go through its ingest area, so an interrupted copy (or pull) resumes where it stopped."""
     if dst.has_blob(dst_repo, desc):
         return
     if dst.same_store(src) and dst.mount_blob(dst_repo, desc, src_repo):
         return
     cb = progress.task(desc.title or desc.digest[7:19], desc.size) if progress else None
     if isinstance(dst, LayoutTarget):
-        src.fetch_blob(src_repo, desc, dst.blob_path(desc.digest), cb)
+        src.fetch_blob(src_repo, desc, dst.blob_path(desc.digest), cb, ingest=dst.ingest)
     else:
         dst.push_blob_stream(dst_repo, desc, lambda: src.open_blob(src_repo, desc), cb)
+
+
+def copy_blobs(src: Target, src_repo: str, dst: Target, dst_repo: str, descs: Sequence[Descriptor],
+               concurrency: int = 4, progress: Progress | None = None) -> None:
+    """:func:`copy_blob` for each distinct blob of ``descs``, in parallel (copy, and pull into its staging store)."""
+    parallel(lambda d: copy_blob(src, src_repo, dst, dst_repo, d, progress), _unique(descs), concurrency)
 
 
 def copy_graph(src: Target, src_repo: str, dst: Target, dst_repo: str, root: Descriptor, *,
@@ -66,8 +92,7 @@ def copy_graph(src: Target, src_repo: str, dst: Target, dst_repo: str, root: Des
         for child in node.manifests:
             copy_graph(src, src_repo, dst, dst_repo, child, concurrency=concurrency, progress=progress)
     else:
-        blobs = [node.config, *node.layers]
-        parallel(lambda d: copy_blob(src, src_repo, dst, dst_repo, d, progress), _unique(blobs), concurrency)
+        copy_blobs(src, src_repo, dst, dst_repo, [node.config, *node.layers], concurrency, progress)
     if node.subject is not None and tag is None:
         dst.attach(dst_repo, content)
     else:
@@ -158,19 +183,7 @@ def push_files(target: Target, repo: str, tag: str | None, files: Sequence[FileS
         out = push_file_cached(target, repo, path, media_type, cache, prehash, progress, path.name)
         return Descriptor(mediaType=media_type, digest=out.digest, size=out.size, annotations=annotations)
 
-    layers: list[Descriptor | None] = [None] * len(files)
-
-    def layer(i: int) -> None:
-        f = files[i]
-        layers[i] = push_one(f.path, f.media_type, {ANNOTATION_TITLE: f.title})
-
-    if concurrency > 1 and len(files) > 1:
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ociart-push") as pool:
-            for fut in [pool.submit(layer, i) for i in range(len(files))]:
-                fut.result()
-    else:
-        for i in range(len(files)):
-            layer(i)
+    layers = parallel(lambda f: push_one(f.path, f.media_type, {ANNOTATION_TITLE: f.title}), files, concurrency)
     if config is not None:
         config_desc = push_one(config[0], config[1], None)
     else:
@@ -180,7 +193,7 @@ def push_files(target: Target, repo: str, tag: str | None, files: Sequence[FileS
             target.push_blob_stream(repo, config_desc, bytes_opener(empty.data))
     if config is None and not artifact_type:
         artifact_type = DEFAULT_ARTIFACT_TYPE
-    manifest = Manifest(artifactType=artifact_type, config=config_desc, layers=[d for d in layers if d],
+    manifest = Manifest(artifactType=artifact_type, config=config_desc, layers=layers,
                         annotations={**(manifest_annotations_extra or {}), **(annotations or {})} or None)
     content = Content.from_model(manifest)
     target.put_manifest(repo, content, tag)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import posixpath
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -29,6 +28,7 @@ from ..errors import NotFoundError, UsageError
 from ..safepath import safe_relpath
 from ..oci import ANNOTATION_TITLE, EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Manifest
 from ..targets.base import bytes_opener
+from ..transfer import parallel
 
 ARTIFACT_TYPE = "application/vnd.ociart.mlflow.artifacts.v1"
 TAG = "latest"
@@ -111,8 +111,7 @@ class OciartArtifactRepository(ArtifactRepository):
         root = Path(local_dir)
         pairs = [(p, self._path(artifact_path, p.relative_to(root).as_posix()))
                  for p in sorted(root.rglob("*")) if p.is_file()]
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            layers = list(pool.map(lambda t: self._upload(*t), pairs))
+        layers = parallel(lambda t: self._upload(*t), pairs, 4)
         with self._lock:
             files = self._files()
             files.update({layer.title or "": layer for layer in layers})

@@ -7,7 +7,6 @@ import json
 import mimetypes
 import os
 import stat
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from ..oci.digest import Digester
 from ..oci import EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Manifest
 from ..progress import Progress
 from ..targets.base import Target, bytes_opener
-from ..transfer import push_file_cached
+from ..transfer import parallel, push_file_cached
 from .kinds import (
     KIND_SPECS,
     REPORT_METRICS,
@@ -222,19 +221,7 @@ def push_directory(target: Target, repo: str, tag: str | None, root: Path, kind:
     p = plan(root, kind, threshold)
     if kind is Kind.REPORT:
         meta = meta.model_copy(update={"metrics": {**report_metrics(root), **meta.metrics}})
-    layers: list[Descriptor | None] = [None] * len(p.layers)
-
-    def one(i: int) -> None:
-        layers[i] = push_layer(target, repo, kind, p.layers[i], cache, progress, prehash)
-
-    if concurrency > 1 and len(p.layers) > 1:
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ociart-pack") as pool:
-            for fut in [pool.submit(one, i) for i in range(len(p.layers))]:
-                fut.result()
-    else:
-        for i in range(len(p.layers)):
-            one(i)
-    descs = [d for d in layers if d is not None]
+    descs = parallel(lambda lp: push_layer(target, repo, kind, lp, cache, progress, prehash), p.layers, concurrency)
     created = created_timestamp(reproducible, p.newest_mtime)
     spec = KIND_SPECS[kind]
     if spec.config_media_type is None:

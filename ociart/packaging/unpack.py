@@ -8,25 +8,28 @@ every blob is verified and every tar member has passed the safety checks.
 
 from __future__ import annotations
 
+import fcntl
 import fnmatch
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel
 
-from ..errors import ConflictError, InvalidContentError, UnsafePathError, UsageError
+from ..errors import AuthError, ConflictError, InvalidContentError, NetworkError, UnsafePathError, UsageError
 from ..oci import Descriptor, Manifest
 from ..oci.digest import sha256_file
 from ..progress import Progress
 from ..safepath import safe_dest, safe_relpath
 from ..targets.base import Target
-from ..transfer import parallel
+from ..targets.layout import LayoutTarget
+from ..transfer import copy_blobs
 from .kinds import FILTERS, category, is_tar
 from .metadata import A_FILE_METADATA, A_FILEPATH, A_TITLE
 from .tarlayer import extract, member_digests
@@ -129,6 +132,8 @@ def select(manifest: Manifest, filters: Sequence[str] = (), include: Sequence[st
 def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filters: Sequence[str] = (),
          include: Sequence[str] = (), overwrite: bool = False, concurrency: int = 4,
          progress: Progress | None = None) -> list[PulledFile]:
+    """Copy the selected layers from ``target`` into the staging store ``out_dir/.ociart-pull`` (verified, resumable
+    across processes), then restore files from it; nothing is moved into ``out_dir`` before everything checks out."""
     entries = select(manifest, filters, include)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -138,6 +143,52 @@ def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filter
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()  # leave no trace of a failed pull
         raise
+
+
+#: Pull's staging store inside the destination: an OCI layout whose ingest area holds resumable partial blobs.
+STAGING = ".ociart-pull"
+#: Failures after which the staging store stays for the next pull to resume; any other removes it.
+RESUMABLE: tuple[type[BaseException], ...] = (NetworkError, AuthError, KeyboardInterrupt, SystemExit)
+
+
+@contextmanager
+def staging_store(out_dir: Path, wanted: Sequence[Descriptor]) -> Iterator[LayoutTarget]:
+    """Lock and open ``out_dir/.ociart-pull`` as a layout holding only ``wanted`` blobs (what an earlier, interrupted
+    pull left is kept when wanted and still verifies; the rest is removed). Removed again on leaving, unless the
+    pull was interrupted by the network or a signal (:data:`RESUMABLE`)."""
+    root = out_dir / STAGING
+    while True:  # one pull at a time per destination; a finished one removes the directory under the next
+        root.mkdir(exist_ok=True)
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_ino == os.stat(root).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    keep = False
+    try:
+        store = LayoutTarget(root)
+        want = {d.digest: d.size for d in wanted}
+        store.ingest.sweep(keep=set(want))
+        blobs = root / "blobs" / "sha256"
+        for name in os.listdir(root):
+            if name.startswith("restore-"):  # extraction trees of a killed pull
+                shutil.rmtree(root / name, ignore_errors=True)
+        for name in os.listdir(blobs):
+            path = blobs / name
+            digest = "sha256:" + name
+            if digest not in want or sha256_file(path) != (digest, want[digest]):  # re-verified, never trusted
+                path.unlink()
+        yield store
+    except RESUMABLE:
+        keep = True
+        raise
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+        os.close(fd)
 
 
 def _same(dest: Path, digest: str, size: int) -> bool:
@@ -178,55 +229,57 @@ def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, mat
             continue
         fetch[e.desc.digest] = e.desc
         raw_plan.append((e, dest))
-    staging = Path(tempfile.mkdtemp(prefix=".ociart-pull-", dir=out_dir))
-    try:
-        blobs = staging / "blobs"
-
-        def get(desc: Descriptor) -> None:
-            cb = progress.task(layer_path(desc) or desc.digest[7:19], desc.size) if progress else None
-            target.fetch_blob(repo, desc, blobs / desc.digest.removeprefix("sha256:"), cb)
-
-        parallel(get, list(fetch.values()), concurrency)
-        uses: dict[str, int] = {}
-        for e, _ in raw_plan:
-            uses[e.desc.digest] = uses.get(e.desc.digest, 0) + 1
-        names = {str(e.rel) for e, _ in raw_plan} | {r.path for r in results}
-        for e, dest in raw_plan:
-            moves.append((blobs / e.desc.digest.removeprefix("sha256:"), dest, e.mode, uses[e.desc.digest] > 1))
-            results.append(PulledFile(path=str(e.rel), digest=e.desc.digest, size=e.desc.size, mode=e.mode))
-        for i, e in enumerate(x for x in entries if x.tar):
-            tree = staging / f"tree{i}"
-            what = f"layer {e.desc.digest} ({layer_path(e.desc) or 'tar'})"
-            for name, size, mode, digest in extract(blobs / e.desc.digest.removeprefix("sha256:"), tree,
-                                                    e.desc.mediaType, what, match):
-                if name in names:
-                    raise UnsafePathError(f"{what}: {name!r} is also in another layer (colliding names)")
-                names.add(name)
-                rel = safe_relpath(name)
-                staged = tree / name
-                dest = safe_dest(out_dir, rel, checked)
-                if _check_dest(dest, digest, size, overwrite):
-                    results.append(PulledFile(path=name, digest=digest, size=size, mode=mode, skipped=True))
-                    continue
-                moves.append((staged, dest, -1, False))  # created with its mode by extract
-                results.append(PulledFile(path=name, digest=digest, size=size, mode=mode))
-        # everything fetched, verified and checked: make it visible
-        made: set[Path] = set()
-        for staged, dest, mode, copy in moves:
-            if dest.parent not in made:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                made.add(dest.parent)
-            if copy:
-                tmp = staging / "copy.tmp"
-                shutil.copyfile(staged, tmp)
-                staged = tmp
-            if mode >= 0:
-                os.chmod(staged, mode)
-            os.replace(staged, dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with staging_store(out_dir, list(fetch.values())) as store:
+        copy_blobs(target, repo, store, "", list(fetch.values()), concurrency, progress)
+        staging = Path(tempfile.mkdtemp(prefix="restore-", dir=store.root))
+        try:
+            _unpack_staged(store.root / "blobs" / "sha256", staging, entries, raw_plan, results, moves, out_dir,
+                           match, overwrite, checked)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return sorted(results, key=lambda r: r.path)
 
+
+def _unpack_staged(blobs: Path, staging: Path, entries: list[Entry], raw_plan: list[tuple[Entry, Path]],
+                   results: list[PulledFile], moves: list[tuple[Path, Path, int, bool]], out_dir: Path,
+                   match: Callable[[str], bool], overwrite: bool, checked: set[Path]) -> None:
+    """Extract tar layers and check every destination, then move everything into place."""
+    uses: dict[str, int] = {}
+    for e, _ in raw_plan:
+        uses[e.desc.digest] = uses.get(e.desc.digest, 0) + 1
+    names = {str(e.rel) for e, _ in raw_plan} | {r.path for r in results}
+    for e, dest in raw_plan:
+        moves.append((blobs / e.desc.digest.removeprefix("sha256:"), dest, e.mode, uses[e.desc.digest] > 1))
+        results.append(PulledFile(path=str(e.rel), digest=e.desc.digest, size=e.desc.size, mode=e.mode))
+    for i, e in enumerate(x for x in entries if x.tar):
+        tree = staging / f"tree{i}"
+        what = f"layer {e.desc.digest} ({layer_path(e.desc) or 'tar'})"
+        for name, size, mode, digest in extract(blobs / e.desc.digest.removeprefix("sha256:"), tree,
+                                                e.desc.mediaType, what, match):
+            if name in names:
+                raise UnsafePathError(f"{what}: {name!r} is also in another layer (colliding names)")
+            names.add(name)
+            rel = safe_relpath(name)
+            staged = tree / name
+            dest = safe_dest(out_dir, rel, checked)
+            if _check_dest(dest, digest, size, overwrite):
+                results.append(PulledFile(path=name, digest=digest, size=size, mode=mode, skipped=True))
+                continue
+            moves.append((staged, dest, -1, False))  # created with its mode by extract
+            results.append(PulledFile(path=name, digest=digest, size=size, mode=mode))
+    # everything fetched, verified and checked: make it visible
+    made: set[Path] = set()
+    for staged, dest, mode, copy in moves:
+        if dest.parent not in made:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            made.add(dest.parent)
+        if copy:
+            tmp = staging / "copy.tmp"
+            shutil.copyfile(staged, tmp)
+            staged = tmp
+        if mode >= 0:
+            os.chmod(staged, mode)
+        os.replace(staged, dest)
 
 
 def file_digests(target: Target, repo: str, manifest: Manifest) -> dict[str, tuple[str, int]]:

@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from ..oci import Content, Descriptor
+from .ingest import Ingest
 
 #: Called with the number of bytes just moved.
 ProgressFn = Callable[[int], None]
@@ -63,8 +64,12 @@ class Target(ABC):
         """Stream a blob's bytes (the caller verifies, or the receiving target does)."""
 
     @abstractmethod
-    def fetch_blob(self, repo: str, desc: Descriptor, dest: Path, progress: ProgressFn | None = None) -> None:
-        """Write the blob to ``dest`` atomically, digest- and size-verified before it becomes visible."""
+    def fetch_blob(self, repo: str, desc: Descriptor, dest: Path, progress: ProgressFn | None = None, *,
+                   ingest: Ingest | None = None) -> None:
+        """Write the blob to ``dest`` atomically, digest- and size-verified before it becomes visible.
+
+        With ``ingest`` (on the filesystem of ``dest``) an interrupted download leaves its partial there and the next
+        call for the same digest, in this process or another, resumes it."""
 
     def push_blob_file(self, repo: str, path: Path, desc: Descriptor | None, progress: ProgressFn | None = None,
                        media_type: str = "application/octet-stream") -> Descriptor:

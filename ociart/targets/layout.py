@@ -20,6 +20,7 @@ from ..oci.digest import Digester
 from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type, parse_manifest_content, referrer_descriptor
 from ..reference import is_digest
 from .base import Opener, ProgressFn, Target
+from .ingest import Ingest
 
 
 class LayoutTarget(Target):
@@ -28,6 +29,8 @@ class LayoutTarget(Target):
         self.embedded = embedded
         self.name = "embedded store" if embedded else f"oci:{self.root}"
         self._tmp = self.root / ".ociart-tmp"
+        #: Resumable partial downloads into this layout (``copy`` and pull's staging store write through it).
+        self.ingest = Ingest(self._tmp / "ingest")
         if not (self.root / "oci-layout").exists():
             if not create:
                 raise NotFoundError(f"{self.root}: not an OCI image layout (no oci-layout file)")
@@ -137,7 +140,9 @@ class LayoutTarget(Target):
 
         return opener()
 
-    def fetch_blob(self, repo: str, desc: Descriptor, dest: Path, progress: ProgressFn | None = None) -> None:
+    def fetch_blob(self, repo: str, desc: Descriptor, dest: Path, progress: ProgressFn | None = None, *,
+                   ingest: Ingest | None = None) -> None:
+        # a local read: nothing worth resuming, so ``ingest`` is not used
         with self.open_blob(repo, desc) as chunks:
             write_stream_verified(dest, _counting(chunks, progress), desc.digest, desc.size, f"blob {desc.digest}")
 

@@ -1,0 +1,225 @@
+"""Partial downloads that survive the process: ``<hex>.partial`` plus ``<hex>.ranges.json``, keyed by digest.
+
+An :class:`Ingest` is a directory of partial blobs (a layout's ``.ociart-tmp/ingest/``; pull's staging store is
+such a layout). The record lists the byte ranges of the partial file that are complete, each with the sha256 of
+its own bytes, so one format serves a sequential download (one range from 0 that grows) and N parallel ranged
+downloads writing at offsets (one range each). Nothing in the record is trusted blindly: on resume every range is
+hashed again from the file, a range that does not match is dropped, and only the contiguous verified prefix is
+kept (its hash state continues the whole-blob digest). The blob is still verified whole before it is renamed into
+place.
+
+Write policy: the record is replaced atomically (temp file + rename) every :data:`CHECKPOINT_BYTES` of progress
+and when a transfer stops; it is not fsynced, and the data file is not fsynced for it either — after a power loss
+the record may name bytes that never reached the disk, which the re-hash on resume detects (the range is refetched).
+A SIGKILL loses at most the bytes since the last checkpoint. Partials older than :data:`MAX_AGE` seconds are
+removed by :meth:`Ingest.sweep`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from ..errors import InvalidContentError, VerificationError
+from ..fsutil import publish, temp_file
+from ..oci import Descriptor
+from ..oci.digest import CHUNK, Digester
+from ..reference import is_digest
+
+#: Progress between two record updates (a SIGKILL loses at most this much).
+CHECKPOINT_BYTES = 4 << 20
+#: Partials untouched for longer than this (seconds) are stale.
+MAX_AGE = 24 * 3600
+PARTIAL = ".partial"
+RECORD = ".ranges.json"
+
+
+class ByteRange(BaseModel):
+    """Bytes ``[start, end)`` of the blob are in the partial file at the same offsets; ``sha256`` is their hash."""
+
+    start: int
+    end: int
+    sha256: str
+
+
+class RangesRecord(BaseModel):
+    """``<hex>.ranges.json``: which byte ranges of ``<hex>.partial`` are complete."""
+
+    digest: str
+    size: int
+    ranges: list[ByteRange] = []
+
+
+class Partial:
+    """One blob being downloaded: ``fd`` is positioned at ``digester.size``, which hashed ``[0, digester.size)``."""
+
+    def __init__(self, desc: Descriptor, fd: int, path: Path, record: Path | None) -> None:
+        self.desc = desc
+        self.fd = fd
+        self.path = path
+        self.record = record
+        self.digester = Digester()
+        self.resumed = 0  # bytes taken over from an earlier process
+        self._recorded = 0
+
+    def reset(self) -> None:
+        """Start again from byte 0 (the server ignored ``Range``, or a resumed blob failed verification)."""
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        self.digester = Digester()
+        self._recorded = 0
+        if self.record is not None:
+            self.record.unlink(missing_ok=True)
+
+    def maybe_checkpoint(self) -> None:
+        if self.digester.size - self._recorded >= CHECKPOINT_BYTES:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Record the contiguous prefix written so far (atomic replace)."""
+        if self.record is None or self.digester.size == self._recorded:
+            return
+        d = self.digester
+        rec = RangesRecord(digest=self.desc.digest, size=self.desc.size,
+                           ranges=[ByteRange(start=0, end=d.size, sha256=d.digest.removeprefix("sha256:"))]
+                           if d.size else [])
+        tmp = self.record.with_name(self.record.name + ".tmp")
+        tmp.write_bytes(rec.model_dump_json().encode())
+        os.replace(tmp, self.record)
+        self._recorded = d.size
+
+    def publish(self, dest: Path) -> None:
+        """fsync and rename the (verified) partial to ``dest``; drop the record."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        publish(self.fd, self.path, dest)
+        if self.record is not None:
+            self.record.unlink(missing_ok=True)
+
+
+class Ingest:
+    """A directory of resumable partial blobs, keyed by digest (see the module docstring)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._swept = False
+
+    def paths(self, digest: str) -> tuple[Path, Path]:
+        if not is_digest(digest):
+            raise InvalidContentError(f"unsupported or malformed digest {digest!r}")
+        hexd = digest.removeprefix("sha256:")
+        return self.root / (hexd + PARTIAL), self.root / (hexd + RECORD)
+
+    @contextmanager
+    def open(self, desc: Descriptor) -> Iterator[Partial]:
+        """The partial of ``desc``, locked against other processes, its verified prefix hashed and kept.
+
+        On leaving with an error the progress is recorded and the files stay (the next open resumes), except after
+        a verification error, which removes them.
+        """
+        if not self._swept:
+            self._swept = True
+            self.sweep()
+        self.root.mkdir(parents=True, exist_ok=True)
+        path, record = self.paths(desc.digest)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # two processes fetching the same digest take turns
+            try:
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # the holder published or removed it meanwhile: open the new one
+        part = Partial(desc, fd, path, record)
+        done = False
+        try:
+            _resume(part, record)
+            yield part
+            done = True
+        except VerificationError:
+            self._drop(path, record)
+            raise
+        finally:
+            if not done and path.exists():
+                try:
+                    part.checkpoint()
+                except OSError:
+                    pass
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _drop(self, path: Path, record: Path) -> None:
+        record.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+
+    def sweep(self, keep: set[str] | None = None, max_age: float = MAX_AGE) -> None:
+        """Remove partials older than ``max_age`` seconds and, when ``keep`` is given, those of other digests."""
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return
+        now = time.time()
+        for name in names:
+            hexd = name.split(".", 1)[0]
+            p = self.root / name
+            try:
+                stale = now - p.stat().st_mtime > max_age
+            except FileNotFoundError:
+                continue
+            if stale or (keep is not None and "sha256:" + hexd not in keep):
+                p.unlink(missing_ok=True)
+
+
+@contextmanager
+def temporary(directory: Path, desc: Descriptor) -> Iterator[Partial]:
+    """A partial that does not outlive the call: a temp file in ``directory``, no record."""
+    with temp_file(directory) as (fd, tmp):
+        yield Partial(desc, fd, tmp, None)
+
+
+def _resume(part: Partial, record: Path) -> None:
+    """Keep the longest prefix of the partial whose recorded ranges hash as recorded; truncate the rest."""
+    try:
+        rec = RangesRecord.model_validate_json(record.read_bytes())
+    except (FileNotFoundError, ValueError):
+        rec = None
+    keep = 0
+    d = Digester()
+    if rec is not None and rec.digest == part.desc.digest and rec.size == part.desc.size:
+        size = os.fstat(part.fd).st_size
+        for r in sorted(rec.ranges, key=lambda r: r.start):
+            if r.start != d.size or r.end <= r.start or r.end > min(size, part.desc.size):
+                break  # not contiguous with the prefix (a parallel fetcher's later range): fetched again
+            trial = d.copy()
+            own = Digester()
+            if not _hash_into(part.fd, r.start, r.end, trial, own) or own.digest != "sha256:" + r.sha256:
+                break
+            d = trial
+        keep = d.size
+    os.ftruncate(part.fd, keep)
+    os.lseek(part.fd, keep, os.SEEK_SET)
+    part.digester = d
+    part.resumed = part._recorded = keep
+    if keep == 0:
+        record.unlink(missing_ok=True)
+
+
+def _hash_into(fd: int, start: int, end: int, *digesters: Digester) -> bool:
+    pos = start
+    while pos < end:
+        data = os.pread(fd, min(CHUNK, end - pos), pos)
+        if not data:
+            return False
+        for dg in digesters:
+            dg.update(data)
+        pos += len(data)
+    return True
+
