@@ -3,6 +3,9 @@
 Bodies are streamed in both directions (64 KiB pieces), requests framed by ``Content-Length`` or
 ``Transfer-Encoding: chunked`` alike. Headers are forwarded unchanged (``Host`` included, so the registry builds
 ``Location`` URLs that point back at the proxy); only hop-by-hop framing headers are regenerated.
+Response bodies can be counted (:meth:`FaultProxy.sent`, :meth:`FaultProxy.when_sent`) and rate limited
+(:meth:`FaultProxy.limit_rate`), and request headers dropped (:meth:`FaultProxy.drop_request_header`, e.g. ``Range``
+to play a registry that ignores it).
 """
 
 from __future__ import annotations
@@ -93,7 +96,10 @@ class _ProxyHandler(QuietHandler):
         conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=proxy.timeout)
         try:
             conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            dropped = proxy._dropped_headers(self.path)
             for name, value in self.headers.items():
+                if name.lower() in dropped:
+                    continue
                 if name.lower() not in _HOP_BY_HOP or name.lower() == "transfer-encoding":
                     conn.putheader(name, value)
             conn.endheaders()
@@ -129,14 +135,24 @@ class _ProxyHandler(QuietHandler):
         if no_body:
             return
         limit = rule.nbytes if rule is not None and rule.kind == "drop" else None
-        while piece := resp.read1(CHUNK):
+        rate = proxy._rate_for(self.path)
+        if rate is not None:  # a small send buffer, so the count follows what the client has actually read
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        start = time.monotonic()
+        while piece := resp.read1(CHUNK if rate is None else min(CHUNK, 16 * 1024)):
             if limit is not None and entry["bytes_out"] + len(piece) >= limit:
                 piece = piece[: limit - entry["bytes_out"]]
                 entry["bytes_out"] += len(piece)
                 self.write_chunk(piece) if chunked and piece else self.wfile.write(piece)
+                proxy._count(self.path, len(piece))
                 raise _Abort
+            if rate is not None:  # hold the average at ``rate`` bytes per second
+                ahead = (entry["bytes_out"] + len(piece)) / rate - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
             entry["bytes_out"] += len(piece)
             self.write_chunk(piece) if chunked else self.wfile.write(piece)
+            proxy._count(self.path, len(piece))
         if chunked:
             self.write_chunk(b"")
 
@@ -161,6 +177,10 @@ class FaultProxy:
         self.log: list[dict[str, Any]] = []
         self._rules: list[_Rule] = []
         self._rewrites: list[tuple[str, str, Callable[[str], str | None]]] = []
+        self._drop_headers: list[tuple[str, str]] = []
+        self._rates: list[tuple[str, float]] = []
+        self._counters: dict[str, int] = {}
+        self._watches: list[tuple[str, int, threading.Event]] = []
         self._lock = threading.Lock()
         self._httpd = LoopbackHTTPServer(_ProxyHandler, self)
         self.host = self._httpd.host
@@ -193,11 +213,43 @@ class FaultProxy:
         with self._lock:
             self._rewrites.append((name.lower(), path_substring, fn))
 
+    def drop_request_header(self, name: str, path_substring: str = "") -> None:
+        """Do not forward request header ``name`` upstream on matching paths (``Range``: a server that ignores it)."""
+        with self._lock:
+            self._drop_headers.append((name.lower(), path_substring))
+
+    def limit_rate(self, bytes_per_second: float, path_substring: str = "") -> None:
+        """Send response bodies on matching paths at about ``bytes_per_second`` each (with a small socket buffer)."""
+        with self._lock:
+            self._rates.append((path_substring, bytes_per_second))
+
+    def sent(self, path_substring: str = "") -> int:
+        """Response body bytes sent so far on paths containing ``path_substring`` (counted since the last
+        :meth:`reset_counts`), including bodies still streaming."""
+        with self._lock:
+            return sum(n for path, n in self._counters.items() if path_substring in path)
+
+    def when_sent(self, path_substring: str, nbytes: int) -> threading.Event:
+        """An event set once :meth:`sent` for ``path_substring`` reaches ``nbytes``."""
+        event = threading.Event()
+        with self._lock:
+            self._watches.append((path_substring, nbytes, event))
+        if self.sent(path_substring) >= nbytes:
+            event.set()
+        return event
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self._counters.clear()
+
     def clear(self) -> None:
-        """Remove all fault rules and header rewrites (the log is kept)."""
+        """Remove all fault rules, header rewrites and drops, rate limits and watches (log and counts are kept)."""
         with self._lock:
             self._rules.clear()
             self._rewrites.clear()
+            self._drop_headers.clear()
+            self._rates.clear()
+            self._watches.clear()
 
     def find(self, method: str | None = None, path_substring: str = "") -> list[dict[str, Any]]:
         """Log entries filtered by method and path substring."""
@@ -224,6 +276,23 @@ class FaultProxy:
                     rule.times -= 1
                     return rule
         return None
+
+    def _dropped_headers(self, path: str) -> set[str]:
+        with self._lock:
+            return {name for name, substring in self._drop_headers if substring in path}
+
+    def _rate_for(self, path: str) -> float | None:
+        with self._lock:
+            rates = [rate for substring, rate in self._rates if substring in path]
+        return min(rates) if rates else None
+
+    def _count(self, path: str, n: int) -> None:
+        with self._lock:
+            self._counters[path] = self._counters.get(path, 0) + n
+            fired = [w for w in self._watches if w[0] in path and
+                     sum(v for p, v in self._counters.items() if w[0] in p) >= w[1]]
+        for w in fired:
+            w[2].set()
 
     def _rewrite(self, path: str, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         with self._lock:
