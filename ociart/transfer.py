@@ -46,10 +46,11 @@ def parallel(fn: Callable[[T], R], items: Sequence[T], concurrency: int) -> list
     try:
         futures = [pool.submit(fn, item) for item in items]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in futures if f in done and f.exception() is not None]
-        if failed:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise failed[0].exception()  # type: ignore[misc]
+        for f in futures:  # the first failure in submission order
+            exc = f.exception() if f in done else None
+            if exc is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise exc
         return [f.result() for f in futures]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
