@@ -209,6 +209,33 @@ def test_proxy_drop_and_range(proxy: FaultProxy, unique_repo: str) -> None:
     assert dropped[1]["headers"]["range"] == "bytes=1000-" and dropped[1]["status"] == 206
 
 
+def test_proxy_counts_limits_and_drops_request_headers(proxy: FaultProxy, unique_repo: str) -> None:
+    data = os.urandom(300_000)
+    with httpx.Client() as client:
+        digest = push_blob(client, proxy.url, unique_repo, data)
+        blob_url = f"{proxy.url}/v2/{unique_repo}/blobs/{digest}"
+        proxy.reset_counts()
+        half = proxy.when_sent(digest, len(data) // 2)
+        assert not half.is_set()
+        proxy.limit_rate(1 << 20, digest)
+        seen_at_half: list[int] = []
+        with client.stream("GET", blob_url) as resp:
+            received = bytearray()
+            for piece in resp.iter_raw():
+                received += piece
+                if half.is_set() and not seen_at_half:
+                    seen_at_half.append(len(received))
+        assert bytes(received) == data and seen_at_half
+        assert proxy.sent(digest) == len(data) and proxy.sent("/no/such/path") == 0
+        proxy.drop_request_header("range", digest)
+        ignored = client.get(blob_url, headers={"Range": "bytes=1000-"})
+        assert ignored.status_code == 200 and ignored.content == data  # upstream never saw the Range
+        proxy.clear()
+        ranged = client.get(blob_url, headers={"Range": "bytes=1000-"})
+        assert ranged.status_code == 206 and ranged.content == data[1000:]
+    assert proxy.sent(digest) == 3 * len(data) - 1000
+
+
 def test_fake_server_streams() -> None:
     def handler(method, path, headers, body):  # type: ignore[no-untyped-def]
         if path.startswith("/big"):
