@@ -258,3 +258,20 @@ def test_parallel_cancels_the_rest_on_first_error() -> None:
     assert 0 in started and len(started) < 50  # the rest were cancelled, not run
     assert not [t for t in threading.enumerate() if t.name.startswith("ociart-transfer")]  # none left running
     assert parallel(lambda i: i * i, range(10), 3) == [i * i for i in range(10)]  # results in order
+
+
+def test_staging_directory_planted_as_a_symlink_is_refused(unique_repo: str, tmp_path: Path) -> None:
+    from ociart.errors import UnsafePathError
+
+    src = tmp_path / "src"
+    write_random(src / "weights.bin", 1000)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / STAGING).symlink_to(elsewhere)
+    with ociart.Client() as c:
+        c.push(f"{unique_repo}:v1", [src])
+        with pytest.raises(UnsafePathError, match="symlink"):
+            c.pull(f"{unique_repo}:v1", out)
+    assert list(elsewhere.iterdir()) == [] and sorted(p.name for p in out.iterdir()) == [STAGING]

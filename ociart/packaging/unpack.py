@@ -158,8 +158,10 @@ def staging_store(out_dir: Path, wanted: Sequence[Descriptor]) -> Iterator[Layou
     pull was interrupted by the network or a signal (:data:`RESUMABLE`)."""
     root = out_dir / STAGING
     while True:  # one pull at a time per destination; a finished one removes the directory under the next
+        if root.is_symlink() or (root.exists() and not root.is_dir()):
+            raise UnsafePathError(f"{root} is a symlink or a file, not pull's staging directory: remove it")
         root.mkdir(exist_ok=True)
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)  # no symlink swapped in meanwhile
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             if os.fstat(fd).st_ino == os.stat(root).st_ino:
@@ -173,6 +175,7 @@ def staging_store(out_dir: Path, wanted: Sequence[Descriptor]) -> Iterator[Layou
         want = {d.digest: d.size for d in wanted}
         store.ingest.sweep(keep=set(want))
         blobs = root / "blobs" / "sha256"
+        blobs.mkdir(parents=True, exist_ok=True)
         for name in os.listdir(root):
             if name.startswith("restore-"):  # extraction trees of a killed pull
                 shutil.rmtree(root / name, ignore_errors=True)
