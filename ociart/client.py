@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, JsonValue
 
 from .errors import InvalidContentError, NotFoundError, OciartError, UsageError
 from .oci import Content, Descriptor, Index, Manifest
@@ -18,16 +18,46 @@ from .targets.base import Target
 from .targets.layout import LayoutTarget
 from .lineage.record import LineageOptions
 from .packaging.unpack import PulledFile
+from .signing.results import Verification
 from .transfer import collect_files, copy_graph, push_files
+
+if TYPE_CHECKING:
+    import httpx
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from .lineage.graph import Node
+    from .lineage.record import Captured
+    from .lineage.statement import Statement
+    from .signing.policy import Policy
+    from .signing.service import AttestResult, SignResult
+    from .signing.signers import Signer
+    from .signing.verify import Trust
+
+    #: What ``sign=`` accepts: a signer, a private key, or the path of a cosign key file (password from
+    #: ``COSIGN_PASSWORD``).
+    SignWith = Signer | ec.EllipticCurvePrivateKey | str | Path
 
 #: Tags of referrer and signature schemes (hidden by `tags` unless asked).
 SCHEME_TAG_PREFIX = "sha256-"
+
+
+class PushResult(Descriptor):
+    """The pushed manifest's descriptor, and ``reference``: where it was pushed, pinned to its digest."""
+
+    reference: str
+
+    @property
+    def ref(self) -> str:
+        """The pinned ``repo@digest`` reference (``repo:tag@digest`` when a tag was pushed), for pull or verify."""
+        return self.reference
 
 
 class PullResult(BaseModel):
     reference: str
     digest: str
     files: list[PulledFile]
+    #: What verified before pulling (``keys``/``trust``/``policy`` given to :meth:`Client.pull`).
+    verification: Verification | None = None
 
 
 class FileInfo(BaseModel):
@@ -46,8 +76,8 @@ class Inspection(BaseModel):
     descriptor: Descriptor
     #: ociart kind, or ``model`` (ModelPack), ``modelkit`` (KitOps), ``generic`` (ORAS and others).
     kind: str
-    manifest: dict[str, Any]
-    config: Any = None
+    manifest: dict[str, JsonValue]
+    config: JsonValue = None
     files: list[FileInfo] = []
 
 
@@ -77,8 +107,11 @@ class DeleteResult(BaseModel):
 class Client:
     """Entry point of the library.
 
-    Credentials given here apply to every registry this client talks to; otherwise they come from the
-    environment and Docker/containers credential files (see :mod:`ociart.targets.auth`).
+    ``username``/``password`` apply only to ``registry`` (a ``host[:port]`` or several); without ``registry``, to
+    the registry of the first reference given to this client (both registries of a :meth:`copy`). Every other
+    registry gets credentials from the environment and Docker/containers credential files
+    (see :mod:`ociart.targets.auth`). ``transport`` (an ``httpx.BaseTransport``) is used by every HTTP client
+    ociart creates: registry requests and token fetches.
     """
 
     def __init__(
@@ -92,10 +125,16 @@ class Client:
         concurrency: int = 4,
         progress: bool | None = False,
         retry_budget: float | None = None,
+        registry: str | Sequence[str] | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         if (username is None) != (password is None):
             raise UsageError("give both a username and a password, or neither")
         self._credentials = Credentials(username=username, password=password) if username is not None else None
+        #: Hosts the explicit credentials are for; None until the first registry reference binds them.
+        self._credential_hosts: frozenset[str] | None = (
+            None if registry is None else frozenset([registry] if isinstance(registry, str) else registry))
+        self._transport = transport
         self._plain_http = plain_http
         self._insecure = insecure
         self._ca_file = ca_file
@@ -117,7 +156,19 @@ class Client:
         self._targets.clear()
 
     def ref(self, ref: str | Reference) -> Reference:
-        return ref if isinstance(ref, Reference) else parse_reference(ref)
+        r = ref if isinstance(ref, Reference) else parse_reference(ref)
+        self._bind_credentials(r)
+        return r
+
+    def _bind_credentials(self, *refs: Reference) -> None:
+        """Explicit credentials without ``registry=`` are for the registry of the first reference given."""
+        if self._credentials is not None and self._credential_hosts is None:
+            hosts = frozenset(r.registry for r in refs if r.registry)
+            if hosts:
+                self._credential_hosts = hosts
+
+    def _credentials_for(self, host: str) -> Credentials | None:
+        return self._credentials if self._credential_hosts is not None and host in self._credential_hosts else None
 
     def target(self, ref: Reference, *, create: bool = True) -> Target:
         if ref.layout is not None:
@@ -131,8 +182,9 @@ class Client:
             from .targets.registry import RegistryTarget
 
             self._targets[key] = RegistryTarget(
-                ref.registry, credentials=self._credentials, plain_http=self._plain_http,
-                insecure=self._insecure, ca_file=self._ca_file, retry_budget=self._retry_budget)
+                ref.registry, credentials=self._credentials_for(ref.registry), plain_http=self._plain_http,
+                insecure=self._insecure, ca_file=self._ca_file, retry_budget=self._retry_budget,
+                transport=self._transport)
         return self._targets[key]
 
     def _progress(self) -> Progress:
@@ -163,22 +215,24 @@ class Client:
         annotations: dict[str, str] | None = None,
         config: str | Path | None = None,
         config_media_type: str = "application/vnd.oci.image.config.v1+json",
-        metadata: dict[str, Any] | None = None,
+        metadata: Mapping[str, object] | None = None,
         reproducible: bool = False,
         small_file_threshold: int | None = None,
         lineage: LineageOptions | bool = True,
         subject: str | Reference | None = None,
-        sign: Any = None,
+        sign: SignWith | None = None,
         legacy_signature: str = "always",
-    ) -> Descriptor:
+    ) -> PushResult:
         """Push files. ``kind`` None or ``generic``: one layer per file (ORAS-style). Any other kind packs one
         directory as a typed artifact (models as CNCF ModelPack); ``metadata`` overrides ``ociart.yaml``.
 
         ``lineage`` (default on) records git state, run, parameters and inputs in annotations and attaches an
         in-toto/SLSA provenance statement as a referrer; ``subject`` attaches a report to the model it evaluated.
-        ``sign`` (a :class:`~ociart.signing.Signer` or private key) signs the pushed manifest (bundle referrer and,
-        with ``legacy_signature="always"``, the ``.sig`` tag) and attaches the provenance as a signed attestation
-        instead of an unsigned statement.
+        ``sign`` (a :class:`~ociart.signing.Signer`, a private key, or a cosign key file path; its password from
+        ``COSIGN_PASSWORD``) signs the pushed manifest (bundle referrer and, with ``legacy_signature="always"``, the
+        ``.sig`` tag) and attaches the provenance as a signed attestation instead of an unsigned statement.
+
+        Returns the manifest descriptor with ``.ref``, the pushed reference pinned to the digest.
         """
         r = self.ref(ref)
         if r.digest:
@@ -196,8 +250,9 @@ class Client:
             raise UsageError(f"unknown kind {chosen!r}: choose from {', '.join(x.value for x in Kind)}") from None
         if subject is not None and k is not Kind.REPORT:
             raise UsageError("--subject attaches an evaluation report: use it with --kind report")
-        if sign is not None and hasattr(sign, "prepare"):
-            sign.prepare()  # keyless: get the certificate before uploading anything
+        signer = _signer(sign) if sign is not None else None
+        if signer is not None and hasattr(signer, "prepare"):
+            signer.prepare()  # keyless: get the certificate before uploading anything
         opts = lineage if isinstance(lineage, _Opts) else (_Opts() if lineage else None)
         captured = capture(self, opts) if opts else None
         extra = summary_annotations(captured) if captured else {}
@@ -209,15 +264,19 @@ class Client:
             subject_desc = self.resolve(subject_ref)
             if subject_ref.registry != r.registry or subject_ref.layout != r.layout:
                 raise UsageError("--subject must be in the same registry or store as the report")
+        if k is not Kind.GENERIC and dir_meta is None:
+            missing = [str(p) for p in paths if not Path(p).exists()]
+            if missing:
+                raise NotFoundError(f"{missing[0]}: no such file or directory")
+            raise UsageError(f"--kind {k.value} packs exactly one directory")
         with self._progress() as progress:
             if k is not Kind.GENERIC:
-                if dir_meta is None:
-                    raise UsageError(f"--kind {k.value} packs exactly one directory")
+                assert dir_meta is not None
                 if config is not None or artifact_type:
                     raise UsageError(f"--config and --artifact-type are set by --kind {k.value}")
                 from .packaging.pack import DEFAULT_SMALL_FILE_THRESHOLD, push_directory
 
-                meta = dir_meta.merged(metadata or {})
+                meta = dir_meta.merged(dict(metadata or {}))
                 if captured is not None:
                     captured.metrics = {**meta.metrics, **captured.metrics}
                 content = push_directory(
@@ -240,21 +299,19 @@ class Client:
             # referrers are per repository: the report is also attached next to the model it evaluated
             copy_graph(target, r.repository, target, subject_ref.repository, content.descriptor(),
                        concurrency=self.concurrency)
-        signer = None
-        if sign is not None:
+        if signer is not None:
             from .signing.service import sign_digest
-            from .signing.signers import as_signer
 
-            signer = as_signer(sign)
             sign_digest(target, r, content.descriptor(), signer, legacy_mode=legacy_signature)  # type: ignore[arg-type]
         if captured is not None and opts is not None and opts.provenance:
             self._record_provenance(target, r, content, captured, k.value, signer)
         if captured is not None and captured.tracker == "mlflow":
             _tag_mlflow_run(captured.run_id, r, content.digest)
-        return content.descriptor()
+        return PushResult(**content.descriptor().model_dump(exclude_none=True),
+                          reference=str(r.with_digest(content.digest)))
 
-    def _record_provenance(self, target: Target, r: Reference, content: Content, captured: Any, kind: str,
-                           signer: Any = None) -> None:
+    def _record_provenance(self, target: Target, r: Reference, content: Content, captured: Captured, kind: str,
+                           signer: Signer | None = None) -> None:
         from .lineage.record import already_recorded, attach_statement, read_statements, statement
 
         name = f"{r.registry}/{r.repository}" if r.registry else (r.repository or str(r.layout))
@@ -270,18 +327,26 @@ class Client:
             attest_digest(target, r, content.descriptor(), signer, stmt.to_bytes(), stmt.predicateType)
 
     def pull(self, ref: str | Reference, out_dir: str | Path = ".", *, include: Sequence[str] = (),
-             filters: Sequence[str] = (), overwrite: bool = False) -> PullResult:
-        """Fetch (verified) and restore an artifact's files. ``filters``: weights, config, docs, code, dataset."""
+             filters: Sequence[str] = (), overwrite: bool = False, keys: Sequence[str | Path] = (),
+             trust: Trust | None = None, policy: Policy | str | Path | None = None) -> PullResult:
+        """Fetch (verified) and restore an artifact's files. ``filters``: weights, config, docs, code, dataset.
+
+        With ``keys`` (public key files), ``trust`` or ``policy`` the signatures are verified first and exactly the
+        verified digest is pulled (``result.verification`` says what verified)."""
         from .packaging.unpack import check_filters
         from .packaging.unpack import pull as unpack
 
         check_filters(filters)
+        checked = None
+        if keys or trust is not None or policy is not None:
+            checked = self.verify(ref, trust, keys=keys, policy=policy)
+            ref = self.ref(ref).with_digest(checked.digest)
         pinned, node = self._image_manifest(ref)
 
         with self._progress() as progress:
             files = unpack(self.target(pinned), pinned.repository, node, Path(out_dir), filters=filters,
                            include=include, overwrite=overwrite, concurrency=self.concurrency, progress=progress)
-        return PullResult(reference=str(pinned), digest=pinned.digest or "", files=files)
+        return PullResult(reference=str(pinned), digest=pinned.digest or "", files=files, verification=checked)
 
     def _image_manifest(self, ref: str | Reference) -> tuple[Reference, Manifest]:
         """Resolve once; follow an index with a single child; return the pinned ref and the image manifest."""
@@ -303,7 +368,7 @@ class Client:
     def inspect(self, ref: str | Reference) -> Inspection:
         pinned, content = self.manifest(ref)
         node = content.parse()
-        config: Any = None
+        config: JsonValue = None
         kind = "index"
         files: list[FileInfo] = []
         if isinstance(node, Manifest):
@@ -369,7 +434,8 @@ class Client:
 
     def copy(self, src: str | Reference, dst: str | Reference, *, referrers: bool = True) -> Descriptor:
         """Copy an artifact with its referrers (signatures, attestations, provenance, reports) unless told not to."""
-        s, d = self.ref(src), self.ref(dst)
+        s, d = parse_reference(src) if isinstance(src, str) else src, parse_reference(dst) if isinstance(dst, str) else dst
+        self._bind_credentials(s, d)
         if d.digest and s.digest and d.digest != s.digest:
             raise UsageError("destination digest differs from the source digest")
         src_t = self.target(s, create=False)
@@ -385,26 +451,38 @@ class Client:
             copy_legacy(src_t, s.repository, dst_t, d.repository, root.digest)
         return content.descriptor()
 
-    def sign(self, ref: str | Reference, signer: Any, *, legacy_signature: str = "always",
-             annotations: dict[str, Any] | None = None) -> Any:
-        """Resolve ``ref`` once and sign its manifest digest (``ociart.signing.SignResult``): a Sigstore bundle
-        referrer, and the legacy cosign ``.sig`` signature unless ``legacy_signature="never"``."""
+    def sign(self, ref: str | Reference, signer: SignWith, *, legacy_signature: str = "always",
+             annotations: Mapping[str, str] | None = None) -> SignResult:
+        """Resolve ``ref`` once and sign its manifest digest: a Sigstore bundle referrer, and the legacy cosign
+        ``.sig`` signature unless ``legacy_signature="never"``. ``signer``: a signer, a private key or a key file."""
         from .signing.service import sign
 
-        return sign(self, ref, signer, legacy_mode=legacy_signature, annotations=annotations)  # type: ignore[arg-type]
+        return sign(self, ref, _signer(signer), legacy_mode=legacy_signature,  # type: ignore[arg-type]
+                    annotations=dict(annotations) if annotations else None)
 
-    def attest(self, ref: str | Reference, signer: Any, predicate_type: str, predicate: dict[str, Any]) -> Any:
+    def attest(self, ref: str | Reference, signer: SignWith, predicate_type: str,
+               predicate: Mapping[str, JsonValue]) -> AttestResult:
         """Sign an in-toto ``predicate`` of ``predicate_type`` about ``ref``'s manifest digest (a bundle referrer)."""
         from .signing.service import attest
 
-        return attest(self, ref, signer, predicate_type, predicate)
+        return attest(self, ref, _signer(signer), predicate_type, dict(predicate))
 
-    def verify(self, ref: str | Reference, trust: Any = None, *, policy: Any = None,
-               require_attestations: Sequence[str] = ()) -> Any:
-        """Verify ``ref``'s signatures and attestations (``ociart.signing.Verification``) with a
-        :class:`~ociart.signing.Trust` or a policy; raises :class:`VerificationError` naming the reason."""
+    def verify(self, ref: str | Reference, trust: Trust | None = None, *, keys: Sequence[str | Path] = (),
+               policy: Policy | str | Path | None = None, require_attestations: Sequence[str] = ()) -> Verification:
+        """Verify ``ref``'s signatures and attestations with public key files (``keys``), a
+        :class:`~ociart.signing.Trust`, or a policy (a :class:`~ociart.signing.Policy` or its YAML file); raises
+        :class:`VerificationError` naming the reason."""
         from .signing.service import verify
+        from .signing.verify import build_trust
 
+        if keys:
+            if trust is not None:
+                raise UsageError("give keys or a trust, not both")
+            trust = build_trust(keys=keys)
+        if isinstance(policy, str | Path):
+            from .signing.policy import load_policy
+
+            policy = load_policy(Path(policy))
         return verify(self, ref, trust, policy=policy, require_attestations=tuple(require_attestations))
 
     def referrers(self, ref: str | Reference, artifact_type: str | None = None) -> list[Descriptor]:
@@ -420,7 +498,7 @@ class Client:
         self.target(r).attach(r.repository, content)
         return content.descriptor()
 
-    def provenance(self, ref: str | Reference) -> Any:
+    def provenance(self, ref: str | Reference) -> Statement:
         """The newest SLSA provenance statement attached to ``ref`` (an ``ociart.lineage.Statement``)."""
         from .lineage.record import read_statements
 
@@ -430,7 +508,7 @@ class Client:
             raise NotFoundError(f"{pinned}: no provenance attached")
         return found[0]
 
-    def lineage(self, ref: str | Reference, *, downstream: Sequence[str] | None = None, depth: int = 10) -> Any:
+    def lineage(self, ref: str | Reference, *, downstream: Sequence[str] | None = None, depth: int = 10) -> Node:
         """The lineage graph (``ociart.lineage.Node``): upstream from provenance statements, or with
         ``downstream`` (repositories to search) the artifacts whose recorded inputs include ``ref``."""
         from .lineage import graph
@@ -445,7 +523,7 @@ class Client:
 
         probe = RegistryTarget(host, credentials=Credentials(username=username, password=password),
                                plain_http=self._plain_http, insecure=self._insecure, ca_file=self._ca_file,
-                               retry_budget=self._retry_budget)
+                               retry_budget=self._retry_budget, transport=self._transport)
         try:
             probe.check_login()
         finally:
@@ -454,6 +532,13 @@ class Client:
 
     def logout(self, host: str) -> bool:
         return remove_credentials(host)
+
+
+def _signer(sign: SignWith) -> Signer:
+    """A signer from what ``sign=`` accepts; a path is a cosign key file (password from ``COSIGN_PASSWORD``)."""
+    from .signing.signers import as_signer, load_signing_key
+
+    return load_signing_key(sign) if isinstance(sign, str | Path) else as_signer(sign)
 
 
 def _has_versions(target: Target, repo: str) -> bool:

@@ -9,6 +9,8 @@
 | 5    | VerificationError   | digest or size mismatch, malformed or oversized content,    |
 |      |                     | unsafe path                                                 |
 | 6    | NetworkError        | connection, TLS or timeout failure after retries            |
+| 8    | LocalIOError        | local disk full, permission denied, unusable output path    |
+| 130  | Interrupted         | interrupted by SIGINT (143: SIGTERM)                        |
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ class VerificationError(OciartError):
     exit_code = 5
     kind = "verification"
 
+    def __init__(self, message: str, rejected: list[str] | tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        #: Why each signature or attestation found was not accepted (verification failures).
+        self.rejected = list(rejected)
+
 
 class DigestMismatchError(VerificationError):
     kind = "digest-mismatch"
@@ -70,6 +77,36 @@ class UnsafePathError(VerificationError):
 class NetworkError(OciartError):
     exit_code = 6
     kind = "network"
+
+
+class LocalIOError(OciartError):
+    """A local file operation failed: disk full, permission denied, an output path that cannot be used."""
+
+    exit_code = 8
+    kind = "local-io"
+
+
+class Interrupted(OciartError):
+    """The command was interrupted: SIGINT (exit 130) or SIGTERM (exit 143)."""
+
+    kind = "interrupted"
+
+    def __init__(self, signum: int = 2) -> None:
+        super().__init__("interrupted")
+        self.exit_code = 128 + signum
+
+
+def from_os_error(exc: OSError) -> OciartError:
+    """The one mapping of a local ``OSError`` to ociart's hierarchy: a missing file is not found, the rest is I/O."""
+    if isinstance(exc, FileNotFoundError):
+        return NotFoundError(_os_message(exc))
+    return LocalIOError(_os_message(exc))
+
+
+def _os_message(exc: OSError) -> str:
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    name = exc.filename
+    return f"{name}: {reason}" if name is not None else reason
 
 
 class RegistryError(OciartError):

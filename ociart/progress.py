@@ -1,32 +1,102 @@
-"""Transfer progress on stderr (rich), shown only on a TTY and for transfers over a few MB."""
+"""Transfer progress on stderr for transfers over a few MB.
+
+On a terminal: rich bars. Otherwise (CI logs, pipes): a plain line about every ``OCIART_PROGRESS_INTERVAL`` seconds
+(default 5) with the percentage, bytes done of the total and the rate, summed over every transfer of the command,
+and a last line when it ends. ``enabled=False`` (``--quiet``, ``--json``, the library's default) prints nothing.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
 
 THRESHOLD = 4 << 20
+DEFAULT_INTERVAL = 5.0
+
+
+def human_size(n: float) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
 
 
 class Progress:
-    def __init__(self, enabled: bool | None = None) -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._rich: Any = None
+    def __init__(self, enabled: bool | None = None, *, stream: TextIO | None = None,
+                 interval: float | None = None) -> None:
+        """``enabled``: False prints nothing; True or None shows progress (bars on a terminal, lines otherwise)."""
+        self.enabled = enabled is not False
+        self._stream = stream
+        if interval is None:
+            try:
+                interval = float(os.environ.get("OCIART_PROGRESS_INTERVAL", DEFAULT_INTERVAL))
+            except ValueError:
+                interval = DEFAULT_INTERVAL
+        self.interval = interval
+        self._rich: RichProgress | None = None
+        self._lock = threading.Lock()
+        self._total = 0
+        self._done = 0
+        self._started = 0.0
+        self._last = 0.0
+        self._printed = False
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream if self._stream is not None else sys.stderr
 
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if self._rich is not None:
             self._rich.stop()
             self._rich = None
+        if self._printed and exc_type is None:
+            self._line(final=True)
 
     def task(self, label: str, total: int) -> Callable[[int], None] | None:
-        """A callback advancing a bar, or None when no bar is shown."""
+        """A callback advancing the display by the bytes transferred, or None when nothing is shown."""
         if not self.enabled or total < THRESHOLD:
             return None
+        if self.stream.isatty():
+            return self._rich_task(label, total)
+        with self._lock:
+            if not self._started:
+                self._started = self._last = time.monotonic()
+            self._total += total
+        return self._advance
+
+    def _advance(self, n: int) -> None:
+        with self._lock:
+            self._done += n
+            now = time.monotonic()
+            if now - self._last < self.interval:
+                return
+            self._last = now
+            self._line()
+
+    def _line(self, final: bool = False) -> None:
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        pct = 100.0 * self._done / self._total if self._total else 100.0
+        word = "done" if final else "progress"
+        self.stream.write(f"{word}: {pct:.0f}% {human_size(self._done)} / {human_size(self._total)}, "
+                          f"{human_size(self._done / elapsed)}/s\n")
+        self.stream.flush()
+        self._printed = True
+
+    def _rich_task(self, label: str, total: int) -> Callable[[int], None]:
         if self._rich is None:
             from rich.console import Console
             from rich.progress import (
@@ -38,8 +108,8 @@ class Progress:
             )
 
             self._rich = RichProgress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                      TransferSpeedColumn(), console=Console(stderr=True), transient=True)
+                                      TransferSpeedColumn(), console=Console(file=self.stream), transient=True)
             self._rich.start()
-        task_id = self._rich.add_task(label[:40], total=total)
         rich = self._rich
+        task_id = rich.add_task(label[:40], total=total)
         return lambda n: rich.update(task_id, advance=n)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import signal
 import sys
+from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from typer import _click as click  # typer (>= 0.29) carries its own click
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
-from ..errors import OciartError, UsageError
+from ..errors import Interrupted, OciartError, UsageError, VerificationError, from_os_error
+
+if TYPE_CHECKING:
+    from ..client import Client
 
 app = typer.Typer(
     name="ociart",
@@ -28,6 +39,7 @@ PlainOpt = Annotated[bool, typer.Option("--plain-http", help="Use plain HTTP for
 InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Do not verify TLS certificates.")]
 CaOpt = Annotated[Optional[Path], typer.Option("--ca-file", help="PEM file of CA certificates to trust.")]
 ConcOpt = Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Parallel blob transfers.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 # signing and verification
 KeyOpt = Annotated[Optional[str], typer.Option(
     "--key", help="Private key file or key URI (cosign format; password from COSIGN_PASSWORD). Without it: keyless.")]
@@ -61,7 +73,9 @@ def _password(stdin: bool) -> str | None:
 
 
 def _client(username: str | None = None, password_stdin: bool = False, plain_http: bool = False,
-            insecure: bool = False, ca_file: Path | None = None, concurrency: int = 4, as_json: bool = False) -> Any:
+            insecure: bool = False, ca_file: Path | None = None, concurrency: int = 4, as_json: bool = False,
+            quiet: bool = False) -> Client:
+    """A client for one command; ``-u`` credentials apply to the registry of the command's reference(s)."""
     from ..client import Client
 
     password = _password(password_stdin)
@@ -70,7 +84,7 @@ def _client(username: str | None = None, password_stdin: bool = False, plain_htt
     if password is not None and not username:
         raise UsageError("--password-stdin needs --username")
     return Client(username=username, password=password, plain_http=plain_http, insecure=insecure,
-                  ca_file=ca_file, concurrency=concurrency, progress=None if not as_json else False)
+                  ca_file=ca_file, concurrency=concurrency, progress=False if (as_json or quiet) else None)
 
 
 def _signer(key: str | None, identity_token: str | None, trust_config: Path | None) -> Any:
@@ -86,27 +100,17 @@ def _signer(key: str | None, identity_token: str | None, trust_config: Path | No
 def _trust(keys: list[str], identity: str | None, identity_re: str | None, issuer: str | None,
            issuer_re: str | None, trust_config: Path | None, policy: Path | None) -> tuple[Any, Any]:
     """(trust, policy) from the verify options; exactly one of them is set."""
-    keyless_given = any(v is not None for v in (identity, identity_re, issuer, issuer_re))
     if policy is not None:
-        if keys or keyless_given:
+        if keys or any(v is not None for v in (identity, identity_re, issuer, issuer_re)):
             raise UsageError("--policy excludes --key and --certificate-* options")
         from ..signing.policy import load_policy
 
         return None, load_policy(policy)
-    from ..signing.identity import TrustedIdentity
-    from ..signing.signers import load_verification_key
-    from ..signing.verify import Trust, TrustedKey
+    from ..signing.verify import build_trust
 
-    identities = []
-    if keyless_given:
-        if (identity is None) == (identity_re is None):
-            raise UsageError("give one of --certificate-identity, --certificate-identity-regexp")
-        if (issuer is None) == (issuer_re is None):
-            raise UsageError("give one of --certificate-oidc-issuer, --certificate-oidc-issuer-regexp")
-        identities.append(TrustedIdentity(subject=identity, subject_regexp=identity_re, issuer=issuer,
-                                          issuer_regexp=issuer_re))
-    trusted = [TrustedKey(name=k, key=load_verification_key(k)) for k in keys]
-    return Trust(keys=trusted, identities=identities, trust_config=trust_config), None
+    return build_trust(keys=keys, certificate_identity=identity, certificate_identity_regexp=identity_re,
+                       certificate_oidc_issuer=issuer, certificate_oidc_issuer_regexp=issuer_re,
+                       trust_config=trust_config), None
 
 
 def _out(obj: Any) -> None:
@@ -171,6 +175,7 @@ def push(
     legacy_signature: LegacyOpt = "always",
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Push files as an OCI artifact (or a directory as a typed ML artifact); prints the manifest digest."""
     cfg, cfg_type = None, "application/vnd.oci.image.config.v1+json"
@@ -200,7 +205,7 @@ def push(
         raise UsageError("--key and --identity-token sign the pushed artifact: add --sign")
     _legacy_mode(legacy_signature)
     signer = _signer(key, identity_token, trust_config) if sign else None
-    with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json) as c:
+    with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json, quiet) as c:
         desc = c.push(ref, paths, kind=kind, artifact_type=artifact_type, annotations=_kv(annotation, "--annotation"),
                       config=cfg, config_media_type=cfg_type, metadata=metadata, reproducible=reproducible,
                       small_file_threshold=small_file_threshold, lineage=lineage, subject=subject, sign=signer,
@@ -224,18 +229,16 @@ def pull(
     policy: PolicyOpt = None,
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Pull an artifact's files (digest-verified) into a directory; prints the manifest digest.
 
     With --verify-key or --policy the signatures are verified first and exactly the verified digest is pulled."""
-    with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json) as c:
-        if verify_key or policy is not None:
-            trust, pol = _trust(verify_key, None, None, None, None, None, policy)
-            checked = c.verify(ref, trust, policy=pol)
-            ref = str(c.ref(ref).with_digest(checked.digest))
-            if not as_json:
-                _err(f"verified {checked.digest}: {len(checked.signatures)} signature(s)")
-        result = c.pull(ref, output, include=include, filters=filter_, overwrite=overwrite)
+    with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json, quiet) as c:
+        result = c.pull(ref, output, include=include, filters=filter_, overwrite=overwrite, keys=verify_key,
+                        policy=policy)
+    if result.verification is not None and not as_json:
+        _err(f"verified {result.digest}: {len(result.verification.signatures)} signature(s)")
     if as_json:
         _out(result)
         return
@@ -322,9 +325,10 @@ def copy(
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
     no_referrers: Annotated[bool, typer.Option(
         "--no-referrers", help="Do not copy signatures, attestations, provenance and reports along.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Copy an artifact (manifest bytes and digest unchanged) with its referrers between registries and layouts."""
-    with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json) as c:
+    with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json, quiet) as c:
         desc = c.copy(src, dst, referrers=not no_referrers)
     if as_json:
         _out(desc)
@@ -549,22 +553,192 @@ def keygen(
         _err(f"private key written to {key_path}\npublic key written to {pub_path}")
 
 
-def run(argv: list[str]) -> int:
-    """Run the CLI; map every error to one line on stderr and its exit code.
+# -- one rule for every command: help metavars, an example, flags from the environment -------------------------
+#: Metavars by option (anything not listed: the flag's name in capitals). No Python types in help.
+METAVARS = {
+    "--kind": "KIND", "--artifact-type": "TYPE", "--annotation": "KEY=VALUE", "--config": "FILE[:MEDIATYPE]",
+    "--name": "NAME", "--artifact-version": "VERSION", "--description": "TEXT", "--author": "NAME",
+    "--license": "SPDX", "--framework": "NAME", "--architecture": "NAME", "--precision": "NAME",
+    "--metric": "KEY=NUMBER", "--label": "KEY=VALUE", "--small-file-threshold": "BYTES", "--subject": "REF",
+    "--git-dir": "DIR", "--run-id": "ID", "--param": "KEY=VALUE", "--params-file": "FILE", "--input": "[NAME=]REF",
+    "--input-file": "FILE", "--key": "FILE", "--identity-token": "TOKEN", "--trust-config": "FILE",
+    "--legacy-signature": "always|never", "--username": "USER", "--ca-file": "FILE", "--concurrency": "N",
+    "--output": "DIR", "--include": "GLOB", "--filter": "PARTS", "--verify-key": "FILE", "--policy": "FILE",
+    "--predicate": "FILE", "--type": "URI", "--certificate-identity": "IDENTITY",
+    "--certificate-identity-regexp": "REGEXP", "--certificate-oidc-issuer": "URL",
+    "--certificate-oidc-issuer-regexp": "REGEXP", "--require-attestation": "URI", "--repo": "REPO", "--depth": "N",
+    "--output-key-prefix": "PREFIX", "--expect": "DIGEST",
+}
+#: Metavars of positional arguments by parameter name (else the name in capitals).
+ARG_METAVARS = {"paths": "PATH", "old": "OLD", "new": "NEW"}
+#: One example per command, shown at the end of its --help.
+EXAMPLES = {
+    "push": "ociart push localhost:5000/models/bert:v1 ./bert --kind model",
+    "pull": "ociart pull localhost:5000/models/bert:v1 -o ./bert",
+    "resolve": "ociart resolve localhost:5000/models/bert:v1",
+    "inspect": "ociart inspect localhost:5000/models/bert:v1",
+    "tags": "ociart tags localhost:5000/models/bert",
+    "delete": "ociart delete localhost:5000/models/bert@sha256:4f3c…",
+    "copy": "ociart copy localhost:5000/models/bert:v1 registry.example/models/bert:v1",
+    "diff": "ociart diff localhost:5000/models/bert:v1 localhost:5000/models/bert:v2",
+    "referrers": "ociart referrers localhost:5000/models/bert:v1",
+    "sign": "ociart sign localhost:5000/models/bert:v1 --key cosign.key",
+    "attest": "ociart attest localhost:5000/models/bert:v1 --predicate eval.json --type https://example.com/eval/v1 "
+              "--key cosign.key",
+    "verify": "ociart verify localhost:5000/models/bert:v1 --key cosign.pub",
+    "provenance": "ociart provenance localhost:5000/models/bert:v1",
+    "lineage": "ociart lineage localhost:5000/models/bert:v1",
+    "login": "echo \"$PASSWORD\" | ociart login localhost:5000 -u alice --password-stdin",
+    "logout": "ociart logout localhost:5000",
+    "keygen": "COSIGN_PASSWORD=… ociart keygen --output-key-prefix release",
+    "tag": "ociart tag localhost:5000/models/bert:v1 prod stable",
+    "ls": "ociart ls localhost:5000/models/bert",
+}
+ENV_PREFIX = "OCIART_"
 
-    Usage errors are reported by typer itself (exit 2); library errors by their class's exit code.
+
+class _Argument(TyperArgument):
+    """A positional argument shown as ``REF`` / ``PATH...`` (``[REF]`` when optional), never as a Python type."""
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw + ("..." if self.nargs != 1 else "")
+        return name if self.required else f"[{name}]"
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        if record is None:
+            return None
+        return self.display_name_raw + ("..." if self.nargs != 1 else ""), record[1]
+
+
+class _Option(TyperOption):
+    """An option whose environment variable takes a comma-separated list when the option is repeatable."""
+
+    def value_from_envvar(self, ctx: click.Context) -> str | list[str] | None:
+        if self.multiple and not self.is_flag:
+            raw = self.resolve_envvar_value(ctx)
+            return None if raw is None else [v.strip() for v in raw.split(",") if v.strip()]
+        return super().value_from_envvar(ctx)
+
+
+def env_name(option: TyperOption) -> str:
+    """``--foo-bar`` -> ``OCIART_FOO_BAR``: the environment variable every flag may come from."""
+    long = max(option.opts, key=len)
+    return ENV_PREFIX + long.lstrip("-").replace("-", "_").upper()
+
+
+def _finish(command: click.Command) -> None:
+    """Apply the CLI's conventions to one command: metavars, its example, environment variables."""
+    example = EXAMPLES.get(command.name or "")
+    if example and not command.epilog:
+        command.epilog = f"Example:\n  {example}"
+    for param in command.params:
+        if isinstance(param, TyperArgument):
+            param.__class__ = _Argument
+            if param.metavar is None:
+                param.metavar = ARG_METAVARS.get(param.name or "", (param.name or "").upper())
+        elif isinstance(param, TyperOption):
+            param.__class__ = _Option
+            if param.name in ("help", "version"):
+                continue
+            long = max(param.opts, key=len)
+            if not param.is_flag and param.metavar is None:
+                param.metavar = METAVARS.get(long, long.lstrip("-").replace("-", "_").upper())
+            if param.envvar is None:
+                param.envvar = env_name(param)
+                param.show_envvar = False  # the rule is written once in the README, not on every option
+
+
+@lru_cache(maxsize=1)
+def command() -> TyperGroup:
+    """The command group behind ``ociart``, with :func:`_finish` applied to every command."""
+    group = typer.main.get_command(app)
+    assert isinstance(group, TyperGroup)
+    for sub in group.commands.values():
+        _finish(sub)
+    return group
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        print(f"ociart {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(epilog="Example:\n  ociart push localhost:5000/models/bert:v1 ./bert --kind model")
+def _main(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """An artifact store for machine learning on OCI registries."""
+
+
+# -- running: errors, --json errors, exit codes, interrupts ------------------------------------------------------
+_signal_received: list[int] = []
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    _signal_received.append(signum)
+    raise KeyboardInterrupt
+
+
+def _wants_json(argv: list[str]) -> bool:
+    args = argv[: argv.index("--")] if "--" in argv else argv
+    env = os.environ.get(ENV_PREFIX + "JSON", "").strip().lower()
+    return "--json" in args or env in ("1", "true", "yes", "on", "y", "t")
+
+
+def _fail(message: str, code: str, exit_code: int, as_json: bool, rejected: list[str] | None = None) -> int:
+    """One line on stderr; with --json also an error object on stdout."""
+    _err(f"error: {message}")
+    if as_json:
+        obj: dict[str, Any] = {"error": message, "code": code, "exit_code": exit_code}
+        if rejected is not None:
+            obj["rejected"] = rejected
+        try:
+            _out(obj)
+        except OSError:
+            pass
+    return exit_code
+
+
+def run(argv: list[str]) -> int:
+    """Run the CLI; map every error to one line on stderr (and a JSON object under --json) and its exit code.
+
+    Library errors exit with their class's code; a local ``OSError`` becomes :class:`~ociart.errors.LocalIOError`
+    (or not-found); SIGINT/SIGTERM exit 130/143 with ``interrupted``.
     """
+    as_json = _wants_json(argv)
+    _signal_received.clear()
+    previous: Callable[[int, FrameType | None], Any] | int | None = None
     try:
-        app(args=argv, prog_name="ociart")
-    except SystemExit as exc:
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    except OciartError as exc:
-        _err(f"error: {exc}")
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        try:
+            group = command()
+            with group.make_context("ociart", list(argv)) as ctx:
+                group.invoke(ctx)
+            return 0
+        except (KeyboardInterrupt, typer.Abort):
+            raise Interrupted(_signal_received[-1] if _signal_received else signal.SIGINT) from None
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                return 1
+            raise from_os_error(exc) from None
+    except typer.Exit as exc:
         return exc.exit_code
-    except KeyboardInterrupt:
-        _err("error: interrupted")
-        return 130
-    except BrokenPipeError:
-        return 1
-    return 0
+    except click.ClickException as exc:
+        if as_json:
+            _out({"error": exc.format_message(), "code": "usage", "exit_code": exc.exit_code})
+        exc.show()
+        return exc.exit_code
+    except OciartError as exc:
+        return _fail(str(exc), exc.kind, exc.exit_code, as_json,
+                     exc.rejected if isinstance(exc, VerificationError) else None)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

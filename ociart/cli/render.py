@@ -1,57 +1,93 @@
-"""Human-readable output (rich tables) for inspect."""
+"""Human-readable output for inspect, lineage and verify.
+
+Each table goes to one stream (stdout or stderr). When that stream is a terminal it is a rich table or tree; when it
+is not (a pipe, a file, CI logs) it is plain text at full width: aligned columns, full digests, no box drawing, no
+markup, nothing cut at 80 columns.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
+
+from ..progress import human_size as _size
+
+if TYPE_CHECKING:
+    from ..client import Inspection
+    from ..lineage.graph import Node
+    from ..signing.results import Verification
 
 
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
-def print_inspection(info: Any) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _digest(d: str, tty: bool) -> str:
+    return d[:19] if tty else d
 
-    console = Console(soft_wrap=True)
+
+def table(stream: TextIO, title: str | None, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table on ``stream``: rich on a terminal, else plain aligned columns (two spaces apart, never cut)."""
+    if _is_tty(stream):
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(*headers, title=title, title_justify="left")
+        for col in t.columns:
+            col.overflow = "fold"
+        for row in rows:
+            t.add_row(*row)
+        Console(file=stream, soft_wrap=True, highlight=False).print(t)
+        return
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    if title:
+        stream.write(f"{title}:\n")
+    for row in (headers, *rows):
+        stream.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def print_inspection(info: Inspection, stream: TextIO | None = None) -> None:
+    out = stream or sys.stdout
+    tty = _is_tty(out)
     m = info.manifest
-    console.print(f"[bold]{info.reference}[/bold]")
-    console.print(f"kind:         {info.kind}")
-    console.print(f"mediaType:    {m.get('mediaType', '')}")
+    lines = [info.reference, f"kind:         {info.kind}", f"mediaType:    {m.get('mediaType', '')}"]
     if m.get("artifactType"):
-        console.print(f"artifactType: {m['artifactType']}")
-    console.print(f"digest:       {info.descriptor.digest}  ({_size(info.descriptor.size)})")
-    if "config" in m:
-        cfg = m["config"]
-        console.print(f"config:       {cfg['mediaType']}  {cfg['digest']}  ({_size(cfg['size'])})")
-    for k, v in sorted((m.get("annotations") or {}).items()):
-        console.print(f"  {k} = {v}")
+        lines.append(f"artifactType: {m['artifactType']}")
+    lines.append(f"digest:       {info.descriptor.digest}  ({_size(info.descriptor.size)})")
+    cfg = m.get("config")
+    if isinstance(cfg, dict):
+        lines.append(f"config:       {cfg.get('mediaType')}  {cfg.get('digest')}  ({_size(int(str(cfg.get('size', 0))))})")
+    annotations = m.get("annotations")
+    if isinstance(annotations, dict):
+        lines += [f"  {k} = {v}" for k, v in sorted(annotations.items())]
+    out.write("\n".join(lines) + "\n")
     if "layers" in m:
-        table = Table("file", "part", "mediaType", "size", "digest", title="layers", title_justify="left")
-        for f in info.files:
-            table.add_row(f.path, f.category or "", f.mediaType, _size(f.size), f.digest[:19])
-        console.print(table)
-        total = sum(f.size for f in info.files)
-        console.print(f"{len(info.files)} layer(s), {_size(total)}")
-    if "manifests" in m:
-        table = Table("digest", "mediaType", "artifactType", "platform", "size", title="manifests",
-                      title_justify="left")
-        for child in m["manifests"]:
-            plat = child.get("platform") or {}
-            table.add_row(child["digest"][:19], child["mediaType"], child.get("artifactType", ""),
-                          "/".join(filter(None, [plat.get("os"), plat.get("architecture")])), _size(child["size"]))
-        console.print(table)
+        table(out, "layers", ("file", "part", "mediaType", "size", "digest"),
+              [(f.path, f.category or "", f.mediaType, _size(f.size), _digest(f.digest, tty)) for f in info.files])
+        out.write(f"{len(info.files)} layer(s), {_size(sum(f.size for f in info.files))}\n")
+    children = m.get("manifests")
+    if isinstance(children, list):
+        rows = []
+        for child in children:
+            if not isinstance(child, dict):
+                continue
+            plat = child.get("platform")
+            plat = plat if isinstance(plat, dict) else {}
+            rows.append((_digest(str(child.get("digest", "")), tty), str(child.get("mediaType", "")),
+                         str(child.get("artifactType", "")),
+                         "/".join(str(p) for p in (plat.get("os"), plat.get("architecture")) if p),
+                         _size(int(str(child.get("size", 0))))))
+        table(out, "manifests", ("digest", "mediaType", "artifactType", "platform", "size"), rows)
 
 
-def _label(n: Any) -> str:
-    text = f"[bold]{n.kind}[/bold] {n.name}"
+def _label(n: Node, tty: bool) -> str:
+    text = f"{n.kind} {n.name}"
     if n.digest:
-        text += f"  {n.digest[:19]}"
+        text += f"  {_digest(n.digest, tty)}"
     role = n.details.get("role")
     if role:
         text += f"  (as {role})"
@@ -63,39 +99,53 @@ def _label(n: Any) -> str:
         text += f"  run {n.details['run']}"
     for rep in n.details.get("reports") or []:
         metrics = ", ".join(f"{k}={v}" for k, v in sorted((rep.get("metrics") or {}).items()))
-        text += f"\n  evaluated by report {rep['digest'][:19]}" + (f": {metrics}" if metrics else "")
+        text += f"\n  evaluated by report {_digest(rep['digest'], tty)}" + (f": {metrics}" if metrics else "")
     return text
 
 
-def print_lineage(root: Any, downstream: bool) -> None:
-    from rich.console import Console
-    from rich.tree import Tree
+def print_lineage(root: Node, downstream: bool, stream: TextIO | None = None) -> None:
+    out = stream or sys.stdout
+    tty = _is_tty(out)
+    heading = ("built into:" if downstream else "built from:") if root.children else ""
+    if tty:
+        from rich.console import Console
+        from rich.text import Text
+        from rich.tree import Tree
 
-    tree = Tree(_label(root))
+        tree = Tree(Text(_label(root, tty)))
 
-    def add(branch: Any, node: Any) -> None:
+        def add(branch: Tree, node: Node) -> None:
+            for child in node.children:
+                add(branch.add(Text(_label(child, tty))), child)
+
+        add(tree, root)
+        console = Console(file=out, soft_wrap=True, highlight=False)
+        if heading:
+            console.print(heading)
+        console.print(tree)
+        return
+    if heading:
+        out.write(heading + "\n")
+
+    def walk(node: Node, depth: int) -> None:
+        pad = "  " * depth
+        out.write("\n".join(pad + line for line in _label(node, tty).split("\n")) + "\n")
         for child in node.children:
-            add(branch.add(_label(child)), child)
+            walk(child, depth + 1)
 
-    add(tree, root)
-    Console(soft_wrap=True).print(("built into:\n" if downstream else "built from:\n") if root.children else "", tree)
+    walk(root, 0)
 
 
-def print_verification(result: Any) -> None:
+def print_verification(result: Verification, stream: TextIO | None = None) -> None:
     """Verified signatures and attestations as a table on stderr; the digest on stdout."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(stderr=True)
-    table = Table(title=f"verified {result.reference}", show_edge=False)
-    for col in ("kind", "format", "predicate type", "signed by", "stored in"):
-        table.add_column(col, overflow="fold")
-    for kind, items in (("signature", result.signatures), ("attestation", result.attestations)):
-        for v in items:
-            table.add_row(kind, v.format, v.predicateType, v.signer, v.source[:19])
-    console.print(table)
+    err = stream or sys.stderr
+    tty = _is_tty(err)
+    rows = [(kind, v.format, v.predicateType, v.signer, _digest(v.source, tty))
+            for kind, items in (("signature", result.signatures), ("attestation", result.attestations))
+            for v in items]
+    table(err, f"verified {result.reference}", ("kind", "format", "predicate type", "signed by", "stored in"), rows)
     if result.rejected:
-        console.print(f"{len(result.rejected)} other signature(s) not accepted:")
+        err.write(f"{len(result.rejected)} other signature(s) not accepted:\n")
         for reason in result.rejected:
-            console.print(f"  {reason}", markup=False, highlight=False)
+            err.write(f"  {reason}\n")
     print(result.digest)

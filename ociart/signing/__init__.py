@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .identity import TrustedIdentity
     from .policy import Policy, load_policy
+    from .keys import generate_key_pair
     from .service import AttestResult, SignResult
     from .signers import KeySigner, Signer, keyless_signer, load_signing_key, load_verification_key
-    from .verify import Trust, TrustedKey, Verification, Verified
+    from .results import Verification, Verified
+    from .verify import Trust, TrustedKey, build_trust
 
 #: Exported name -> submodule. Loaded on first use: importing ``ociart`` or pushing without signing must not pay for
 #: cryptography's x509 stack, PyYAML and sigstore-models (~80 ms).
@@ -32,7 +34,8 @@ _EXPORTS = {
     "KeySigner": "signers", "Signer": "signers", "keyless_signer": "signers", "load_signing_key": "signers",
     "load_verification_key": "signers",
     "Policy": "policy", "load_policy": "policy",
-    "Trust": "verify", "TrustedKey": "verify", "Verification": "verify", "Verified": "verify",
+    "Trust": "verify", "TrustedKey": "verify", "Verification": "results", "Verified": "results",
+    "build_trust": "verify", "generate_key_pair": "keys",
     "TrustedIdentity": "identity",
 }
 
@@ -54,6 +57,8 @@ __all__ = [
     "TrustedKey",
     "Verification",
     "Verified",
+    "build_trust",
+    "generate_key_pair",
     "keyless_signer",
     "load_policy",
     "load_signing_key",

@@ -200,8 +200,10 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         os.close(fd)
 
 
-def generate_key_pair(prefix: Path | str, password: bytes) -> tuple[Path, Path]:
+def generate_key_pair(prefix: Path | str = "cosign", password: bytes | str | None = None) -> tuple[Path, Path]:
     """Write a new ECDSA P-256 pair to ``<prefix>.key`` (encrypted, mode 0600) and ``<prefix>.pub``.
+
+    ``password`` defaults to ``$COSIGN_PASSWORD`` (or a terminal prompt), as for ``ociart keygen``.
 
     Refuses (:class:`ConflictError`) if either file exists. Returns (private key path, public key path).
     """
@@ -209,8 +211,11 @@ def generate_key_pair(prefix: Path | str, password: bytes) -> tuple[Path, Path]:
     for p in (key_path, pub_path):
         if p.exists() or p.is_symlink():
             raise ConflictError(f"{p} already exists; not overwriting it")
+    if password is None:
+        password = read_password(confirm=True)
     key = ec.generate_private_key(ec.SECP256R1())
-    _write_new(key_path, encrypt_private_key(key, password), 0o600)
+    _write_new(key_path, encrypt_private_key(key, password.encode() if isinstance(password, str) else password),
+               0o600)
     try:
         _write_new(pub_path, public_key_pem(key), 0o644)
     except BaseException:

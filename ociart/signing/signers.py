@@ -69,8 +69,10 @@ def as_signer(signer: Signer | ec.EllipticCurvePrivateKey) -> Signer:
     return KeySigner(signer) if isinstance(signer, ec.EllipticCurvePrivateKey) else signer
 
 
-def key_path(ref: str) -> Path:
+def key_path(ref: str | Path) -> Path:
     """A key reference (``PATH``, ``file://PATH`` or a cosign key URI) → the local file it names."""
+    if isinstance(ref, Path):
+        return ref
     if "://" in ref or ref.startswith("pkcs11:"):
         parts = urlsplit(ref)
         scheme = parts.scheme.lower()
@@ -82,14 +84,14 @@ def key_path(ref: str) -> Path:
     return Path(ref)
 
 
-def load_signing_key(ref: str, password: bytes | None = None) -> KeySigner:
+def load_signing_key(ref: str | Path, password: bytes | None = None) -> KeySigner:
     """Read a cosign/ociart encrypted private key; the password comes from COSIGN_PASSWORD or a prompt."""
     path = key_path(ref)
     pw = keys.read_password() if password is None else password
     return KeySigner(keys.load_private_key(path, pw), name=str(ref))
 
 
-def load_verification_key(ref: str) -> ec.EllipticCurvePublicKey:
+def load_verification_key(ref: str | Path) -> ec.EllipticCurvePublicKey:
     return keys.load_public_key(key_path(ref))
 
 

@@ -21,11 +21,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from pydantic import BaseModel, ConfigDict
 
 from ..errors import InvalidContentError, NotFoundError, UsageError, VerificationError
 from ..reference import check_digest
@@ -33,6 +32,7 @@ from ..targets.base import Target
 from . import bundle as bundles
 from . import legacy
 from .common import where
+from .results import Verification, Verified
 from .identity import TrustedIdentity, certificate_issuer, certificate_sans
 from .signers import CERTIFICATE_ANNOTATION
 
@@ -66,26 +66,25 @@ class Trust:
         return keyless.load_trusted_root(self.trust_config)
 
 
-class Verified(BaseModel):
-    """One signature or attestation that verified."""
+def build_trust(*, keys: Sequence[str | Path] = (), certificate_identity: str | None = None,
+                certificate_identity_regexp: str | None = None, certificate_oidc_issuer: str | None = None,
+                certificate_oidc_issuer_regexp: str | None = None, trust_config: Path | None = None) -> Trust:
+    """A :class:`Trust` from public key files (paths or key URIs) and at most one keyless identity, the way
+    ``ociart verify`` takes them: an identity needs exactly one of the exact/regexp forms of both subject and issuer."""
+    from .signers import load_verification_key
 
-    model_config = ConfigDict(frozen=True)
-
-    format: Literal["bundle", "legacy"]
-    predicateType: str
-    signer: str
-    #: The referrer manifest (bundle) or the layer of the ``.sig`` manifest (legacy) that holds it.
-    source: str
-
-
-class Verification(BaseModel):
-    """The result of :func:`verify`: what verified, and why everything else was not accepted."""
-
-    reference: str
-    digest: str
-    signatures: list[Verified]
-    attestations: list[Verified]
-    rejected: list[str]
+    identities = []
+    given = (certificate_identity, certificate_identity_regexp, certificate_oidc_issuer, certificate_oidc_issuer_regexp)
+    if any(v is not None for v in given):
+        if (certificate_identity is None) == (certificate_identity_regexp is None):
+            raise UsageError("give one of --certificate-identity, --certificate-identity-regexp")
+        if (certificate_oidc_issuer is None) == (certificate_oidc_issuer_regexp is None):
+            raise UsageError("give one of --certificate-oidc-issuer, --certificate-oidc-issuer-regexp")
+        identities.append(TrustedIdentity(subject=certificate_identity, subject_regexp=certificate_identity_regexp,
+                                          issuer=certificate_oidc_issuer,
+                                          issuer_regexp=certificate_oidc_issuer_regexp))
+    trusted = [TrustedKey(name=str(k), key=load_verification_key(k)) for k in keys]
+    return Trust(keys=trusted, identities=identities, trust_config=trust_config)
 
 
 def cert_identity(cert: x509.Certificate) -> str:
@@ -190,13 +189,14 @@ def verify(target: Target, repo: str, digest: str, trust: Trust, *,
     why = f" ({'; '.join(result.rejected)})" if result.rejected else ""
     if not result.signatures:
         found = "no signatures found" if not result.rejected else "no valid signature"
-        raise VerificationError(f"{name}: {found}{why}")
+        raise VerificationError(f"{name}: {found}{why}", result.rejected)
     verified_types = sorted({a.predicateType for a in result.attestations})
     for wanted in require_attestations:
         if wanted not in verified_types:
             have = ", ".join(verified_types) or "none"
-            raise VerificationError(f"{name}: no verified attestation of type {wanted} (verified: {have}){why}")
+            raise VerificationError(f"{name}: no verified attestation of type {wanted} (verified: {have}){why}",
+                                    result.rejected)
     return result
 
 
-__all__ = ["Trust", "TrustedKey", "Verification", "Verified", "cert_identity", "collect", "verify"]
+__all__ = ["Trust", "TrustedKey", "Verification", "Verified", "build_trust", "cert_identity", "collect", "verify"]

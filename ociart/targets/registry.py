@@ -167,6 +167,7 @@ class RegistryTarget(Target):
         retry_budget: float | None = None,
         upload_strategy: str | None = None,
         timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.host = host
         self.name = host
@@ -188,6 +189,7 @@ class RegistryTarget(Target):
             follow_redirects=False,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             headers={"User-Agent": "ociart/0.1"},
+            transport=transport,  # injected (tests, proxies, custom TLS); None: httpx's own, with verify and limits
         )
         self._scheme: str | None = "http" if plain_http else None
         self._lock = threading.Lock()
