@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, JsonValue
 
 from ..errors import OciartError
 from ..oci import Manifest
@@ -28,7 +28,7 @@ class Node(BaseModel):
     ref: str | None = None
     digest: str | None = None
     artifactType: str | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: dict[str, JsonValue] = Field(default_factory=dict)
     children: list[Node] = Field(default_factory=list)
 
 

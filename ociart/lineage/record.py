@@ -54,7 +54,7 @@ class LineageOptions:
     run_id: str | None = None
     #: Who named ``run_id`` (``mlflow``, ``wandb``; default ``ociart``), e.g. the tracker ``ociart.run()`` found.
     tracker: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, object] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     #: References of input artifacts, optionally ``NAME=REF``; resolved to digests at push time.
     inputs: list[str] = field(default_factory=list)

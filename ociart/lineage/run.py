@@ -15,25 +15,34 @@ import collections
 import logging
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import NotFoundError, OciartError, UnsupportedError, UsageError
 from ..oci import Descriptor
 from .capture import active_run
 from .record import LineageOptions, now
 
+if TYPE_CHECKING:
+    from ..client import Client, PushResult, SignWith
+
 log = logging.getLogger("ociart.run")
 A_STEP = "dev.ociart.checkpoint.step"
+#: Checkpoints that may wait while one uploads. Only a directory path waits (no bytes in memory), so the default is
+#: generous: a loop that checkpoints less often than an upload takes never reaches it, and neither does a burst of a
+#: few quick checkpoints behind one slow (first, cold) upload.
+DEFAULT_MAX_PENDING = 16
 
 
 class Run:
-    def __init__(self, name: str | None = None, params: dict[str, Any] | None = None, *, run_id: str | None = None,
-                 client: Any = None, git: bool = True, git_dir: str | Path | None = None) -> None:
+    def __init__(self, name: str | None = None, params: Mapping[str, object] | None = None, *,
+                 run_id: str | None = None, client: Client | None = None, git: bool = True,
+                 git_dir: str | Path | None = None) -> None:
         from ..client import Client
 
         self.name = name
-        self.params: dict[str, Any] = dict(params or {})
+        self.params: dict[str, object] = dict(params or {})
         self.metrics: dict[str, float] = {}
         self.run_id, self.tracker, _ = active_run(run_id)
         self._own_client = client is None
@@ -74,7 +83,7 @@ class Run:
         with self._lock:
             self._input_files.append(Path(path))
 
-    def log_param(self, key: str, value: Any) -> None:
+    def log_param(self, key: str, value: object) -> None:
         self.params[key] = value
 
     def log_metric(self, key: str, value: float) -> None:
@@ -88,35 +97,42 @@ class Run:
                                   input_files=list(self._input_files), entry_point=sys.argv[0] or None,
                                   args=sys.argv[1:] or None, started=self.started)
 
-    def push(self, ref: str, path: str | Path, *, kind: str = "model", **kwargs: Any) -> Descriptor:
+    def push(self, ref: str, path: str | Path, *, kind: str = "model", metadata: Mapping[str, object] | None = None,
+             annotations: dict[str, str] | None = None, reproducible: bool = False, subject: str | None = None,
+             sign: SignWith | None = None, legacy_signature: str = "always") -> PushResult:
         """Push ``path`` with this run's lineage (run id, params, metrics, inputs, git, environment)."""
-        metadata = dict(kwargs.pop("metadata", None) or {})
-        if self.name and "name" not in metadata:
-            metadata["name"] = self.name
-        return self.client.push(ref, [path], kind=kind, lineage=self.lineage(), metadata=metadata, **kwargs)
+        meta = dict(metadata or {})
+        if self.name and "name" not in meta:
+            meta["name"] = self.name
+        return self.client.push(ref, [path], kind=kind, lineage=self.lineage(), metadata=meta,
+                                annotations=annotations, reproducible=reproducible, subject=subject, sign=sign,
+                                legacy_signature=legacy_signature)
 
     def checkpoints(self, repo: str, *, keep_last: int = 3, best: str | None = None, mode: str = "min",
-                    max_pending: int = 2) -> CheckpointUploader:
+                    max_pending: int = DEFAULT_MAX_PENDING) -> CheckpointUploader:
         u = CheckpointUploader(self, repo, keep_last=keep_last, best=best, mode=mode, max_pending=max_pending)
         self._uploaders.append(u)
         return u
 
 
-def run(name: str | None = None, params: dict[str, Any] | None = None, **kwargs: Any) -> Run:
-    return Run(name, params, **kwargs)
+def run(name: str | None = None, params: Mapping[str, object] | None = None, *, run_id: str | None = None,
+        client: Client | None = None, git: bool = True, git_dir: str | Path | None = None) -> Run:
+    """Start a run (use it as a context manager): what it uses and pushes is recorded as lineage."""
+    return Run(name, params, run_id=run_id, client=client, git=git, git_dir=git_dir)
 
 
 class CheckpointUploader:
     """Pushes checkpoints from a background thread, tagged ``ckpt-<run>-<step>``.
 
-    :meth:`submit` never blocks: at most ``max_pending`` checkpoints wait; when one more arrives the oldest
-    waiting one is dropped (counted in :attr:`dropped`), unless it is the best so far by ``best``. After each push, only the last ``keep_last`` steps and the
+    :meth:`submit` never blocks: at most ``max_pending`` checkpoints wait while one uploads; when one more arrives
+    the oldest waiting one is dropped (listed in :attr:`dropped`, logged as a warning with the reason), unless it is
+    the best waiting one by ``best``, then the next oldest. After each push, only the last ``keep_last`` steps and the
     best step by ``best`` (``mode`` ``min`` or ``max``) are kept; the others are deleted by digest. The directory
     given to :meth:`submit` must not change afterwards (save each step into its own directory).
     """
 
     def __init__(self, run: Run, repo: str, *, keep_last: int = 3, best: str | None = None, mode: str = "min",
-                 max_pending: int = 2) -> None:
+                 max_pending: int = DEFAULT_MAX_PENDING) -> None:
         if mode not in ("min", "max"):
             raise UsageError("mode must be 'min' or 'max'")
         if keep_last < 1 or max_pending < 1:
@@ -146,10 +162,15 @@ class CheckpointUploader:
             if self._closed:
                 raise UsageError("checkpoint uploader is closed")
             if len(self._pending) >= self.max_pending:
-                old = self._pending[self._victim()]
+                index = self._victim()
+                old = self._pending[index]
                 self._pending.remove(old)
                 self.dropped.append(old[0])
-                log.warning("checkpoint step %s dropped: uploads are behind", old[0])
+                why = "the oldest waiting" if index == 0 else f"the oldest waiting but step {self._pending[0][0]}, " \
+                      f"the best by {self.best}"
+                log.warning("checkpoint step %s dropped: step %s arrived while %d checkpoints were waiting for the "
+                            "upload (max_pending=%d); it was %s", old[0], step, self.max_pending, self.max_pending,
+                            why)
             self._pending.append((step, Path(directory), dict(metrics or {})))
             self._cond.notify()
 
