@@ -197,3 +197,49 @@ def test_cli_username_applies_to_the_commands_registry(registry_factory, unique_
     copied = run_cli("copy", src, dst, "-u", USERNAME, "--password-stdin", input=PASSWORD + "\n")
     assert copied.returncode == 0, copied.stderr
     assert copied.stdout == pushed.stdout
+
+
+def test_checkpoint_queue_default_absorbs_a_burst_and_logs_each_drop(
+        registry: RunningRegistry, unique_repo: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """With the default queue, 16 checkpoints wait behind one stuck upload without a drop; the 17th waiting one
+    drops the oldest, and the drop is logged with its reason."""
+    import logging
+
+    from support.faultproxy import FaultProxy
+
+    from ociart.lineage.run import DEFAULT_MAX_PENDING
+
+    dirs = {}
+    for step in range(DEFAULT_MAX_PENDING + 2):
+        dirs[step] = tmp_path / f"step-{step}"
+        write_random(dirs[step] / "model.safetensors", 1000, seed=step)
+    caplog.set_level(logging.WARNING, logger="ociart.run")
+    with FaultProxy(registry.url) as proxy:
+        release = threading.Event()
+
+        def hold(value: str) -> str:  # every response waits: the first upload is as slow as we like
+            release.wait(timeout=60)
+            return value
+
+        proxy.rewrite_header("docker-distribution-api-version", hold)
+        try:
+            with ociart.Client(plain_http=True) as client, \
+                    ociart.run(name="burst", client=client, git=False) as run:
+                ck = run.checkpoints(f"{proxy.host}/{unique_repo}", keep_last=1)
+                assert ck.max_pending == DEFAULT_MAX_PENDING
+                ck.submit(0, dirs[0])
+                while not proxy.log:  # step 0's upload has started (and hangs)
+                    threading.Event().wait(0.01)
+                for step in range(1, DEFAULT_MAX_PENDING + 1):
+                    ck.submit(step, dirs[step])
+                assert ck.dropped == [] and not caplog.records
+                ck.submit(DEFAULT_MAX_PENDING + 1, dirs[DEFAULT_MAX_PENDING + 1])
+                assert ck.dropped == [1]
+                (record,) = caplog.records
+                assert record.getMessage().startswith(
+                    f"checkpoint step 1 dropped: step {DEFAULT_MAX_PENDING + 1} arrived while {DEFAULT_MAX_PENDING} "
+                    f"checkpoints were waiting for the upload (max_pending={DEFAULT_MAX_PENDING})")
+                release.set()
+        finally:
+            release.set()
+    assert sorted(ck.pushed) == [DEFAULT_MAX_PENDING + 1] and not ck.errors
