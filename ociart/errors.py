@@ -89,6 +89,7 @@ class LocalIOError(OciartError):
 class Interrupted(OciartError):
     """The command was interrupted: SIGINT (exit 130) or SIGTERM (exit 143)."""
 
+    exit_code = 130
     kind = "interrupted"
 
     def __init__(self, signum: int = 2) -> None:
