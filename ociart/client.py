@@ -434,8 +434,8 @@ class Client:
 
     def copy(self, src: str | Reference, dst: str | Reference, *, referrers: bool = True) -> Descriptor:
         """Copy an artifact with its referrers (signatures, attestations, provenance, reports) unless told not to."""
-        s, d = parse_reference(src) if isinstance(src, str) else src, parse_reference(dst) if isinstance(dst, str) else dst
-        self._bind_credentials(s, d)
+        s, d = (parse_reference(x) if isinstance(x, str) else x for x in (src, dst))
+        self._bind_credentials(s, d)  # credentials without registry= are for both registries of a copy
         if d.digest and s.digest and d.digest != s.digest:
             raise UsageError("destination digest differs from the source digest")
         src_t = self.target(s, create=False)

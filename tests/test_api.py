@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ import ociart
 from ociart.errors import AuthError
 
 USERNAME, PASSWORD = "alice", "s3cret"
+RegistryFactory = Callable[..., RunningRegistry]  # the registry_factory fixture (conftest.py)
 
 
 class CountingTransport(httpx.BaseTransport):
@@ -160,7 +162,7 @@ def test_transport_sees_registry_and_token_requests(token_registry: RunningRegis
         1 for h, _, _ in counting.requests if h == f"{token_host.host}:{token_host.port}")
 
 
-def test_explicit_credentials_stay_with_their_registry(registry_factory, unique_repo: str,  # type: ignore[no-untyped-def]
+def test_explicit_credentials_stay_with_their_registry(registry_factory: RegistryFactory, unique_repo: str,
                                                        tmp_path: Path) -> None:
     """Client(username, password) is for one registry: a second registry (same user database) never sees them."""
     first, second = registry_factory(auth="htpasswd"), registry_factory(auth="htpasswd")
@@ -183,7 +185,7 @@ def test_explicit_credentials_stay_with_their_registry(registry_factory, unique_
     assert sent and all(h == second.host for h, _ in sent), sent
 
 
-def test_cli_username_applies_to_the_commands_registry(registry_factory, unique_repo: str,  # type: ignore[no-untyped-def]
+def test_cli_username_applies_to_the_commands_registry(registry_factory: RegistryFactory, unique_repo: str,
                                                        tmp_path: Path) -> None:
     """`-u` credentials are for the command's reference: `copy` gets them for both of its registries."""
     from helpers import run_cli

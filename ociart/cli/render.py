@@ -60,7 +60,8 @@ def print_inspection(info: Inspection, stream: TextIO | None = None) -> None:
     lines.append(f"digest:       {info.descriptor.digest}  ({_size(info.descriptor.size)})")
     cfg = m.get("config")
     if isinstance(cfg, dict):
-        lines.append(f"config:       {cfg.get('mediaType')}  {cfg.get('digest')}  ({_size(int(str(cfg.get('size', 0))))})")
+        size = _size(int(str(cfg.get("size", 0))))
+        lines.append(f"config:       {cfg.get('mediaType')}  {cfg.get('digest')}  ({size})")
     annotations = m.get("annotations")
     if isinstance(annotations, dict):
         lines += [f"  {k} = {v}" for k, v in sorted(annotations.items())]
