@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Lineage benchmark: what capturing lineage costs a push (the issue: "capture must not slow a push noticeably").
 
-    /work/venv/bin/python benchmarks/lineage.py [--rounds 7] [--model-kib 4096] [--json]
+    python benchmarks/lineage.py [--rounds 7] [--model-kib 4096] [--json]
 
 Pushes a small model directory (``model.safetensors`` of ``--model-kib`` KiB random bytes, ``config.json``,
 ``tokenizer.json``, ``README.md``) with ``Client.push(ref, [dir], kind="model")`` four ways, each round in this

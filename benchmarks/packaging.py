@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Packaging benchmark: a many-small-files dataset vs ``tar`` + curl, and the re-push of an unchanged model.
 
-    /work/venv/bin/python benchmarks/packaging.py [--files 10000] [--model-mib 1024] [--rounds 3] [--json]
+    python benchmarks/packaging.py [--files 10000] [--model-mib 1024] [--rounds 3] [--json]
 
 Starts its own ``docker-registry serve`` (the starter of ``benchmarks/transfer.py``, imported as a module) on a
 free loopback port with storage in a temp dir, then:

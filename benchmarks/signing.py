@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Signing benchmark: what signing adds to a push and verification adds to a pull, against the unsigned baseline.
 
-    /work/venv/bin/python benchmarks/signing.py [--rounds 7] [--model-kib 4096] [--json] [--keep] [--tmpdir DIR]
+    python benchmarks/signing.py [--rounds 7] [--model-kib 4096] [--json] [--keep] [--tmpdir DIR]
 
 Two stores: a local CNCF distribution 2.8.2 (``docker-registry``, started through ``benchmarks/transfer.py``'s
 ``Registry`` on a free loopback port, storage in a temp dir; it has no referrers API, so every bundle referrer goes

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Blob transfer benchmark: ociart vs curl vs oras-py against a local CNCF distribution registry.
 
-    /work/venv/bin/python benchmarks/transfer.py [--size-mib 1024] [--rounds 3] [--json] [--tmpdir DIR]
+    python benchmarks/transfer.py [--size-mib 1024] [--rounds 3] [--json] [--tmpdir DIR]
 
 Starts its own ``docker-registry serve`` (Debian ``docker-registry``, distribution 2.8.2) on a free loopback port
 with filesystem storage in a temp dir, writes a random file of ``--size-mib`` MiB, and then, for each round,

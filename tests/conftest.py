@@ -53,16 +53,6 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
 
 
 @pytest.fixture(scope="session")
-def spec_dir() -> Path:
-    """The shared specs directory (``helpers.SPEC_DIR``) with cosign's test key; fails when it is missing."""
-    from helpers import SPEC_DIR
-
-    if not (SPEC_DIR / "cosign" / "sigstore-encrypted-key.pem").is_file():
-        pytest.fail(f"cosign test key not found under {SPEC_DIR}/cosign (set OCIART_SPEC_DIR)", pytrace=False)
-    return SPEC_DIR
-
-
-@pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
     """Session-wide anonymous plain-HTTP registry; use a unique repository name per test."""
     _require_registry()

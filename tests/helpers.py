@@ -9,13 +9,62 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-#: The shared specs (JSON schemas, CRDs, cosign's test key) are not copied into this repository: they are read from
-#: ``$OCIART_SPEC_DIR``, else ``../shared/spec`` next to the repository root, else ``/work/shared/spec``. Tests that
-#: need them fail (never skip) when none exists.
-SPEC_DIR = next((p for p in (Path(os.environ["OCIART_SPEC_DIR"]) if os.environ.get("OCIART_SPEC_DIR") else None,
-                             REPO_ROOT.parent / "shared" / "spec", Path("/work/shared/spec"))
-                 if p is not None and p.is_dir()), REPO_ROOT.parent / "shared" / "spec")
+
+#: External reference data (JSON schemas, CRDs, cosign's test key) is not part of this repository: tests that check
+#: ociart against it read it from this directory only. Unset or incomplete: they skip, naming the variable and the
+#: files; with ``OCIART_REQUIRE_SPEC=1`` (what ``.ci/run`` sets) a missing file is a failure instead.
+SPEC_ENV = "OCIART_SPEC_DIR"
+REQUIRE_SPEC_ENV = "OCIART_REQUIRE_SPEC"
+#: cosign's test-suite key (``pkg/cosign/keys_test.go`` ``pemsigstorekey``), password ``hello``, relative to the spec dir.
+COSIGN_TEST_KEY = "cosign/sigstore-encrypted-key.pem"
+COSIGN_TEST_PASSWORD = "hello"
+#: Where pytest started: a relative ``$OCIART_SPEC_DIR`` is read from there (tests run in a temp working directory).
+_START_DIR = Path.cwd()
+
+
+def _spec_lookup(files: tuple[str, ...]) -> tuple[Path | None, str]:
+    """(the spec dir, "") when it holds every file in ``files`` (paths relative to it), else (None, the reason)."""
+    value = os.environ.get(SPEC_ENV, "")
+    root = _START_DIR / value if value else None
+    missing = list(files) if root is None else [f for f in files if not (root / f).is_file()]
+    if root is not None and not missing:
+        return root, ""
+    why = f"{SPEC_ENV} is not set" if root is None else f"{SPEC_ENV}={value} lacks {', '.join(missing)}"
+    return None, (f"external reference data: {why}; set {SPEC_ENV} to a directory holding {', '.join(files)} "
+                  f"(README, 'Run the tests')")
+
+
+def _spec_required() -> bool:
+    return os.environ.get(REQUIRE_SPEC_ENV, "") not in ("", "0")
+
+
+def spec_dir(*files: str) -> Path:
+    """``$OCIART_SPEC_DIR``, checked to hold ``files`` (relative paths). Otherwise the calling test is skipped with
+    the reason (variable and files), or fails with it when ``OCIART_REQUIRE_SPEC=1``."""
+    root, reason = _spec_lookup(files)
+    if root is None:
+        if _spec_required():
+            pytest.fail(f"{reason} ({REQUIRE_SPEC_ENV}=1)", pytrace=False)
+        pytest.skip(reason)
+    return root
+
+
+def optional_spec_dir(*files: str) -> Path | None:
+    """As :func:`spec_dir` for checks that are extra to a test: ``None`` (the test goes on without them) instead of
+    a skip; still a failure when ``OCIART_REQUIRE_SPEC=1``."""
+    root, reason = _spec_lookup(files)
+    if root is None and _spec_required():
+        pytest.fail(f"{reason} ({REQUIRE_SPEC_ENV}=1)", pytrace=False)
+    return root
+
+
+def cosign_test_key() -> Path:
+    """cosign's own test key file (password :data:`COSIGN_TEST_PASSWORD`), for the tests that prove interop with
+    cosign's key envelope; tests that need just *a* cosign-format key make one with ``ociart keygen``."""
+    return spec_dir(COSIGN_TEST_KEY) / COSIGN_TEST_KEY
 
 
 def write_random(path: Path, size: int, seed: int = 0) -> Path:

@@ -10,8 +10,12 @@
   with each verifier's own glob semantics, key-mode settings skip Rekor/SCT, and the README's Pod snippet feeds
   the init container the same annotation that both Kyverno policies verify.
 
-The CRDs are not part of this repository: they are read from ``$OCIART_SPEC_DIR/k8s`` (default ``../shared/spec``
-next to the repository root, then ``/work/shared/spec``), as in test_packaging.py. When absent, the tests FAIL.
+* the README's Pod, and a Pod mounting the model as an image volume (the extractors' ``volumes[].image``), are
+  valid Kubernetes 1.34 Pods under strict validation (``kubernetes-validate``).
+
+Validation is ``support.k8s.manifest_errors``. The CRDs are not part of this repository: they are read from
+``$OCIART_SPEC_DIR`` (``support.k8s.CRD_FILES``); without them the tests that need them skip, naming the variable and
+the files (fail with ``OCIART_REQUIRE_SPEC=1``). The rest runs everywhere.
 """
 
 from __future__ import annotations
@@ -19,22 +23,21 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable, Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from helpers import SPEC_DIR
+from support.k8s import K8S_VERSION, crd, crd_schema, manifest_errors, to_json_schema
 
 from ociart.signing import keys
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples" / "k8s"
-CRD_DIR = SPEC_DIR / "k8s"
 KYVERNO = EXAMPLES / "kyverno-clusterpolicy.yaml"
 POLICY_CONTROLLER = EXAMPLES / "policy-controller-clusterimagepolicy.yaml"
 KYVERNO_IVPOL = EXAMPLES / "kyverno-imagevalidatingpolicy.yaml"
@@ -43,99 +46,6 @@ SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 MODEL = "registry.example.com/models/bert"
 DIGEST = "sha256:" + "ab" * 32
 MODEL_ANNOTATION = "ociart.dev/model"
-
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-# -- CRDs ---------------------------------------------------------------------------------------------
-@cache
-def _crds() -> dict[tuple[str, str], dict[str, Any]]:
-    """(group, kind) -> CRD, from every YAML file in the spec dir's k8s/ (fails loudly when missing)."""
-    files = sorted(CRD_DIR.glob("*.yaml")) if CRD_DIR.is_dir() else []
-    if not files:
-        pytest.fail(f"CRD schemas not found in {CRD_DIR}. Set OCIART_SPEC_DIR to a directory whose k8s/ holds "
-                    "kyverno.io_clusterpolicies.yaml, policies.kyverno.io_imagevalidatingpolicies.yaml and "
-                    "policy.sigstore.dev_clusterimagepolicies.yaml (default: ../shared/spec next to the repository "
-                    "root).", pytrace=False)
-    out: dict[tuple[str, str], dict[str, Any]] = {}
-    for f in files:
-        with open(f, encoding="utf-8") as fh:
-            for doc in yaml.load_all(fh, Loader=_Loader):
-                if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
-                    out[(doc["spec"]["group"], doc["spec"]["names"]["kind"])] = doc
-    return out
-
-
-def _crd_schema(api_version: str, kind: str) -> dict[str, Any]:
-    group, _, version = api_version.rpartition("/")
-    crd = _crds().get((group, kind))
-    if crd is None:
-        pytest.fail(f"no CRD for {kind} in group {group!r} under {CRD_DIR}", pytrace=False)
-    served = {v["name"]: v for v in crd["spec"]["versions"] if v.get("served")}
-    if version not in served:
-        pytest.fail(f"{api_version} {kind}: version {version!r} is not served by the CRD (served: {sorted(served)})",
-                    pytrace=False)
-    return served[version]["schema"]["openAPIV3Schema"]
-
-
-# -- OpenAPI v3 (Kubernetes structural schema) -> JSON Schema ------------------------------------------
-_OBJECT_META = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string"}, "namespace": {"type": "string"}, "generateName": {"type": "string"},
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-    },
-}
-
-
-def to_json_schema(node: Any, strict: bool = True, root: bool = True) -> Any:
-    """Convert a CRD openAPIV3Schema into JSON Schema as the API server applies it.
-
-    ``x-kubernetes-*`` keys are dropped after use: ``int-or-string`` becomes integer|string, ``preserve-unknown-
-    fields`` keeps an object open. ``nullable: true`` admits null. With ``strict``, objects that declare
-    ``properties`` (and neither ``additionalProperties`` nor ``preserve-unknown-fields``) get
-    ``additionalProperties: false``, i.e. Kubernetes strict field validation; without it, plain JSON Schema
-    semantics (unknown fields allowed, as a CRD schema alone says). The root always admits ``apiVersion``,
-    ``kind`` and a (strict) ``metadata``.
-    """
-    if isinstance(node, list):
-        return [to_json_schema(n, strict, False) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key.startswith("x-kubernetes-") or key in ("nullable", "description", "example", "externalDocs"):
-            continue
-        if key in ("properties", "patternProperties", "definitions", "$defs"):
-            out[key] = {k: to_json_schema(v, strict, False) for k, v in value.items()}
-        else:
-            out[key] = to_json_schema(value, strict, False)
-    if node.get("x-kubernetes-int-or-string"):
-        out.pop("type", None)
-        out = {"anyOf": [{"type": "integer"}, {"type": "string"}], **out}
-    if node.get("nullable") and "type" in out:
-        out["type"] = [out["type"], "null"] if isinstance(out["type"], str) else [*out["type"], "null"]
-    if root:
-        props = out.setdefault("properties", {})
-        props.setdefault("apiVersion", {"type": "string"})
-        props.setdefault("kind", {"type": "string"})
-        meta = props.get("metadata")
-        if not isinstance(meta, dict) or "properties" not in meta:
-            props["metadata"] = copy.deepcopy(_OBJECT_META)
-            if strict:
-                props["metadata"]["additionalProperties"] = False
-    if (strict and "properties" in out and "additionalProperties" not in out
-            and not node.get("x-kubernetes-preserve-unknown-fields")):
-        out["additionalProperties"] = False
-    return out
-
-
-def schema_errors(doc: dict[str, Any], strict: bool = True) -> list[str]:
-    schema = to_json_schema(_crd_schema(doc["apiVersion"], doc["kind"]), strict)
-    validator = jsonschema.Draft202012Validator(schema)
-    return sorted(f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
-                  for e in validator.iter_errors(doc))
 
 
 # -- examples -----------------------------------------------------------------------------------------
@@ -206,7 +116,7 @@ NOT_MATCHING = ["registry.example.com/other/bert", f"evil.example.com/models/ber
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.name)
 def test_example_validates_against_its_crd(path: Path) -> None:
     for doc in _docs(path):
-        errors = schema_errors(doc)
+        errors = manifest_errors(doc)
         assert errors == [], f"{path.name}: {doc['kind']} {doc['metadata'].get('name')}:\n" + "\n".join(errors)
 
 
@@ -216,7 +126,7 @@ def test_examples_use_served_versions() -> None:
     for path, (api_version, kind) in expected.items():
         doc = _only(path)
         assert (doc["apiVersion"], doc["kind"]) == (api_version, kind)
-        assert _crd_schema(api_version, kind)["properties"]["spec"]["type"] == "object"
+        assert crd_schema(api_version, kind)["properties"]["spec"]["type"] == "object"
 
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
@@ -287,14 +197,14 @@ BROKEN: list[tuple[str, Path, Callable[[dict[str, Any]], None], bool]] = [
 def test_broken_copy_fails_validation(path: Path, mutate: Callable[[dict[str, Any]], None],
                                       bare_rejects: bool) -> None:
     good = _only(path)
-    assert schema_errors(good) == []
+    assert manifest_errors(good) == []
     broken = copy.deepcopy(good)
     mutate(broken)
     assert broken != good
-    assert schema_errors(broken), "the broken copy validated: the schema check is not strict"
+    assert manifest_errors(broken), "the broken copy validated: the schema check is not strict"
     # Misspellings are caught only by strict field validation (the CRD schema itself leaves objects open);
     # wrong types, enums and required fields by the schema as such.
-    assert bool(schema_errors(broken, strict=False)) is bare_rejects
+    assert bool(manifest_errors(broken, strict=False)) is bare_rejects
 
 
 def test_schema_conversion_follows_kubernetes_rules() -> None:
@@ -416,6 +326,68 @@ def test_readme_pod_pulls_the_verified_annotation_by_digest() -> None:
         assert cmd in readme, cmd
 
 
+# -- tests: built-in kinds (kubernetes-validate, no external data) --------------------------------------
+def _readme_pod() -> dict[str, Any]:
+    readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)]
+    (pod,) = [b for b in blocks if isinstance(b, dict) and b.get("kind") == "Pod"]
+    return pod
+
+
+def _image_volume_pod() -> dict[str, Any]:
+    """The model mounted as a Kubernetes image volume (what the policies' ``imageVolumes`` extractors read)."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bert-server"},
+            "spec": {"containers": [{"name": "server", "image": f"registry.example.com/serving/bert@{DIGEST}",
+                                     "volumeMounts": [{"name": "model", "mountPath": "/models", "readOnly": True}]}],
+                     "volumes": [{"name": "model", "image": {"reference": f"{MODEL}@{DIGEST}",
+                                                             "pullPolicy": "IfNotPresent"}}]}}
+
+
+def test_kubernetes_schemas_are_a_release_with_image_volumes() -> None:
+    assert tuple(int(x) for x in K8S_VERSION.split(".")[:2]) >= (1, 34)
+    assert kubernetes_validate.validate(_image_volume_pod(), K8S_VERSION, strict=True) == K8S_VERSION.rsplit(".", 1)[0]
+    # the pin matters: before 1.31 a Pod had no image volumes, and strict validation says so
+    with pytest.raises(kubernetes_validate.ValidationError, match="'image' was unexpected"):
+        kubernetes_validate.validate(_image_volume_pod(), "1.30.0", strict=True)
+
+
+def test_readme_pod_and_image_volume_pod_are_valid_pods() -> None:
+    assert manifest_errors(_readme_pod()) == []
+    pod = _image_volume_pod()
+    assert manifest_errors(pod) == []
+    # both Kyverno policies read the model from exactly this field
+    for rule in _only(KYVERNO)["spec"]["rules"]:
+        extractor = {e["name"]: e for e in rule["imageExtractors"]["Pod"]}["imageVolumes"]
+        assert (extractor["path"], extractor["value"]) == ("/spec/volumes/*/image", "reference")
+    assert [v["image"]["reference"] for v in pod["spec"]["volumes"]] == [f"{MODEL}@{DIGEST}"]
+    (ivpol_extractor,) = [i for i in _only(KYVERNO_IVPOL)["spec"]["images"] if i["name"] == "imageVolumes"]
+    assert "v.image.reference" in ivpol_extractor["expression"]
+
+
+POD_BROKEN: list[tuple[str, Callable[[], dict[str, Any]], Callable[[dict[str, Any]], None], bool]] = [
+    # (id, pod, mutation, also rejected without strict field validation)
+    ("misspelled-volumeMounts", _readme_pod, _rename("spec.initContainers.0.volumeMounts", "volumeMount"), False),
+    ("misspelled-fieldRef", _readme_pod, _rename("spec.initContainers.0.env.0.valueFrom.fieldRef", "fieldref"), False),
+    ("metadata-typo", _readme_pod, _rename("metadata.annotations", "anotations"), False),
+    ("image-volume-ref", _image_volume_pod, _rename("spec.volumes.0.image.reference", "ref"), False),
+    ("command-not-list", _readme_pod, _set("spec.initContainers.0.command", "ociart pull"), True),
+    ("readOnly-not-boolean", _readme_pod, _set("spec.containers.0.volumeMounts.0.readOnly", "yes"), True),
+    ("container-without-name", _readme_pod, lambda d: d["spec"]["containers"][0].pop("name"), True),
+]
+
+
+@pytest.mark.parametrize(("make", "mutate", "bare_rejects"), [b[1:] for b in POD_BROKEN], ids=[b[0] for b in POD_BROKEN])
+def test_broken_pod_fails_validation(make: Callable[[], dict[str, Any]], mutate: Callable[[dict[str, Any]], None],
+                                     bare_rejects: bool) -> None:
+    good = make()
+    assert manifest_errors(good) == []
+    broken = copy.deepcopy(good)
+    mutate(broken)
+    assert broken != good
+    assert manifest_errors(broken), "the broken Pod validated: the check is not strict"
+    assert bool(manifest_errors(broken, strict=False)) is bare_rejects
+
+
 # -- tests: the ImageValidatingPolicy (policies.kyverno.io) -------------------------------------------
 IVPOL_IMAGE_LISTS = ("containers", "initContainers", "ephemeralContainers", "ociartModel", "imageVolumes")
 
@@ -423,10 +395,9 @@ IVPOL_IMAGE_LISTS = ("containers", "initContainers", "ephemeralContainers", "oci
 def test_imagevalidatingpolicy_uses_a_served_non_deprecated_version() -> None:
     doc = _only(KYVERNO_IVPOL)
     assert (doc["apiVersion"], doc["kind"]) == ("policies.kyverno.io/v1", "ImageValidatingPolicy")
-    crd = _crds()[("policies.kyverno.io", "ImageValidatingPolicy")]
-    versions = {v["name"]: v for v in crd["spec"]["versions"]}
+    versions = {v["name"]: v for v in crd("policies.kyverno.io", "ImageValidatingPolicy")["spec"]["versions"]}
     assert versions["v1"]["served"] is True and not versions["v1"].get("deprecated")
-    assert _crd_schema(doc["apiVersion"], doc["kind"])["properties"]["spec"]["type"] == "object"
+    assert crd_schema(doc["apiVersion"], doc["kind"])["properties"]["spec"]["type"] == "object"
 
 
 def test_imagevalidatingpolicy_key_is_the_example_p256_key() -> None:

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import run_cli, write_random
+from helpers import COSIGN_TEST_PASSWORD, cosign_test_key, run_cli, write_random
 from support.ocifake import OciFake
 from support.registry import RunningRegistry
 from support.sigstore_mock import SigstoreMock
@@ -112,14 +112,15 @@ def test_sign_verify_referrers_api_bundle_only(fake_registry: OciFake, unique_re
     fails(2, "choose always or never", "sign", ref, "--key", str(keydir / "a.key"), "--legacy-signature", "sometimes")
 
 
-def test_cosign_test_key_signs_and_its_public_key_verifies(spec_dir: Path, unique_repo: str, tmp_path: Path) -> None:
-    cosign_key = spec_dir / "cosign" / "sigstore-encrypted-key.pem"
+def test_cosign_test_key_signs_and_its_public_key_verifies(unique_repo: str, tmp_path: Path) -> None:
+    """cosign's own test key (external data, ``helpers.cosign_test_key``) signs through the CLI."""
+    cosign_key = cosign_test_key()
     pub = tmp_path / "cosign.pub"
-    pub.write_bytes(keys.public_key_pem(keys.load_private_key(cosign_key, b"hello")))
+    pub.write_bytes(keys.public_key_pem(keys.load_private_key(cosign_key, COSIGN_TEST_PASSWORD.encode())))
     ref = f"{unique_repo}:v1"  # the embedded store
     write_random(tmp_path / "w.bin", 1000)
     ok("push", ref, str(tmp_path / "w.bin"))
-    r = run_cli("sign", ref, "--key", str(cosign_key), env={"COSIGN_PASSWORD": "hello"})
+    r = run_cli("sign", ref, "--key", str(cosign_key), env={"COSIGN_PASSWORD": COSIGN_TEST_PASSWORD})
     assert r.returncode == 0, r.stderr
     assert len(verify_json(ref, "--key", str(pub))["signatures"]) == 2
     r = run_cli("sign", ref, "--key", str(cosign_key), env={"COSIGN_PASSWORD": "wrong"})

@@ -1,8 +1,9 @@
 """Cosign-compatible signing keys (ociart.signing.keys) and ``ociart keygen``.
 
-The cosign test key (cosign ``pkg/cosign/keys_test.go``, password ``hello``) is not part of this repository: it is
-read from ``$OCIART_SPEC_DIR/cosign/sigstore-encrypted-key.pem`` (default ``../shared/spec`` next to the repository
-root, then ``/work/shared/spec``).
+Most tests use a key made here (``keys.encrypt_private_key``, what ``ociart keygen`` writes). The two that prove
+interop with cosign's own key envelope (decrypting cosign's test key, comparing our envelope with it) read the key
+from ``$OCIART_SPEC_DIR/cosign/sigstore-encrypted-key.pem`` (cosign ``pkg/cosign/keys_test.go``, password ``hello``;
+not part of this repository) and skip without it (``helpers.cosign_test_key``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from helpers import SPEC_DIR
+from helpers import COSIGN_TEST_PASSWORD, cosign_test_key
 
 from ociart.errors import (
     ConflictError,
@@ -28,14 +29,19 @@ from ociart.errors import (
 )
 from ociart.signing import keys
 
-COSIGN_KEY = SPEC_DIR / "cosign" / "sigstore-encrypted-key.pem"
+PASSWORD = b"s3cret"
 
 
 @pytest.fixture(scope="module")
 def cosign_key_pem() -> bytes:
-    if not COSIGN_KEY.is_file():
-        pytest.fail(f"cosign test key not found at {COSIGN_KEY}; set OCIART_SPEC_DIR", pytrace=False)
-    return COSIGN_KEY.read_bytes()
+    """cosign's own test key (external data; skips without it)."""
+    return cosign_test_key().read_bytes()
+
+
+@pytest.fixture(scope="module")
+def key_pem() -> bytes:
+    """A fresh key in cosign's encrypted format, password :data:`PASSWORD`."""
+    return keys.encrypt_private_key(ec.generate_private_key(ec.SECP256R1()), PASSWORD)
 
 
 def _envelope(pem: bytes) -> dict:
@@ -53,62 +59,66 @@ def _shape(obj: object) -> object:
 
 # -- library ----------------------------------------------------------------------------------------
 def test_cosign_test_key_decrypts(cosign_key_pem: bytes) -> None:
-    key = keys.decrypt_private_key(cosign_key_pem, b"hello")
+    key = keys.decrypt_private_key(cosign_key_pem, COSIGN_TEST_PASSWORD.encode())
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     assert isinstance(key.curve, ec.SECP256R1)
     pub = keys.load_public_key_pem(keys.public_key_pem(key))
     assert pub.public_numbers() == key.public_key().public_numbers()
 
 
-def test_cosign_type_pem_accepted(cosign_key_pem: bytes) -> None:
-    legacy = cosign_key_pem.replace(b"SIGSTORE", b"COSIGN")
+def test_cosign_type_pem_accepted(key_pem: bytes) -> None:
+    legacy = key_pem.replace(b"SIGSTORE", b"COSIGN")
     assert b"ENCRYPTED COSIGN PRIVATE KEY" in legacy
-    assert keys.decrypt_private_key(legacy, b"hello").private_numbers() == \
-        keys.decrypt_private_key(cosign_key_pem, b"hello").private_numbers()
+    assert keys.decrypt_private_key(legacy, PASSWORD).private_numbers() == \
+        keys.decrypt_private_key(key_pem, PASSWORD).private_numbers()
 
 
-@pytest.mark.parametrize("password", [b"wrong", b"", b"hello "])
-def test_wrong_password_is_one_clear_error(cosign_key_pem: bytes, password: bytes) -> None:
+@pytest.mark.parametrize("password", [b"wrong", b"", PASSWORD + b" "])
+def test_wrong_password_is_one_clear_error(key_pem: bytes, password: bytes) -> None:
     with pytest.raises(VerificationError) as exc:
-        keys.decrypt_private_key(cosign_key_pem, password)
+        keys.decrypt_private_key(key_pem, password)
     assert type(exc.value) is VerificationError
     assert exc.value.exit_code == 5
     assert "wrong password" in str(exc.value) and "\n" not in str(exc.value)
 
 
-def test_malformed_or_foreign_pem_rejected(cosign_key_pem: bytes) -> None:
+def test_malformed_or_foreign_pem_rejected(key_pem: bytes) -> None:
     with pytest.raises(InvalidContentError, match="PEM type"):
-        keys.decrypt_private_key(cosign_key_pem.replace(b"ENCRYPTED SIGSTORE PRIVATE KEY", b"PRIVATE KEY"), b"hello")
+        keys.decrypt_private_key(key_pem.replace(b"ENCRYPTED SIGSTORE PRIVATE KEY", b"PRIVATE KEY"), PASSWORD)
     with pytest.raises(InvalidContentError, match="no PEM block"):
-        keys.decrypt_private_key(b"not a key", b"hello")
-    env = _envelope(cosign_key_pem)
+        keys.decrypt_private_key(b"not a key", PASSWORD)
+    env = _envelope(key_pem)
     env["kdf"]["params"]["N"] = 1 << 30  # a tampered file must not make us do unbounded work
     tampered = keys._pem_encode(keys.SIGSTORE_PEM_TYPE, json.dumps(env).encode())
     with pytest.raises(InvalidContentError, match="scrypt parameters"):
-        keys.decrypt_private_key(tampered, b"hello")
+        keys.decrypt_private_key(tampered, PASSWORD)
 
 
-def test_written_key_decrypts_and_matches_cosign_envelope(cosign_key_pem: bytes) -> None:
+def test_written_key_decrypts() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    pem = keys.encrypt_private_key(key, b"s3cret")
+    pem = keys.encrypt_private_key(key, PASSWORD)
     assert pem.startswith(b"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n")
     assert pem.endswith(b"-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n")
     assert all(len(ln) <= 64 for ln in pem.splitlines())
-    assert keys.decrypt_private_key(pem, b"s3cret").private_numbers() == key.private_numbers()
+    assert keys.decrypt_private_key(pem, PASSWORD).private_numbers() == key.private_numbers()
     with pytest.raises(VerificationError):
-        keys.decrypt_private_key(pem, b"hello")
+        keys.decrypt_private_key(pem, b"wrong")
+    env = _envelope(pem)
+    assert env["kdf"]["params"] == {"N": 32768, "r": 8, "p": 1}
+    assert _shape(env)[0][1][2] == ("salt", 32) and _shape(env)[1][1][1] == ("nonce", 24)
 
-    ours, theirs = _envelope(pem), _envelope(cosign_key_pem)
+
+def test_written_key_matches_cosign_envelope(key_pem: bytes, cosign_key_pem: bytes) -> None:
+    ours, theirs = _envelope(key_pem), _envelope(cosign_key_pem)
     assert ours["kdf"]["params"] == {"N": 32768, "r": 8, "p": 1} == theirs["kdf"]["params"]
     assert _shape(ours) == _shape(theirs)  # same field names, order, names, params, salt/nonce sizes
-    assert _shape(ours)[0][1][2] == ("salt", 32) and _shape(ours)[1][1][1] == ("nonce", 24)
     # Same compact JSON encoding as Go's json.Marshal: the text before the random salt is byte-identical.
-    ours_raw, theirs_raw = (base64.b64decode(b"".join(p.strip().splitlines()[1:-1])) for p in (pem, cosign_key_pem))
+    ours_raw, theirs_raw = (base64.b64decode(b"".join(p.strip().splitlines()[1:-1])) for p in (key_pem, cosign_key_pem))
     assert ours_raw.split(b'"salt"')[0] == theirs_raw.split(b'"salt"')[0]
 
 
-def test_sign_verify_round_trip(cosign_key_pem: bytes) -> None:
-    key = keys.decrypt_private_key(cosign_key_pem, b"hello")
+def test_sign_verify_round_trip(key_pem: bytes) -> None:
+    key = keys.decrypt_private_key(key_pem, PASSWORD)
     pub = keys.load_public_key_pem(keys.public_key_pem(key))
     payload = b'{"critical":{"image":{"docker-manifest-digest":"sha256:' + b"a" * 64 + b'"}}}'
     sig = keys.sign(key, payload)

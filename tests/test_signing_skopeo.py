@@ -22,8 +22,8 @@ copying the attachments is not disabled. So this module checks:
   ``ociart verify`` accepts it (format ``legacy``; the bundle referrer is not copied by skopeo 1.9.3). ociart then
   appends a signature to that containers/image-written manifest and skopeo copies both.
 * skopeo signs, ociart verifies (``--sign-by-sigstore-private-key`` with an ``ociart keygen`` key and with cosign's
-  test-suite key): skipped with the reason when skopeo's sigstore support is disabled, i.e. always with Debian's
-  skopeo.
+  test-suite key, read from ``$OCIART_SPEC_DIR`` by ``helpers.cosign_test_key``): skipped with the reason when
+  skopeo's sigstore support is disabled, i.e. always with Debian's skopeo.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import run_cli, write_random
+from helpers import COSIGN_TEST_PASSWORD, cosign_test_key, run_cli, write_random
 from support.registry import RunningRegistry
 
 from ociart import Client
@@ -45,7 +45,8 @@ from ociart.signing import keys, legacy
 
 SKOPEO = shutil.which("skopeo")
 PASSWORD = "correct horse"
-COSIGN_TEST_PASSWORD = "hello"
+#: the third signer's key has a password of its own (each ``sign`` below passes the right one)
+OTHER_PASSWORD = "battery staple"
 #: Debian's containers/image disable-sigstore.patch: returned for every sigstore verification and signing.
 SIGSTORE_DISABLED = "Debian-local change: sigstore disabled"
 NO_SIGNATURE = "A signature was required, but no signature exists"
@@ -61,15 +62,21 @@ def skopeo_bin() -> str:
 
 
 @pytest.fixture(scope="module")
-def keydir(tmp_path_factory: pytest.TempPathFactory, spec_dir: Path) -> Path:
-    """``a``/``b``: ociart key pairs from ``ociart keygen`` (password :data:`PASSWORD`); ``cosign.key``/``cosign.pub``:
-    cosign's test-suite key (password ``hello``) and its derived public key; ``*.pw``: the passwords as files."""
+def keydir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``a``/``b``/``c``: key pairs from ``ociart keygen`` (password :data:`PASSWORD`, ``c``: :data:`OTHER_PASSWORD`);
+    ``*.pw``: the passwords as files."""
     d = tmp_path_factory.mktemp("keys")
-    for name in ("a", "b"):
-        r = run_cli("keygen", "--output-key-prefix", str(d / name), env={"COSIGN_PASSWORD": PASSWORD})
+    for name, password in (("a", PASSWORD), ("b", PASSWORD), ("c", OTHER_PASSWORD)):
+        r = run_cli("keygen", "--output-key-prefix", str(d / name), env={"COSIGN_PASSWORD": password})
         assert r.returncode == 0, r.stderr
-        (d / f"{name}.pw").write_text(PASSWORD)
-    cosign_key = spec_dir / "cosign" / "sigstore-encrypted-key.pem"
+        (d / f"{name}.pw").write_text(password)
+    return d
+
+
+def cosign_keys(d: Path) -> Path:
+    """cosign's test-suite key as ``d/cosign.key`` with its public key and password file beside it (external data:
+    skips without ``$OCIART_SPEC_DIR``)."""
+    cosign_key = cosign_test_key()
     shutil.copyfile(cosign_key, d / "cosign.key")
     (d / "cosign.pub").write_bytes(keys.public_key_pem(keys.load_private_key(cosign_key,
                                                                              COSIGN_TEST_PASSWORD.encode())))
@@ -158,7 +165,7 @@ def test_skopeo_finds_and_checks_ociart_legacy_signature(kind: str, skopeo_bin: 
     repo = f"{registry.host}/{unique_repo}"
     digest = push(f"{repo}:v1", kind, tmp_path, seed=1)
     ok("sign", f"{repo}:v1", "--key", str(keydir / "a.key"))
-    ok("sign", f"{repo}:v1", "--key", str(keydir / "cosign.key"), password=COSIGN_TEST_PASSWORD)
+    ok("sign", f"{repo}:v1", "--key", str(keydir / "c.key"), password=OTHER_PASSWORD)
     layers = sig_layers(repo, digest)
     assert len(layers) == 2
 
@@ -211,7 +218,7 @@ def test_skopeo_copied_legacy_signature_verifies_with_ociart(kind: str, skopeo_b
     src, dst, dst2 = f"{host}/{unique_repo}", f"{host}/{unique_repo}-copy", f"{host}/{unique_repo}-copy2"
     digest = push(f"{src}:v1", kind, tmp_path, seed=5)
     ok("sign", f"{src}:v1", "--key", str(keydir / "a.key"))
-    ok("sign", f"{src}:v1", "--key", str(keydir / "cosign.key"), password=COSIGN_TEST_PASSWORD)
+    ok("sign", f"{src}:v1", "--key", str(keydir / "c.key"), password=OTHER_PASSWORD)
     policy, regd = accept_anything(tmp_path), registries_d(tmp_path, host)
 
     r = skopeo(skopeo_bin, policy, regd, "copy", "--preserve-digests", "--src-tls-verify=false",
@@ -225,7 +232,7 @@ def test_skopeo_copied_legacy_signature_verifies_with_ociart(kind: str, skopeo_b
     assert [(d.digest, d.mediaType, d.annotations) for d in sig_layers(dst, digest)] == \
         [(d.digest, d.mediaType, d.annotations) for d in sig_layers(src, digest)]
 
-    for pub in ("a.pub", "cosign.pub"):
+    for pub in ("a.pub", "c.pub"):
         result = verify_json(f"{dst}:v1", keydir / pub)
         assert result["digest"] == digest
         assert [s["format"] for s in result["signatures"]] == ["legacy"]  # skopeo 1.9.3 copies no referrers
@@ -243,9 +250,9 @@ def test_skopeo_copied_legacy_signature_verifies_with_ociart(kind: str, skopeo_b
     r = skopeo(skopeo_bin, policy, regd, "copy", "--preserve-digests", "--src-tls-verify=false",
                "--dest-tls-verify=false", f"docker://{dst}:v1", f"docker://{dst2}:v1")
     assert r.returncode == 0, r.stderr
-    result = verify_json(f"{dst2}:v1", keydir / "a.pub", keydir / "b.pub", keydir / "cosign.pub")
+    result = verify_json(f"{dst2}:v1", keydir / "a.pub", keydir / "b.pub", keydir / "c.pub")
     assert result["digest"] == digest
-    assert sorted(Path(s["signer"]).name for s in result["signatures"]) == ["a.pub", "b.pub", "cosign.pub"]
+    assert sorted(Path(s["signer"]).name for s in result["signatures"]) == ["a.pub", "b.pub", "c.pub"]
     assert {s["format"] for s in result["signatures"]} == {"legacy"}
 
 
@@ -254,23 +261,24 @@ def test_skopeo_copied_legacy_signature_verifies_with_ociart(kind: str, skopeo_b
 def test_skopeo_signature_verifies_with_ociart(key: str, skopeo_bin: str, registry: RunningRegistry,
                                                unique_repo: str, keydir: Path, tmp_path: Path) -> None:
     host = registry.host
+    kd = cosign_keys(tmp_path) if key == "cosign" else keydir
     src, dst = f"{host}/{unique_repo}", f"{host}/{unique_repo}-signed"
     digest = push(f"{src}:v1", "model", tmp_path, seed=6)
     r = skopeo(skopeo_bin, accept_anything(tmp_path), registries_d(tmp_path, host), "copy", "--preserve-digests",
-               "--sign-by-sigstore-private-key", str(keydir / f"{key}.key"),
-               "--sign-passphrase-file", str(keydir / f"{key}.pw"),
+               "--sign-by-sigstore-private-key", str(kd / f"{key}.key"),
+               "--sign-passphrase-file", str(kd / f"{key}.pw"),
                "--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{src}:v1", f"docker://{dst}:v1")
     if r.returncode != 0 and SIGSTORE_DISABLED in r.stderr:
         pytest.skip(f"this skopeo cannot create sigstore signatures ({SIGSTORE_DISABLED!r}: Debian builds "
                     "containers/image with disable-sigstore.patch)")
     assert r.returncode == 0, r.stderr
-    result = verify_json(f"{dst}:v1", keydir / f"{key}.pub")
+    result = verify_json(f"{dst}:v1", kd / f"{key}.pub")
     assert result["digest"] == digest
     assert [s["format"] for s in result["signatures"]] == ["legacy"]
     with Client() as c:
         assert c.resolve(f"{dst}:v1").digest == digest
         ref = c.ref(f"{dst}@{digest}")
-        [v] = legacy.verify_legacy(c.target(ref), ref.repository, digest, keys.load_public_key(keydir / f"{key}.pub"))
+        [v] = legacy.verify_legacy(c.target(ref), ref.repository, digest, keys.load_public_key(kd / f"{key}.pub"))
     assert v.payload.manifest_digest == digest
     assert v.payload.docker_reference.startswith(dst)
     r = run_cli("verify", f"{dst}:v1", "--key", str(keydir / ("b.pub" if key == "a" else "a.pub")))
