@@ -18,7 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: files; with ``OCIART_REQUIRE_SPEC=1`` (what ``.ci/run`` sets) a missing file is a failure instead.
 SPEC_ENV = "OCIART_SPEC_DIR"
 REQUIRE_SPEC_ENV = "OCIART_REQUIRE_SPEC"
-#: cosign's test-suite key (``pkg/cosign/keys_test.go`` ``pemsigstorekey``), password ``hello``, relative to the spec dir.
+#: cosign's test-suite key (``pkg/cosign/keys_test.go`` ``pemsigstorekey``), relative to the spec dir, and its password.
 COSIGN_TEST_KEY = "cosign/sigstore-encrypted-key.pem"
 COSIGN_TEST_PASSWORD = "hello"
 #: Where pytest started: a relative ``$OCIART_SPEC_DIR`` is read from there (tests run in a temp working directory).

@@ -376,7 +376,8 @@ POD_BROKEN: list[tuple[str, Callable[[], dict[str, Any]], Callable[[dict[str, An
 ]
 
 
-@pytest.mark.parametrize(("make", "mutate", "bare_rejects"), [b[1:] for b in POD_BROKEN], ids=[b[0] for b in POD_BROKEN])
+@pytest.mark.parametrize(("make", "mutate", "bare_rejects"), [b[1:] for b in POD_BROKEN],
+                         ids=[b[0] for b in POD_BROKEN])
 def test_broken_pod_fails_validation(make: Callable[[], dict[str, Any]], mutate: Callable[[dict[str, Any]], None],
                                      bare_rejects: bool) -> None:
     good = make()

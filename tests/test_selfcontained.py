@@ -34,7 +34,8 @@ def offenders(name: str, text: str) -> list[str]:
         for what, rx in MACHINE_PATHS.items():
             found += [f"{name}:{lineno}: {what}: {m.group(0)}" for m in rx.finditer(line)]
         if name not in SIBLING_SPEC_ALLOWED:
-            found += [f"{name}:{lineno}: spec data beside the checkout: {m.group(0)}" for m in SIBLING_SPEC.finditer(line)]
+            found += [f"{name}:{lineno}: spec data beside the checkout: {m.group(0)}"
+                      for m in SIBLING_SPEC.finditer(line)]
     return found
 
 
