@@ -12,10 +12,12 @@ from pydantic import BaseModel, JsonValue
 from .errors import InvalidContentError, NotFoundError, OciartError, UsageError
 from .oci import Content, Descriptor, Index, Manifest
 from .progress import Progress
-from .reference import Reference, parse_reference
+from .reference import Reference, embedded_store_path, parse_reference
 from .targets.auth import Credentials, remove_credentials, store_credentials
 from .targets.base import Target
-from .targets.layout import LayoutTarget
+from .targets.layout import SWEEP_GRACE_SECONDS, LayoutTarget
+from .targets.referrers import attach, is_scheme_tag, list_referrers
+from .targets.referrers import delete as delete_graph
 from .lineage.record import LineageOptions
 from .packaging.unpack import PulledFile
 from .signing.results import Verification
@@ -36,10 +38,6 @@ if TYPE_CHECKING:
     #: What ``sign=`` accepts: a signer, a private key, or the path of a cosign key file (password from
     #: ``COSIGN_PASSWORD``).
     SignWith = Signer | ec.EllipticCurvePrivateKey | str | Path
-
-#: Tags of referrer and signature schemes (hidden by `tags` unless asked).
-SCHEME_TAG_PREFIX = "sha256-"
-
 
 class PushResult(Descriptor):
     """The pushed manifest's descriptor, and ``reference``: where it was pushed, pinned to its digest."""
@@ -102,6 +100,13 @@ class DeleteResult(BaseModel):
     #: Tags that pointed at the deleted manifest (they are gone with it).
     tags: list[str]
     tag_only: bool = False
+    #: Referrers deleted with it (signatures, attestations, provenance, reports; recursively).
+    referrers: list[str] = []
+    #: Scheme tags removed with it: ``sha256-<hex>`` referrer indexes and legacy ``.sig``/``.att`` tags.
+    scheme_tags: list[str] = []
+    #: Blobs freed in a local store (embedded store, ``oci:`` layouts) and their total size in bytes.
+    blobs: int = 0
+    freed_bytes: int = 0
 
 
 class Client:
@@ -414,18 +419,23 @@ class Client:
     def tags(self, repo: str | Reference, *, all: bool = False) -> list[str]:
         r = self.ref(repo)
         found = self.target(r, create=False).tags(r.repository)
-        return found if all else [t for t in found if not t.startswith(SCHEME_TAG_PREFIX)]
+        return found if all else [t for t in found if not is_scheme_tag(t)]
 
-    def delete(self, ref: str | Reference) -> DeleteResult:
-        """Delete by digest (every tag on the manifest goes with it), or a tag alone where supported."""
+    def delete(self, ref: str | Reference, *, referrers: bool = True) -> DeleteResult:
+        """Delete by digest (every tag on the manifest goes with it), or a tag alone where supported.
+
+        By digest, ``referrers`` (default) also deletes what is attached to it, recursively, its legacy
+        ``.sig``/``.att`` tags and its entry in a ``sha256-<hex>`` index; a local store frees at once the blobs
+        only deleted manifests used (see :func:`ociart.targets.referrers.delete`)."""
         r = self.ref(ref)
         target = self.target(r, create=False)
         if r.digest:
             digest = r.digest
             target.resolve(r.repository, digest)  # clear not-found before deleting
-            tags = [t for t in target.tags(r.repository) if _tag_points_at(target, r.repository, t, digest)]
-            target.delete_manifest(r.repository, digest)
-            return DeleteResult(reference=str(r), digest=digest, tags=tags)
+            tags = [t for t in target.tags(r.repository)
+                    if not is_scheme_tag(t) and _tag_points_at(target, r.repository, t, digest)]
+            gone = delete_graph(target, r.repository, digest, referrers=referrers)
+            return DeleteResult(reference=str(r), digest=digest, tags=tags, **gone.model_dump())
         if not r.tag:
             raise UsageError(f"{r}: give a tag or a digest to delete")
         digest = target.resolve(r.repository, r.tag).digest
@@ -490,13 +500,25 @@ class Client:
         r = self.ref(ref)
         target = self.target(r, create=False)
         digest = r.digest or target.resolve(r.repository, r.reference).digest
-        return target.referrers(r.repository, digest, artifact_type)
+        return list_referrers(target, r.repository, digest, artifact_type)
 
     def attach(self, ref: str | Reference, content: Content) -> Descriptor:
         """Store a manifest with a ``subject`` next to ``ref``'s repository so that referrers finds it."""
         r = self.ref(ref)
-        self.target(r).attach(r.repository, content)
+        attach(self.target(r), r.repository, content)
         return content.descriptor()
+
+    def sweep(self, store: str | Reference | None = None, *,
+              grace_seconds: float = SWEEP_GRACE_SECONDS) -> tuple[int, int]:
+        """Remove the blobs of a local store (default: the embedded store) that no manifest references and that are
+        older than ``grace_seconds``, left by killed pushes or tag-only deletes; returns (blobs, bytes)."""
+        r = self.ref(store) if store is not None else Reference(repository="", layout=embedded_store_path(),
+                                                                 embedded=True)
+        target = self.target(r, create=False)
+        if not isinstance(target, LayoutTarget):
+            raise UsageError(f"{r}: sweep works on the embedded store and oci: layouts; a registry has its own "
+                             "garbage collection")
+        return target.sweep(grace_seconds)
 
     def provenance(self, ref: str | Reference) -> Statement:
         """The newest SLSA provenance statement attached to ``ref`` (an ``ociart.lineage.Statement``)."""

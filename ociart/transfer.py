@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +23,13 @@ from typing import TypeVar
 from .cache import DigestCache, stat_key
 from .safepath import safe_relpath
 from .errors import NotFoundError, UsageError
-from .oci import ANNOTATION_TITLE, EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Index, Manifest
+from .oci import ANNOTATION_TITLE, EMPTY_JSON, OCI_EMPTY, Content, Descriptor, Index, Manifest
 from .oci.digest import sha256_file
 from .oci.mediatypes import DEFAULT_ARTIFACT_TYPE, DEFAULT_FILE_TYPE
 from .progress import Progress
 from .targets.base import Target, bytes_opener
 from .targets.layout import LayoutTarget
+from .targets.referrers import attach, list_referrers
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -82,27 +83,57 @@ def copy_graph(src: Target, src_repo: str, dst: Target, dst_repo: str, root: Des
                referrers: bool = False, _seen: set[str] | None = None) -> Content:
     """Copy ``root`` (a manifest or index) and all it references; tag it at the destination if asked.
 
-    With ``referrers``, manifests that refer to ``root`` (signatures, attestations, provenance, reports) are copied
-    too, recursively, and attached at the destination (through the referrers API or the tag-schema index).
+    A manifest with a ``subject`` is attached at the destination (its store's referrers list or the tag-schema
+    index) whether or not it is also tagged, so it stays a referrer of its subject. With ``referrers``, manifests
+    that refer to ``root`` (signatures, attestations, provenance, reports) are copied too, recursively.
     """
     seen = _seen if _seen is not None else set()
     seen.add(root.digest)
-    content = src.get_manifest(src_repo, root.digest)
-    node = content.parse()
-    if isinstance(node, Index):
-        for child in node.manifests:
-            copy_graph(src, src_repo, dst, dst_repo, child, concurrency=concurrency, progress=progress)
-    else:
-        copy_blobs(src, src_repo, dst, dst_repo, [node.config, *node.layers], concurrency, progress)
-    if node.subject is not None and tag is None:
-        dst.attach(dst_repo, content)
-    else:
-        dst.put_manifest(dst_repo, content, tag)
+    with dst.writing():
+        content = src.get_manifest(src_repo, root.digest)
+        node = content.parse()
+        if isinstance(node, Index):
+            for child in node.manifests:
+                copy_graph(src, src_repo, dst, dst_repo, child, concurrency=concurrency, progress=progress)
+        else:
+            copy_blobs(src, src_repo, dst, dst_repo, [node.config, *node.layers], concurrency, progress)
+        if node.subject is not None:
+            attach(dst, dst_repo, content, tag)
+        else:
+            dst.put_manifest(dst_repo, content, tag)
     if referrers:
-        for ref in src.referrers(src_repo, root.digest):
+        for ref in list_referrers(src, src_repo, root.digest):
             if ref.digest not in seen:
                 copy_graph(src, src_repo, dst, dst_repo, ref, concurrency=concurrency, progress=progress,
                            referrers=True, _seen=seen)
+    return content
+
+
+def push_manifest(target: Target, repo: str, *, artifact_type: str | None, layers: Sequence[Descriptor],
+                  config: Content | Descriptor | None = None, subject: Descriptor | None = None,
+                  annotations: Mapping[str, str] | None = None, tag: str | None = None) -> Content:
+    """The one manifest builder: store the config (``None``: the empty JSON ``{}``; a :class:`Descriptor`: already
+    stored), build the OCI image manifest over ``layers`` (blobs already stored) and write it through the one
+    write path, attached as a referrer of ``subject`` (which then needs an ``artifact_type``) when given."""
+    if subject is not None and not artifact_type:
+        raise UsageError("a manifest with a subject (a referrer) needs an artifactType")
+    with target.writing():
+        if config is None:
+            config = Content.of(EMPTY_JSON, OCI_EMPTY)
+        if isinstance(config, Content):
+            config_desc = Descriptor(mediaType=config.media_type, digest=config.digest, size=config.size)
+            target.push_blob_stream(repo, config_desc, bytes_opener(config.data))
+        else:
+            config_desc = config
+        manifest = Manifest(artifactType=artifact_type or None, config=config_desc, layers=list(layers),
+                            subject=Descriptor(mediaType=subject.mediaType, digest=subject.digest, size=subject.size)
+                            if subject is not None else None,
+                            annotations=dict(annotations) if annotations else None)
+        content = Content.from_model(manifest)
+        if subject is not None:
+            attach(target, repo, content, tag)
+        else:
+            target.put_manifest(repo, content, tag)
     return content
 
 
@@ -184,20 +215,12 @@ def push_files(target: Target, repo: str, tag: str | None, files: Sequence[FileS
         out = push_file_cached(target, repo, path, media_type, cache, prehash, progress, path.name)
         return Descriptor(mediaType=media_type, digest=out.digest, size=out.size, annotations=annotations)
 
-    layers = parallel(lambda f: push_one(f.path, f.media_type, {ANNOTATION_TITLE: f.title}), files, concurrency)
-    if config is not None:
-        config_desc = push_one(config[0], config[1], None)
-    else:
-        empty = Content.of(EMPTY_JSON, OCI_EMPTY)
-        config_desc = Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2)
-        if not target.has_blob(repo, config_desc):
-            target.push_blob_stream(repo, config_desc, bytes_opener(empty.data))
-    if config is None and not artifact_type:
-        artifact_type = DEFAULT_ARTIFACT_TYPE
-    manifest = Manifest(artifactType=artifact_type, config=config_desc, layers=layers,
-                        annotations={**(manifest_annotations_extra or {}), **(annotations or {})} or None)
-    content = Content.from_model(manifest)
-    target.put_manifest(repo, content, tag)
-    return content
+    with target.writing():
+        layers = parallel(lambda f: push_one(f.path, f.media_type, {ANNOTATION_TITLE: f.title}), files, concurrency)
+        config_desc = push_one(config[0], config[1], None) if config is not None else None
+        if config is None and not artifact_type:
+            artifact_type = DEFAULT_ARTIFACT_TYPE
+        return push_manifest(target, repo, artifact_type=artifact_type, layers=layers, config=config_desc, tag=tag,
+                             annotations={**(manifest_annotations_extra or {}), **(annotations or {})})
 
 

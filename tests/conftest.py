@@ -63,14 +63,15 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegist
 
 @pytest.fixture
 def registry_factory(tmp_path: Path) -> Iterator[RegistryFactory]:
-    """``registry_factory(auth=None|"htpasswd"|"token", tls=False, token_expires_in=300)`` → a started registry in
-    its own temp dir, stopped at teardown."""
+    """``registry_factory(auth=None|"htpasswd"|"token", tls=False, token_expires_in=300, delete=True)`` → a started
+    registry in its own temp dir, stopped at teardown."""
     _require_registry()
     started: list[RunningRegistry] = []
 
-    def factory(auth: AuthMode = None, tls: bool = False, token_expires_in: int = 300) -> RunningRegistry:
+    def factory(auth: AuthMode = None, tls: bool = False, token_expires_in: int = 300,
+                delete: bool = True) -> RunningRegistry:
         running = start_registry(tmp_path / f"registry-{len(started)}", auth=auth, tls=tls,
-                                 token_expires_in=token_expires_in)
+                                 token_expires_in=token_expires_in, delete=delete)
         started.append(running)
         return running
 

@@ -33,6 +33,7 @@ import ociart
 from ociart.errors import NotFoundError
 from ociart.lineage.graph import REPORT_TYPE
 from ociart.oci import EMPTY_JSON_DIGEST, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, Descriptor
+from ociart.targets.referrers import list_referrers
 
 INTOTO = "application/vnd.in-toto+json"
 DATASET_TYPE = "application/vnd.ociart.dataset.manifest.v1+json"
@@ -947,8 +948,9 @@ def test_checkpoint_retention_in_the_embedded_store(tmp_path: Path) -> None:
     with _client() as c:
         assert c.tags("team/ckpts", all=True) == [ck.tag(3)]
         target = c.target(c.ref("team/ckpts"))
-        for step in (1, 2):  # (a layout keeps blobs: only the index entries say what is there)
-            assert target.referrers("team/ckpts", digests[step]) == []
+        for step in (1, 2):  # gone with their referrers, and their blobs freed at once
+            assert list_referrers(target, "team/ckpts", digests[step]) == []
+            assert not target.blob_path(digests[step]).exists()  # type: ignore[attr-defined]
         assert [d.artifactType for d in c.referrers(f"team/ckpts:{ck.tag(3)}")] == [INTOTO]
         index = json.loads((Path(c.ref("team/ckpts").layout) / "index.json").read_text())  # type: ignore[arg-type]
         assert len(index["manifests"]) == 2  # step 3 and its statement

@@ -302,10 +302,13 @@ def delete(
     ref: Annotated[str, typer.Argument(help="REPO@sha256:... deletes the manifest; REPO:TAG only the tag.")],
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, as_json: JsonOpt = False,
+    keep_referrers: Annotated[bool, typer.Option(
+        "--keep-referrers", help="Delete only the manifest: leave its signatures, attestations, provenance and "
+                                 "reports.")] = False,
 ) -> None:
-    """Delete a manifest by digest (every tag on it goes too) or a tag alone where supported."""
+    """Delete a manifest by digest with its referrers (every tag on it goes too), or a tag alone where supported."""
     with _client(username, password_stdin, plain_http, insecure, ca_file) as c:
-        result = c.delete(ref)
+        result = c.delete(ref, referrers=not keep_referrers)
     if as_json:
         _out(result)
         return
@@ -313,6 +316,12 @@ def delete(
         _err(f"deleted tag {result.tags[0]} (manifest {result.digest} kept)")
     else:
         gone = f"; tags removed with it: {', '.join(result.tags)}" if result.tags else "; it had no tags"
+        if result.referrers:
+            gone += f"; {len(result.referrers)} referrer(s)"
+        if result.scheme_tags:
+            gone += f"; {', '.join(result.scheme_tags)}"
+        if result.blobs:
+            gone += f"; {result.blobs} blob(s), {result.freed_bytes} bytes freed"
         _err(f"deleted manifest {result.digest}{gone}")
     print(result.digest)
 

@@ -26,9 +26,8 @@ from mlflow.store.artifact.artifact_repo import ArtifactRepository
 from ..cache import DigestCache, stat_key
 from ..errors import NotFoundError, UsageError
 from ..safepath import safe_relpath
-from ..oci import ANNOTATION_TITLE, EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Manifest
-from ..targets.base import bytes_opener
-from ..transfer import parallel
+from ..oci import ANNOTATION_TITLE, EMPTY_JSON_DIGEST, OCI_EMPTY, Descriptor, Manifest
+from ..transfer import parallel, push_manifest
 
 ARTIFACT_TYPE = "application/vnd.ociart.mlflow.artifacts.v1"
 TAG = "latest"
@@ -76,12 +75,10 @@ class OciartArtifactRepository(ArtifactRepository):
         return {layer.title: layer for layer in node.layers if layer.title}
 
     def _commit(self, files: dict[str, Descriptor]) -> None:
-        config = Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2)
-        self._target.push_blob_stream(self.repo, config, bytes_opener(EMPTY_JSON))
-        manifest = Manifest(artifactType=ARTIFACT_TYPE, config=config,
-                            layers=[files[k] for k in sorted(files)] or [config],
-                            annotations={"dev.ociart.run.tracker": "mlflow"})
-        self._target.put_manifest(self.repo, Content.from_model(manifest), TAG)
+        empty = Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2)  # a manifest needs one layer
+        push_manifest(self._target, self.repo, artifact_type=ARTIFACT_TYPE, tag=TAG,
+                      layers=[files[k] for k in sorted(files)] or [empty],
+                      annotations={"dev.ociart.run.tracker": "mlflow"})
 
     def _path(self, *parts: str | None) -> str:
         """The title of a file under this URI's folder ('' for the folder itself); refuses ``..`` escapes."""
@@ -101,17 +98,17 @@ class OciartArtifactRepository(ArtifactRepository):
     # -- ArtifactRepository ------------------------------------------------------------------------
     def log_artifact(self, local_file: str, artifact_path: str | None = None) -> None:
         local = Path(local_file)
-        layer = self._upload(local, self._path(artifact_path, local.name))
-        with self._lock:
-            files = self._files()
-            files[layer.title or ""] = layer
-            self._commit(files)
+        with self._target.writing():
+            self._log([self._upload(local, self._path(artifact_path, local.name))])
 
     def log_artifacts(self, local_dir: str, artifact_path: str | None = None) -> None:
         root = Path(local_dir)
         pairs = [(p, self._path(artifact_path, p.relative_to(root).as_posix()))
                  for p in sorted(root.rglob("*")) if p.is_file()]
-        layers = parallel(lambda t: self._upload(*t), pairs, 4)
+        with self._target.writing():
+            self._log(parallel(lambda t: self._upload(*t), pairs, 4))
+
+    def _log(self, layers: list[Descriptor]) -> None:
         with self._lock:
             files = self._files()
             files.update({layer.title or "": layer for layer in layers})

@@ -12,6 +12,7 @@ from ..errors import OciartError
 from ..oci import Manifest
 from ..packaging.kinds import KIND_SPECS, Kind
 from ..packaging.metadata import A_METRICS
+from ..targets.referrers import list_referrers
 from .record import A_INPUTS, read_statements, uri_ref
 
 REPORT_TYPE = KIND_SPECS[Kind.REPORT].artifact_type
@@ -55,7 +56,7 @@ def upstream(client: Client, ref: str, depth: int = 10, _seen: set[str] | None =
     seen.add(digest)
     target = client.target(pinned)
     reports = []
-    for rep in target.referrers(pinned.repository, digest, REPORT_TYPE):
+    for rep in list_referrers(target, pinned.repository, digest, REPORT_TYPE):
         metrics = (rep.annotations or {}).get(A_METRICS)
         reports.append({"digest": rep.digest, "metrics": json.loads(metrics) if metrics else None})
     if reports:

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OciartError
-from ..oci import EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Manifest
+from ..oci import Content, Descriptor, Manifest
 from ..oci.digest import sha256_file
 from ..oci.mediatypes import ANNOTATION_BUNDLE_PREDICATE_TYPE, SIGSTORE_BUNDLE
 from ..targets.base import Target, bytes_opener
+from ..targets.referrers import list_referrers
+from ..transfer import push_manifest
 from .capture import GitInfo, active_run, environment, git_info, params_digest
 from .statement import (
     INTOTO_MEDIA_TYPE,
@@ -189,19 +191,12 @@ def attach_statement(target: Target, repo: str, subject: Descriptor, stmt: State
     """Push ``stmt`` as a referrer of ``subject``: empty config, one ``application/vnd.in-toto+json`` layer."""
     data = stmt.to_bytes()
     blob = Content.of(data, INTOTO_MEDIA_TYPE)
-    target.push_blob_stream(repo, Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2),
-                            bytes_opener(EMPTY_JSON))
     layer = Descriptor(mediaType=INTOTO_MEDIA_TYPE, digest=blob.digest, size=blob.size)
-    target.push_blob_stream(repo, layer, bytes_opener(data))
-    manifest = Manifest(artifactType=artifact_type,
-                        config=Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2),
-                        layers=[layer], subject=Descriptor(mediaType=subject.mediaType, digest=subject.digest,
-                                                           size=subject.size),
-                        annotations={A_PREDICATE_TYPE: stmt.predicateType,
-                                     "org.opencontainers.image.created": now()})
-    content = Content.from_model(manifest)
-    target.attach(repo, content)
-    return content
+    with target.writing():
+        target.push_blob_stream(repo, layer, bytes_opener(data))
+        return push_manifest(target, repo, artifact_type=artifact_type, layers=[layer], subject=subject,
+                             annotations={A_PREDICATE_TYPE: stmt.predicateType,
+                                          "org.opencontainers.image.created": now()})
 
 
 def read_statements(target: Target, repo: str, digest: str, predicate_type: str | None = SLSA_PROVENANCE,
@@ -209,7 +204,7 @@ def read_statements(target: Target, repo: str, digest: str, predicate_type: str 
     """In-toto statements attached to ``digest`` (newest first): unsigned ones and the payloads of signed
     attestations (Sigstore bundles; their signatures are checked by ``ociart verify``, not here)."""
     out: list[tuple[str, Statement]] = []
-    for ref in target.referrers(repo, digest):
+    for ref in list_referrers(target, repo, digest):
         if ref.artifactType not in (INTOTO_MEDIA_TYPE, SIGSTORE_BUNDLE):
             continue
         signed = ref.artifactType == SIGSTORE_BUNDLE

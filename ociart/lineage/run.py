@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import NotFoundError, OciartError, UnsupportedError, UsageError
+from ..errors import OciartError, UnsupportedError, UsageError
 from ..oci import Descriptor
 from .capture import active_run
 from .record import LineageOptions, now
@@ -221,19 +221,7 @@ class CheckpointUploader:
     def _delete(self, digest: str) -> None:
         """Delete a checkpoint and what was attached to it (its provenance statements and, on a registry without
         the referrers API, the ``sha256-<hex>`` index listing them): nothing of a dropped step is left behind."""
-        ref = self.run.client.ref(f"{self.repo}@{digest}")
-        target = self.run.client.target(ref)
-        attached = [d.digest for d in target.referrers(ref.repository, digest)]
-        try:
-            attached.append(target.resolve(ref.repository, "sha256-" + digest.removeprefix("sha256:")).digest)
-        except NotFoundError:
-            pass
-        target.delete_manifest(ref.repository, digest)
-        for d in attached:
-            try:
-                target.delete_manifest(ref.repository, d)
-            except NotFoundError:
-                pass
+        self.run.client.delete(f"{self.repo}@{digest}")
 
     def _retain(self) -> None:
         steps = sorted(self.pushed)

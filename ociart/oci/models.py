@@ -110,23 +110,6 @@ class Content(BaseModel):
         return parse_manifest_content(self.data, self.media_type)
 
 
-def fallback_tag(digest: str) -> str:
-    """The referrers tag schema's tag for a subject (distribution-spec v1.1.1): ``sha256-<hex>``."""
-    alg, _, hex_ = digest.partition(":")
-    return f"{alg}-{hex_}"
-
-
-def referrer_descriptor(content: Content) -> Descriptor:
-    """The entry a referrers index lists for ``content``: artifactType (else config mediaType), annotations copied."""
-    node = content.parse()
-    if not isinstance(node, Manifest):
-        artifact_type = node.artifactType
-    else:
-        artifact_type = node.artifactType or node.config.mediaType
-    return content.descriptor(artifactType=artifact_type, annotations=dict(node.annotations) if node.annotations
-                              else None)
-
-
 def detect_media_type(data: bytes, declared: str | None = None) -> str:
     """Media type from the body's ``mediaType`` field, falling back to the transport's content type."""
     try:
@@ -164,8 +147,6 @@ def parse_manifest_content(data: bytes, media_type: str | None = None) -> Manife
 
 __all__ = [
     "Content",
-    "fallback_tag",
-    "referrer_descriptor",
     "DOCKER_MANIFEST_LIST",
     "Descriptor",
     "ImageLayout",

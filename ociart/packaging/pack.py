@@ -13,10 +13,10 @@ from pathlib import Path
 from ..cache import DigestCache, is_racy
 from ..errors import UsageError
 from ..oci.digest import Digester
-from ..oci import EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Manifest
+from ..oci import EMPTY_JSON_DIGEST, Content, Descriptor
 from ..progress import Progress
-from ..targets.base import Target, bytes_opener
-from ..transfer import parallel, push_file_cached
+from ..targets.base import Target
+from ..transfer import parallel, push_file_cached, push_manifest
 from .kinds import (
     KIND_SPECS,
     REPORT_METRICS,
@@ -221,27 +221,21 @@ def push_directory(target: Target, repo: str, tag: str | None, root: Path, kind:
     p = plan(root, kind, threshold)
     if kind is Kind.REPORT:
         meta = meta.model_copy(update={"metrics": {**report_metrics(root), **meta.metrics}})
-    descs = parallel(lambda lp: push_layer(target, repo, kind, lp, cache, progress, prehash), p.layers, concurrency)
-    created = created_timestamp(reproducible, p.newest_mtime)
-    spec = KIND_SPECS[kind]
-    if spec.config_media_type is None:
-        config_bytes, config_type = EMPTY_JSON, OCI_EMPTY
-    else:
-        weights = [e.rel for lp in p.layers for e in lp.files if e.role == "weight"]
-        config_bytes = build_config(kind.value, meta, created, [d.digest for d in descs], p.files, p.size,
-                                    weight_format(weights))
-        config_type = spec.config_media_type
-    config = Content.of(config_bytes, config_type)
-    config_desc = Descriptor(mediaType=config_type, digest=config.digest, size=config.size)
-    if config.digest == EMPTY_JSON_DIGEST:
-        config_desc = Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2)
-    target.push_blob_stream(repo, config_desc, bytes_opener(config.data))
-    manifest = Manifest(artifactType=spec.artifact_type, config=config_desc, layers=descs, subject=subject,
-                        annotations={**(base_annotations or {}), **manifest_annotations(kind.value, meta, created),
-                                     **(annotations or {})})
-    content = Content.from_model(manifest)
-    target.put_manifest(repo, content, tag)
-    if subject is not None:
-        target.attach(repo, content)
-    return content
+    with target.writing():
+        descs = parallel(lambda lp: push_layer(target, repo, kind, lp, cache, progress, prehash), p.layers,
+                         concurrency)
+        created = created_timestamp(reproducible, p.newest_mtime)
+        spec = KIND_SPECS[kind]
+        config: Content | None = None
+        if spec.config_media_type is not None:
+            weights = [e.rel for lp in p.layers for e in lp.files if e.role == "weight"]
+            config_bytes = build_config(kind.value, meta, created, [d.digest for d in descs], p.files, p.size,
+                                        weight_format(weights))
+            config = Content.of(config_bytes, spec.config_media_type)
+            if config.digest == EMPTY_JSON_DIGEST:
+                config = None  # the empty JSON is typed application/vnd.oci.empty.v1+json
+        return push_manifest(target, repo, artifact_type=spec.artifact_type, layers=descs, config=config,
+                             subject=subject, tag=tag,
+                             annotations={**(base_annotations or {}), **manifest_annotations(kind.value, meta, created),
+                                          **(annotations or {})})
 

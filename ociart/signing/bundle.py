@@ -43,8 +43,6 @@ from ..errors import (
     VerificationError,
 )
 from ..oci import (
-    EMPTY_JSON,
-    EMPTY_JSON_DIGEST,
     OCI_EMPTY,
     OCI_MANIFEST,
     Content,
@@ -55,6 +53,8 @@ from ..oci.digest import sha256_bytes
 from ..oci.mediatypes import ANNOTATION_BUNDLE_CONTENT, ANNOTATION_BUNDLE_PREDICATE_TYPE, ANNOTATION_CREATED
 from ..reference import check_digest
 from ..targets.base import Target, bytes_opener
+from ..targets.referrers import list_referrers
+from ..transfer import push_manifest
 from . import keys
 from .common import no_duplicate_keys, read_verified_blob, where
 from .signers import Signer, as_signer
@@ -142,17 +142,12 @@ def attach_bundle(target: Target, repo: str, subject: Descriptor, bundle: bytes,
                   predicate_type: str, created: str | None = None) -> Content:
     """Push ``bundle`` as the single layer of a referrer manifest of ``subject`` and attach it (by digest)."""
     layer = Descriptor(mediaType=BUNDLE_MEDIA_TYPE, digest=sha256_bytes(bundle), size=len(bundle))
-    config = Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=len(EMPTY_JSON))
-    target.push_blob_stream(repo, config, bytes_opener(EMPTY_JSON))
-    target.push_blob_stream(repo, layer, bytes_opener(bundle))
-    manifest = Manifest(mediaType=OCI_MANIFEST, artifactType=BUNDLE_MEDIA_TYPE, config=config, layers=[layer],
-                        subject=Descriptor(mediaType=subject.mediaType, digest=subject.digest, size=subject.size),
-                        annotations={ANNOTATION_BUNDLE_CONTENT: BUNDLE_CONTENT_DSSE,
-                                     ANNOTATION_BUNDLE_PREDICATE_TYPE: predicate_type,
-                                     ANNOTATION_CREATED: created or _now()})
-    content = Content.from_model(manifest)
-    target.attach(repo, content)
-    return content
+    with target.writing():
+        target.push_blob_stream(repo, layer, bytes_opener(bundle))
+        return push_manifest(target, repo, artifact_type=BUNDLE_MEDIA_TYPE, layers=[layer], subject=subject,
+                             annotations={ANNOTATION_BUNDLE_CONTENT: BUNDLE_CONTENT_DSSE,
+                                          ANNOTATION_BUNDLE_PREDICATE_TYPE: predicate_type,
+                                          ANNOTATION_CREATED: created or _now()})
 
 
 def sign_bundle(target: Target, repo: str, subject: Descriptor, signer: Signer | ec.EllipticCurvePrivateKey,
@@ -294,7 +289,7 @@ def bundle_blobs(target: Target, repo: str, subject_digest: str,
     """(referrer, layer, blob) for every Sigstore bundle attached to ``subject_digest``; referrers or blobs that
     cannot be read are skipped with their reason appended to ``reasons``."""
     try:
-        entries = target.referrers(repo, subject_digest)
+        entries = list_referrers(target, repo, subject_digest)
     except NotFoundError:
         entries = []
     for entry in entries:

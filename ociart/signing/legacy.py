@@ -44,6 +44,7 @@ from ..oci.digest import sha256_bytes
 from ..oci.mediatypes import OCI_CONFIG, OCI_MANIFEST
 from ..reference import check_digest
 from ..targets.base import Target, bytes_opener
+from ..targets.referrers import legacy_tag
 from . import keys
 from .common import no_duplicate_keys, read_verified_blob, where
 from .signers import SIGNATURE_ANNOTATION, KeySigner, Signer, as_signer
@@ -197,8 +198,7 @@ def parse_payload(data: bytes) -> SimpleSigningPayload:
 def signature_tag(subject_digest: str) -> str:
     """``sha256:<hex>`` → ``sha256-<hex>.sig``."""
     check_digest(subject_digest)
-    alg, _, hex_ = subject_digest.partition(":")
-    return f"{alg}-{hex_}{SIGNATURE_TAG_SUFFIX}"
+    return legacy_tag(subject_digest, SIGNATURE_TAG_SUFFIX)
 
 
 def signature_config(layer_digests: list[str]) -> bytes:
@@ -266,8 +266,9 @@ def sign_legacy(target: Target, repo: str, subject_digest: str, signer: Signer |
 
     layer = Descriptor(mediaType=SIMPLESIGNING_MEDIA_TYPE, digest=payload_digest, size=len(payload),
                        annotations=signer.sign_legacy_payload(payload))
-    target.push_blob_stream(repo, layer, bytes_opener(payload))
-    return _put_layers(target, repo, tag, existing, [layer])
+    with target.writing():
+        target.push_blob_stream(repo, layer, bytes_opener(payload))
+        return _put_layers(target, repo, tag, existing, [layer])
 
 
 def _put_layers(target: Target, repo: str, tag: str, existing: Manifest | None,
@@ -279,14 +280,14 @@ def _put_layers(target: Target, repo: str, tag: str, existing: Manifest | None,
     config = signature_config([ly.digest for ly in layers])
     config_type = existing.config.mediaType if existing else OCI_CONFIG
     config_desc = Descriptor(mediaType=config_type, digest=sha256_bytes(config), size=len(config))
-    target.push_blob_stream(repo, config_desc, bytes_opener(config))
-
     if existing is not None:
         manifest = existing.model_copy(update={"config": config_desc, "layers": layers})
     else:
         manifest = Manifest(mediaType=OCI_MANIFEST, config=config_desc, layers=layers)
     content = Content.from_model(manifest)
-    target.put_manifest(repo, content, tag)
+    with target.writing():  # cosign's format (no artifactType), so not the generic builder; the one write path
+        target.push_blob_stream(repo, config_desc, bytes_opener(config))
+        target.put_manifest(repo, content, tag)
     return content
 
 
@@ -308,9 +309,10 @@ def copy_legacy(src: Target, src_repo: str, dst: Target, dst_repo: str, subject_
         return dst.get_manifest(dst_repo, tag)
     from ..transfer import copy_blob
 
-    for layer in new:
-        copy_blob(src, src_repo, dst, dst_repo, layer)
-    return _put_layers(dst, dst_repo, tag, existing, new)
+    with dst.writing():
+        for layer in new:
+            copy_blob(src, src_repo, dst, dst_repo, layer)
+        return _put_layers(dst, dst_repo, tag, existing, new)
 
 
 # -- verification -----------------------------------------------------------------------------------

@@ -7,17 +7,37 @@ Copy, push and pull (see :mod:`ociart.transfer`) are written once against this i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..oci import Content, Descriptor
+from ..errors import DigestMismatchError, InvalidContentError
+from ..oci import INDEX_TYPES, MANIFEST_TYPES, Content, Descriptor
+from ..oci.digest import sha256_bytes
+from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type
 from .ingest import Ingest
+
+if TYPE_CHECKING:
+    from .referrers import Deletion
 
 #: Called with the number of bytes just moved.
 ProgressFn = Callable[[int], None]
 #: Opens a fresh stream of a blob's bytes (called again when an upload is retried).
 Opener = Callable[[], AbstractContextManager[Iterator[bytes]]]
+
+
+def check_manifest(content: Content) -> None:
+    """Size cap, a manifest or index media type agreeing with the body, and the digest of the exact bytes."""
+    if content.size > MAX_MANIFEST_BYTES:
+        raise InvalidContentError(f"manifest {content.digest} is {content.size} bytes, over the "
+                                  f"{MAX_MANIFEST_BYTES}-byte limit")
+    if content.media_type not in MANIFEST_TYPES | INDEX_TYPES:
+        raise InvalidContentError(f"manifest {content.digest}: {content.media_type!r} is not a manifest media type")
+    if detect_media_type(content.data, content.media_type) != content.media_type:
+        raise InvalidContentError(f"manifest {content.digest}: body's mediaType disagrees with {content.media_type}")
+    if sha256_bytes(content.data) != content.digest:
+        raise DigestMismatchError(f"manifest bytes hash to {sha256_bytes(content.data)}, not {content.digest}")
 
 
 def file_opener(path: Path) -> Opener:
@@ -52,9 +72,26 @@ class Target(ABC):
     def get_manifest(self, repo: str, reference: str) -> Content:
         """Raw manifest bytes; verified against the digest when ``reference`` is a digest."""
 
+    def put_manifest(self, repo: str, content: Content, tag: str | None = None) -> Mapping[str, str]:
+        """The one write path of manifests: store the bytes by digest, and point ``tag`` at them when given.
+
+        Every writer (generic and typed push, signing, lineage, MLflow, copy, referrers) goes through here: the size
+        cap, the content type (a manifest or index type that the body's ``mediaType`` agrees with) and the digest
+        are checked before sending, and the digest the store answers (``Docker-Content-Digest``) after. Returns the
+        store's response headers (``OCI-Subject`` tells the referrers module whether a registry indexed a subject).
+        """
+        check_manifest(content)
+        headers = self._store_manifest(repo, content, tag)
+        got = headers.get("docker-content-digest")
+        if got and got != content.digest:
+            raise DigestMismatchError(f"{self.name}: stored manifest {repo}:{tag or content.digest} as {got}, "
+                                      f"expected {content.digest}")
+        return headers
+
     @abstractmethod
-    def put_manifest(self, repo: str, content: Content, tag: str | None = None) -> None:
-        """Store manifest bytes by digest, and point ``tag`` at them when given."""
+    def _store_manifest(self, repo: str, content: Content, tag: str | None) -> Mapping[str, str]:
+        """Store checked manifest bytes (see :meth:`put_manifest`); returns the response headers (lower-case keys
+        or case-insensitive), or an empty mapping."""
 
     @abstractmethod
     def has_blob(self, repo: str, desc: Descriptor) -> bool: ...
@@ -93,13 +130,27 @@ class Target(ABC):
         """Make a blob of another repository of the same store available in ``repo``; False if not done."""
         return False
 
-    @abstractmethod
-    def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
-        """Manifests whose ``subject`` is ``digest`` (OCI 1.1 referrers), optionally of one artifactType."""
+    # -- hooks of :mod:`ociart.targets.referrers` (the one referrers module; use its functions) --------------
+    def native_referrers(self, repo: str, digest: str, artifact_type: str | None) -> list[Descriptor] | None:
+        """The store's own list of referrers of ``digest`` (a registry's referrers API, a layout's index), or None
+        when it has none and the ``sha256-<hex>`` tag-schema index is the list."""
+        return None
 
-    @abstractmethod
-    def attach(self, repo: str, content: Content) -> None:
-        """Store a manifest that has a ``subject`` so that :meth:`referrers` finds it."""
+    def attach_native(self, repo: str, content: Content, tag: str | None) -> bool:
+        """Write a manifest that has a ``subject`` (and ``tag``); True when the store itself now lists it as a
+        referrer, False when the tag-schema index must record it."""
+        self.put_manifest(repo, content, tag)
+        return False
+
+    def delete_local(self, repo: str, digest: str, referrers: bool) -> Deletion | None:
+        """A store that computes reachability itself (a layout) deletes here and reports what went; None means the
+        generic cascade of :func:`ociart.targets.referrers.delete` applies."""
+        return None
+
+    def writing(self) -> AbstractContextManager[None]:
+        """Held by a writer from its first blob check until its manifest is written, so that a concurrent delete
+        of a local store cannot remove a blob the writer found present (shared; delete takes it exclusively)."""
+        return nullcontext()
 
     @abstractmethod
     def tags(self, repo: str) -> list[str]: ...

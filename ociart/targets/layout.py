@@ -3,24 +3,95 @@
 The embedded default store is one layout shared by all repositories, so blobs dedupe across them; its
 ``index.json`` entries are named ``<repo>:<tag>`` (``org.opencontainers.image.ref.name``), which is how
 skopeo addresses them (``oci:DIR:<repo>:<tag>``). A plain ``oci:DIR`` layout uses the bare name.
-Writers of ``index.json`` hold a file lock (``index.json.lock``).
+Writers of ``index.json`` hold a file lock (``index.json.lock``). Writers of content hold the store lock
+(``.ociart-store.lock``, flock(2)) shared from their first blob check until their manifest is written; delete and
+:meth:`LayoutTarget.sweep` hold it exclusively, so a blob a push found present is never removed under it, and
+concurrent pushes never wait for each other (see docs/transport.md, "Deleting from a local store").
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from ..errors import DigestMismatchError, InvalidContentError, NotFoundError
 from ..fsutil import publish, read_file_chunks, temp_file, write_all, write_stream_verified
-from ..oci import ANNOTATION_REF_NAME, Content, Descriptor, ImageLayout, Index
+from ..oci import ANNOTATION_REF_NAME, INDEX_TYPES, MANIFEST_TYPES, Content, Descriptor, ImageLayout, Index
 from ..oci.digest import Digester
-from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type, parse_manifest_content, referrer_descriptor
+from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type, parse_manifest_content
 from ..reference import is_digest
 from .base import Opener, ProgressFn, Target
 from .ingest import Ingest
+from .referrers import Deletion, referrer_descriptor, scheme_tags
+
+#: A sweep leaves unreferenced blobs younger than this alone (a push places blobs before its index entry).
+SWEEP_GRACE_SECONDS = 300.0
+
+
+class StoreLock:
+    """Shared/exclusive lock of one store, across threads (a condition) and processes (flock(2) on a file).
+
+    The threads of one process share one shared flock; an exclusive holder waits until no thread of this process
+    holds it shared, then takes the flock exclusively (which waits for other processes' shared holders).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._fd: int | None = None
+
+    def _open(self) -> int:
+        return os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        import fcntl
+
+        with self._cond:
+            while self._writer:
+                self._cond.wait()
+            if self._readers == 0:
+                fd = self._open()
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                self._fd = fd
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0 and self._fd is not None:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+                    os.close(self._fd)
+                    self._fd = None
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        import fcntl
+
+        with self._cond:
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writer = True
+        try:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
 
 
 class LayoutTarget(Target):
@@ -31,6 +102,9 @@ class LayoutTarget(Target):
         self._tmp = self.root / ".ociart-tmp"
         #: Resumable partial downloads into this layout (``copy`` and pull's staging store write through it).
         self.ingest = Ingest(self._tmp / "ingest")
+        self._lock = StoreLock(self.root / ".ociart-store.lock")
+        #: digest -> (subject digest, referrer descriptor) of manifests read from this store (they never change)
+        self._manifest_info: dict[str, tuple[str | None, Descriptor]] = {}
         if not (self.root / "oci-layout").exists():
             if not create:
                 raise NotFoundError(f"{self.root}: not an OCI image layout (no oci-layout file)")
@@ -110,17 +184,22 @@ class LayoutTarget(Target):
             raise DigestMismatchError(f"manifest {desc.digest}: stored bytes hash to {content.digest}")
         return content
 
-    def put_manifest(self, repo: str, content: Content, tag: str | None = None) -> None:
+    def writing(self) -> AbstractContextManager[None]:
+        return self._lock.shared()
+
+    def _store_manifest(self, repo: str, content: Content, tag: str | None) -> Mapping[str, str]:
         path = self.blob_path(content.digest)
-        if not path.exists():
-            write_stream_verified(path, [content.data], content.digest, content.size, "manifest", self._tmp)
-        if tag is not None:
-            name = self.ref_name(repo, tag)
-            with self._edit_index() as index:
-                index.manifests = [
-                    m for m in index.manifests if (m.annotations or {}).get(ANNOTATION_REF_NAME) != name
-                ]
-                index.manifests.append(content.descriptor(annotations={ANNOTATION_REF_NAME: name}))
+        with self._lock.shared():
+            if not path.exists():
+                write_stream_verified(path, [content.data], content.digest, content.size, "manifest", self._tmp)
+            if tag is not None:
+                name = self.ref_name(repo, tag)
+                with self._edit_index() as index:
+                    index.manifests = [
+                        m for m in index.manifests if (m.annotations or {}).get(ANNOTATION_REF_NAME) != name
+                    ]
+                    index.manifests.append(content.descriptor(annotations={ANNOTATION_REF_NAME: name}))
+        return {}
 
     def has_blob(self, repo: str, desc: Descriptor) -> bool:
         path = self.blob_path(desc.digest)
@@ -172,32 +251,45 @@ class LayoutTarget(Target):
     def mount_blob(self, repo: str, desc: Descriptor, from_repo: str) -> bool:
         return self.has_blob(repo, desc)
 
-    # -- referrers: untagged index.json entries, found by the subject of the manifest they point at ----
-    def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
-        found: list[Descriptor] = []
-        for entry in self._read_index().manifests:
-            if ANNOTATION_REF_NAME in (entry.annotations or {}):
-                continue  # tagged; an untagged referrer may lack artifactType (an index without one)
-            if artifact_type and entry.artifactType != artifact_type:
-                continue
+    # -- referrers: index.json entries (tagged or not) whose manifest has the subject; attach adds an untagged one --
+    def _info(self, entry: Descriptor) -> tuple[str | None, Descriptor] | None:
+        """(subject digest, referrer descriptor) of an entry's manifest; None when unreadable."""
+        info = self._manifest_info.get(entry.digest)
+        if info is None:
             path = self.blob_path(entry.digest)
-            if not path.exists() or path.stat().st_size > MAX_MANIFEST_BYTES:
-                continue
-            node = parse_manifest_content(path.read_bytes(), entry.mediaType)
-            if node.subject is not None and node.subject.digest == digest:
-                found.append(entry)
-        return found
+            try:
+                if path.stat().st_size > MAX_MANIFEST_BYTES:
+                    return None
+                content = Content.of(path.read_bytes(), entry.mediaType)
+                node = content.parse()
+            except (FileNotFoundError, InvalidContentError):
+                return None
+            info = (node.subject.digest if node.subject else None, referrer_descriptor(content))
+            self._manifest_info[entry.digest] = info
+        return info
 
-    def attach(self, repo: str, content: Content) -> None:
-        node = content.parse()
-        if node.subject is None:
-            raise InvalidContentError(f"manifest {content.digest} has no subject to attach to")
-        self.put_manifest(repo, content)
+    def native_referrers(self, repo: str, digest: str, artifact_type: str | None) -> list[Descriptor]:
+        found: dict[str, Descriptor] = {}
+        for entry in self._read_index().manifests:
+            info = self._info(entry)
+            if info is None or info[0] != digest:
+                continue
+            untagged = ANNOTATION_REF_NAME not in (entry.annotations or {})
+            desc = entry if untagged and entry.artifactType else info[1]  # a tagged entry: as a referrers index would
+            if artifact_type and desc.artifactType != artifact_type:
+                continue
+            if untagged or entry.digest not in found:
+                found[entry.digest] = desc
+        return list(found.values())
+
+    def attach_native(self, repo: str, content: Content, tag: str | None) -> bool:
+        self.put_manifest(repo, content, tag)
         entry = referrer_descriptor(content)
         with self._edit_index() as index:
             if not any(m.digest == content.digest and ANNOTATION_REF_NAME not in (m.annotations or {})
                        for m in index.manifests):
                 index.manifests.append(entry)
+        return True
 
     def tags(self, repo: str) -> list[str]:
         prefix = f"{repo}:" if repo else ""
@@ -207,18 +299,127 @@ class LayoutTarget(Target):
         return sorted(n[len(prefix):] for n in names if n and n.startswith(prefix) and n != prefix)
 
     def delete_manifest(self, repo: str, digest: str) -> None:
+        self.delete_local(repo, digest, referrers=False)
+
+    def delete_local(self, repo: str, digest: str, referrers: bool) -> Deletion:
+        """Remove ``repo``'s entries of ``digest`` (an untagged referrer entry when it is not tagged here) and, with
+        ``referrers``, recursively: this repository's entries whose manifest refers to a removed digest, its scheme
+        tags (``sha256-<hex>``, ``.sig``, ``.att``) of removed digests, and untagged referrer entries whose subject
+        no remaining entry reaches. Then the blobs only removed entries reached are deleted. All under the
+        exclusive store lock; reachability is computed over the whole ``index.json`` (every repository)."""
         prefix = f"{repo}:" if repo else ""
-        with self._edit_index() as index:
-            keep = [
-                m for m in index.manifests
-                if not (m.digest == digest and (m.annotations or {}).get(ANNOTATION_REF_NAME, "").startswith(prefix))
-            ]
-            if len(keep) == len(index.manifests):  # not tagged here: an attached referrer (untagged entries)
-                keep = [m for m in index.manifests
-                        if not (m.digest == digest and ANNOTATION_REF_NAME not in (m.annotations or {}))]
-            if len(keep) == len(index.manifests):
+
+        def name(e: Descriptor) -> str | None:
+            return (e.annotations or {}).get(ANNOTATION_REF_NAME)
+
+        def here(e: Descriptor) -> bool:
+            n = name(e)
+            return n is not None and n.startswith(prefix) and n != prefix
+
+        def subject(e: Descriptor) -> str | None:
+            info = self._info(e)
+            return info[0] if info else None
+
+        with self._lock.exclusive(), self._edit_index() as index:
+            entries = list(index.manifests)
+            dropped: list[Descriptor] = [e for e in entries if here(e) and e.digest == digest]
+            if not dropped:  # not tagged here: an attached referrer (untagged entries)
+                dropped = [e for e in entries if name(e) is None and e.digest == digest]
+            if not dropped:
                 raise NotFoundError(f"{self._where(repo)}: manifest {digest} not found")
-            index.manifests = keep
+            out = Deletion()
+            pending = {digest}
+            while referrers:
+                left = [e for e in entries if not any(e is d for d in dropped)]
+                tags = {t for d in pending for t in scheme_tags(d)}
+                more = [e for e in left if here(e) and (e.digest in pending or name(e)[len(prefix):] in tags
+                                                        or subject(e) in pending)]
+                # untagged entries stay while their subject is reachable from a remaining tagged entry
+                alive = {e.digest for e in left if name(e) is not None and not any(e is m for m in more)}
+                untagged = [e for e in left if name(e) is None and e.digest != digest]
+                grown = True
+                while grown:
+                    grown = False
+                    for e in untagged:
+                        if e.digest not in alive and subject(e) in alive:
+                            alive.add(e.digest)
+                            grown = True
+                more += [e for e in left if name(e) is None and e.digest not in alive
+                         and (e.digest in pending or subject(e) in pending)]
+                if not more:
+                    break
+                for e in more:
+                    dropped.append(e)
+                    n = name(e)
+                    if n is not None and n[len(prefix):] in tags:
+                        out.scheme_tags.append(n[len(prefix):])
+                    elif e.digest not in pending:
+                        out.referrers.append(e.digest)
+                    pending.add(e.digest)
+            index.manifests = [e for e in entries if not any(e is d for d in dropped)]
+            out.blobs, out.freed_bytes = self._free(dropped, index.manifests)
+        return out
+
+    def _reach(self, entries: list[Descriptor]) -> dict[str, int]:
+        """Blob digest -> size of every blob the entries reach (manifests, configs, layers, children of indexes)."""
+        seen: dict[str, int] = {}
+        stack = list(entries)
+        while stack:
+            d = stack.pop()
+            if d.digest in seen:
+                continue
+            seen[d.digest] = d.size
+            if d.mediaType not in INDEX_TYPES | MANIFEST_TYPES:
+                continue
+            path = self.blob_path(d.digest)
+            try:
+                if path.stat().st_size > MAX_MANIFEST_BYTES:
+                    continue
+                node = parse_manifest_content(path.read_bytes(), d.mediaType)
+            except (FileNotFoundError, InvalidContentError):
+                continue
+            stack += node.manifests if isinstance(node, Index) else [node.config, *node.layers]
+        return seen
+
+    def _free(self, dropped: list[Descriptor], remaining: list[Descriptor]) -> tuple[int, int]:
+        """Delete the blobs that only ``dropped`` entries reached; returns (count, bytes)."""
+        keep = self._reach(remaining)
+        count = freed = 0
+        for digest in self._reach(dropped).keys() - keep.keys():
+            path = self.blob_path(digest)
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            self._manifest_info.pop(digest, None)
+            count += 1
+            freed += size
+        return count, freed
+
+    def sweep(self, grace_seconds: float = SWEEP_GRACE_SECONDS) -> tuple[int, int]:
+        """Delete blobs no index entry reaches (left by killed pushes or tag-only deletes) and stale temp files, when
+        older than ``grace_seconds`` (mtime), so an in-flight writer that places blobs before its index entry and
+        does not hold the store lock (another tool) loses nothing. Returns (count, bytes)."""
+        cutoff = time.time() - grace_seconds
+        count = freed = 0
+        with self._lock.exclusive():
+            keep = self._reach(self._read_index().manifests)
+            for d in (self.root / "blobs" / "sha256", self._tmp):
+                if not d.is_dir():
+                    continue
+                for path in d.iterdir():
+                    try:
+                        st = path.stat()
+                        if not path.is_file() or st.st_mtime > cutoff or (d != self._tmp and
+                                                                           "sha256:" + path.name in keep):
+                            continue
+                        path.unlink()
+                    except FileNotFoundError:
+                        continue
+                    count += 1
+                    freed += st.st_size
+        return count, freed
 
     def delete_tag(self, repo: str, tag: str) -> None:
         name = self.ref_name(repo, tag)

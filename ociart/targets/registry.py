@@ -17,7 +17,6 @@ Exact behaviours (see ``docs/transport.md``):
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import os
@@ -26,7 +25,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -47,13 +46,7 @@ from ..errors import (
 from ..fsutil import verify, write_all
 from ..oci import MANIFEST_ACCEPT, OCI_INDEX, Content, Descriptor, Index
 from ..oci.digest import Digester
-from ..oci.models import (
-    MAX_MANIFEST_BYTES,
-    detect_media_type,
-    fallback_tag,
-    parse_manifest_content,
-    referrer_descriptor,
-)
+from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type, parse_manifest_content
 from ..reference import is_digest
 from .auth import Challenge, Credentials, TokenCache, lookup_credentials, merge_scopes, parse_challenge
 from .base import Opener, ProgressFn, Target
@@ -493,31 +486,18 @@ class RegistryTarget(Target):
             raise DigestMismatchError(f"{what}: digest mismatch: expected {expected}, got {content.digest}")
         return content
 
-    def put_manifest(self, repo: str, content: Content, tag: str | None = None) -> None:
-        self._put_manifest(repo, content, tag)
-
-    def _put_manifest(self, repo: str, content: Content, tag: str | None) -> httpx.Response:
+    def _store_manifest(self, repo: str, content: Content, tag: str | None) -> Mapping[str, str]:
         ref = tag or content.digest
         resp = self.request("PUT", f"/v2/{repo}/manifests/{ref}", scopes=self._push(repo),
                             headers={"Content-Type": content.media_type}, body=content.data)
         self._raise_for(resp, f"push manifest {repo}:{ref}")
-        got = resp.headers.get("docker-content-digest")
-        if got and got != content.digest:
-            raise DigestMismatchError(f"{self.host}: registry stored manifest as {got}, expected {content.digest}")
-        return resp
+        return resp.headers
 
-    # -- referrers (distribution-spec v1.1.1: API, or the sha256-<hex> tag schema) -----------------
-    def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
-        if self._referrers_mode != "tag":
-            found = self._referrers_api(repo, digest, artifact_type)
-            if found is not None:
-                return found
-        try:
-            index = self.get_manifest(repo, fallback_tag(digest)).parse()
-        except NotFoundError:
-            return []
-        entries = index.manifests if isinstance(index, Index) else []
-        return [e for e in entries if not artifact_type or e.artifactType == artifact_type]
+    # -- referrers (distribution-spec v1.1.1): the API here; the sha256-<hex> tag schema in referrers.py ---------
+    def native_referrers(self, repo: str, digest: str, artifact_type: str | None) -> list[Descriptor] | None:
+        if self._referrers_mode == "tag":
+            return None
+        return self._referrers_api(repo, digest, artifact_type)
 
     def _referrers_api(self, repo: str, digest: str, artifact_type: str | None) -> list[Descriptor] | None:
         """The referrers API's answer, or None when this registry has no referrers API (cached per host)."""
@@ -550,45 +530,14 @@ class RegistryTarget(Target):
                 break
         return found
 
-    def attach(self, repo: str, content: Content) -> None:
-        """PUT by digest; when the registry does not confirm ``OCI-Subject``, add the manifest to the
-        ``sha256-<subject hex>`` index. Writers on this machine are serialised by a file lock; across machines the
-        index is read back after each write and the update retried when another writer's version replaced it."""
-        node = content.parse()
-        if node.subject is None:
-            raise InvalidContentError(f"manifest {content.digest} has no subject to attach to")
-        subject = node.subject.digest
-        resp = self._put_manifest(repo, content, None)
-        if resp.headers.get("oci-subject") == subject and self._referrers_mode != "tag":
-            # OCI-Subject alone is not proof of the API (ECR sent it without one): probe once per host
-            if self._referrers_mode == "api" or self._referrers_api(repo, subject, None) is not None:
-                return
-        entry = referrer_descriptor(content)
-        tag = fallback_tag(subject)
-        from filelock import FileLock
-
-        from ..reference import default_home
-
-        lock_dir = default_home() / "locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        key = hashlib.sha256(f"{self.host}/{repo}@{subject}".encode()).hexdigest()[:32]
-        with FileLock(str(lock_dir / f"referrers-{key}.lock")):
-            for _ in range(8):
-                try:
-                    current = self.get_manifest(repo, tag).parse()
-                    entries = list(current.manifests) if isinstance(current, Index) else []
-                except NotFoundError:
-                    entries = []
-                if any(e.digest == content.digest for e in entries):
-                    return
-                index = Content.from_model(Index(manifests=[*entries, entry]))
-                self._put_manifest(repo, index, tag)
-                after = self.get_manifest(repo, tag).parse()
-                if isinstance(after, Index) and any(e.digest == content.digest for e in after.manifests):
-                    return
-                time.sleep(random.uniform(0.05, 0.3))
-        raise RegistryError(f"{self.host}: could not record referrer {content.digest} in the {tag} index "
-                            "(concurrent writers kept replacing it)")
+    def attach_native(self, repo: str, content: Content, tag: str | None) -> bool:
+        """PUT (by ``tag`` or digest); True when the registry confirms ``OCI-Subject`` and has the referrers API."""
+        subject = content.parse().subject
+        headers = self.put_manifest(repo, content, tag)
+        if subject is None or headers.get("oci-subject") != subject.digest or self._referrers_mode == "tag":
+            return False
+        # OCI-Subject alone is not proof of the API (ECR sent it without one): probe once per host
+        return self._referrers_mode == "api" or self._referrers_api(repo, subject.digest, None) is not None
 
     # -- blobs: read -------------------------------------------------------------------------------
     def has_blob(self, repo: str, desc: Descriptor) -> bool:
@@ -860,8 +809,11 @@ class RegistryTarget(Target):
         if resp.status_code in (200, 202):
             return
         if resp.status_code == 405:
-            raise UnsupportedError(f"{self.host}: manifest deletion is disabled on this registry "
-                                   "(distribution: storage.delete.enabled)", 405)
+            codes = _oci_errors(resp)[0]
+            raise UnsupportedError(
+                f"{self.host}: the registry refuses to delete {repo}@{digest} (HTTP 405"
+                f"{', ' + ', '.join(codes) if codes else ''}): deletion is disabled in its configuration; on "
+                "distribution set storage.delete.enabled: true (or REGISTRY_STORAGE_DELETE_ENABLED=true)", 405, codes)
         self._raise_for(resp, f"delete {repo}@{digest}")
 
     def delete_tag(self, repo: str, tag: str) -> None:

@@ -347,12 +347,13 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, verify: ssl.SSLContext 
 
 
 def start_registry(workdir: Path, *, auth: AuthMode = None, tls: bool = False,
-                   token_expires_in: int = 300) -> RunningRegistry:
+                   token_expires_in: int = 300, delete: bool = True) -> RunningRegistry:
     """Configure and start distribution 2.8.2 with filesystem storage under ``workdir/storage``.
 
     ``auth="htpasswd"``: Basic ``alice``/``s3cret``. ``auth="token"``: a :class:`TokenServer` (anonymous pull,
     push/delete for alice) whose tokens last ``token_expires_in`` seconds. ``tls=True``: HTTPS with a test CA
-    (``ca_file``). Waits until ``/v2/`` answers; retries on another port if the chosen one was taken.
+    (``ca_file``). ``delete=False``: ``storage.delete.enabled: false`` (DELETE answers 405). Waits until
+    ``/v2/`` answers; retries on another port if the chosen one was taken.
     """
     binary = registry_binary()
     workdir = Path(workdir)
@@ -362,7 +363,7 @@ def start_registry(workdir: Path, *, auth: AuthMode = None, tls: bool = False,
     config: dict[str, Any] = {
         "version": 0.1,
         "log": {"level": "info", "formatter": "text", "accesslog": {"disabled": False}},
-        "storage": {"filesystem": {"rootdirectory": str(root)}, "delete": {"enabled": True},
+        "storage": {"filesystem": {"rootdirectory": str(root)}, "delete": {"enabled": delete},
                     "maintenance": {"uploadpurging": {"enabled": False}}},
         "http": {"addr": "", "secret": HTTP_SECRET, "headers": {"X-Content-Type-Options": ["nosniff"]}},
     }
