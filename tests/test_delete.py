@@ -300,3 +300,41 @@ def test_report_copied_by_tag_stays_a_referrer(registry, unique_repo: str, tmp_p
         other.put_manifest("", content, name)
     assert [d.digest for d in list_referrers(other, "", model)] == [report]
     assert [d.artifactType for d in list_referrers(other, "", model, REPORT_TYPE)] == [REPORT_TYPE]
+
+
+# -- one write path for manifests ---------------------------------------------------------------------------------
+def test_every_manifest_writer_checks_the_returned_digest(registry, unique_repo: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Generic push, typed push, signing and lineage all write through ``Target.put_manifest``: a registry answering
+    another ``Docker-Content-Digest`` is caught whichever writer it was; malformed manifests never leave."""
+    from support.faultproxy import FaultProxy
+
+    from ociart.errors import DigestMismatchError, InvalidContentError
+    from ociart.oci import OCI_INDEX, OCI_MANIFEST, Content
+
+    wrong = "sha256:" + "0" * 64
+    with FaultProxy(registry.url) as proxy, ociart.Client(plain_http=True) as c:
+        base = f"{proxy.host}/{unique_repo}"
+        model = c.push(f"{base}:v1", [model_dir(tmp_path / "m", 11)], kind="model", lineage=False)
+        proxy.rewrite_header("docker-content-digest", lambda _: wrong, "/manifests/")
+        for write in (lambda: c.push(f"{base}:g", [write_random(tmp_path / "g.bin", 100, seed=1)], lineage=False),
+                      lambda: c.push(f"{base}:v2", [model_dir(tmp_path / "m2", 12)], kind="model", lineage=False),
+                      lambda: c.sign(f"{base}:v1", _key(), legacy_signature="never")):
+            with pytest.raises(DigestMismatchError, match=wrong):
+                write()
+        proxy.clear()
+        proxy.rewrite_header("docker-content-digest", lambda _: wrong, "/manifests/sha256:")  # by digest only
+        with pytest.raises(DigestMismatchError, match=wrong):  # the model PUT by tag passes; its provenance does not
+            c.push(f"{base}:v1", [model_dir(tmp_path / "m", 11)], kind="model")
+        proxy.clear()
+        target = c.target(c.ref(base))
+        puts = len(proxy.find("PUT", "/manifests/"))
+        manifest = c.manifest(f"{base}:v1")[1]
+        for bad in (Content.of(manifest.data, OCI_INDEX),  # served as an index, says it is a manifest
+                    Content.of(b"{" + b" " * (4 << 20) + b"}", OCI_MANIFEST),  # over the 4 MiB cap
+                    Content(data=manifest.data, media_type=OCI_MANIFEST, digest=wrong)):  # digest not of the bytes
+            with pytest.raises((InvalidContentError, DigestMismatchError)):
+                target.put_manifest(unique_repo, bad, "bad")
+        assert len(proxy.find("PUT", "/manifests/")) == puts  # refused before sending
+        with pytest.raises(NotFoundError):
+            c.resolve(f"{base}:bad")
+        assert c.resolve(f"{base}@{model.digest}").digest == model.digest

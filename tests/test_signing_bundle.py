@@ -29,6 +29,7 @@ from ociart.oci import (
 from ociart.oci.mediatypes import OCI_MANIFEST
 from ociart.signing import bundle, keys
 from ociart.targets.layout import LayoutTarget
+from ociart.targets.referrers import list_referrers
 from ociart.targets.registry import RegistryTarget
 
 D = "sha256:d34db33fd34db33fd34db33fd34db33fd34db33fd34db33fd34db33fd34db33f"
@@ -133,7 +134,7 @@ def _round_trip(t: RegistryTarget | LayoutTarget, repo: str, keypairs: list) -> 
     subject = push_subject(t, repo, b"weights v1")
     content = bundle.sign_bundle(t, repo, subject, key, created="2026-01-01T00:00:00Z")
     assert content.media_type == OCI_MANIFEST
-    found = t.referrers(repo, subject.digest, BUNDLE_TYPE)
+    found = list_referrers(t, repo, subject.digest, BUNDLE_TYPE)
     assert [e.digest for e in found] == [content.digest]
     assert found[0].annotations == {"dev.sigstore.bundle.content": "dsse-envelope",
                                     "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1",

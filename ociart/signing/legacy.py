@@ -41,10 +41,11 @@ from ..errors import (
 )
 from ..oci import Content, Descriptor, Manifest
 from ..oci.digest import sha256_bytes
-from ..oci.mediatypes import OCI_CONFIG, OCI_MANIFEST
+from ..oci.mediatypes import OCI_CONFIG
 from ..reference import check_digest
 from ..targets.base import Target, bytes_opener
 from ..targets.referrers import legacy_tag
+from ..transfer import push_manifest
 from . import keys
 from .common import no_duplicate_keys, read_verified_blob, where
 from .signers import SIGNATURE_ANNOTATION, KeySigner, Signer, as_signer
@@ -277,16 +278,15 @@ def _put_layers(target: Target, repo: str, tag: str, existing: Manifest | None,
     layers = [*(existing.layers if existing else []), *new_layers]
     if len(layers) > MAX_LAYERS:
         raise UsageError(f"{repo}:{tag}: {len(layers)} signatures would exceed the limit of {MAX_LAYERS}")
-    config = signature_config([ly.digest for ly in layers])
-    config_type = existing.config.mediaType if existing else OCI_CONFIG
-    config_desc = Descriptor(mediaType=config_type, digest=sha256_bytes(config), size=len(config))
-    if existing is not None:
-        manifest = existing.model_copy(update={"config": config_desc, "layers": layers})
-    else:
-        manifest = Manifest(mediaType=OCI_MANIFEST, config=config_desc, layers=layers)
-    content = Content.from_model(manifest)
-    with target.writing():  # cosign's format (no artifactType), so not the generic builder; the one write path
-        target.push_blob_stream(repo, config_desc, bytes_opener(config))
+    config = Content.of(signature_config([ly.digest for ly in layers]),
+                        existing.config.mediaType if existing else OCI_CONFIG)
+    if existing is None:  # cosign's signature image: no artifactType, an image config listing the layers
+        return push_manifest(target, repo, artifact_type=None, layers=layers, config=config, tag=tag)
+    # appending to a signature manifest another tool wrote: its other fields are kept as they are
+    config_desc = Descriptor(mediaType=config.media_type, digest=config.digest, size=config.size)
+    content = Content.from_model(existing.model_copy(update={"config": config_desc, "layers": layers}))
+    with target.writing():
+        target.push_blob_stream(repo, config_desc, bytes_opener(config.data))
         target.put_manifest(repo, content, tag)
     return content
 
