@@ -256,6 +256,23 @@ def test_cascading_delete_on_distribution(registry, unique_repo: str, tmp_path: 
         assert keep_report not in now and len(now) == 2 and fallback_tag(keep) in c.tags(base, all=True)
 
 
+def test_cascading_delete_with_the_referrers_api(fake_registry, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A registry with the referrers API (the in-memory OCI 1.1 fake): the same cascade, found through the API."""
+    base = f"{fake_registry.host}/team/model"
+    with ociart.Client(plain_http=True) as c:
+        model, report = push_full(c, base, tmp_path, seed=13)
+        assert c.target(c.ref(base))._referrers_mode == "api"  # type: ignore[attr-defined]
+        attached = {d.digest for d in c.referrers(f"{base}@{model}")}
+        nested = {d.digest for d in c.referrers(f"{base}@{report}")}  # the report's own provenance
+        assert report in attached and nested
+        result = c.delete(f"{base}@{model}")
+        assert attached | nested <= set(result.referrers) and result.scheme_tags == [legacy_tag(model)]
+        assert c.tags(base, all=True) == []
+        for d in [model, *attached, *nested]:
+            with pytest.raises(NotFoundError):
+                c.resolve(f"{base}@{d}")
+
+
 def test_delete_refused_by_the_registry_names_the_setting(registry_factory, unique_repo: str,  # type: ignore[no-untyped-def]
                                                           tmp_path: Path) -> None:
     reg = registry_factory(delete=False)

@@ -49,16 +49,25 @@ class StoreLock:
     def _open(self) -> int:
         return os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
 
+    def _flock(self, fd: int, op: str) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        fcntl.flock(fd, getattr(fcntl, op))
+
     @contextmanager
     def shared(self) -> Iterator[None]:
-        import fcntl
-
         with self._cond:
             while self._writer:
                 self._cond.wait()
             if self._readers == 0:
                 fd = self._open()
-                fcntl.flock(fd, fcntl.LOCK_SH)
+                try:
+                    self._flock(fd, "LOCK_SH")
+                except BaseException:
+                    os.close(fd)
+                    raise
                 self._fd = fd
             self._readers += 1
         try:
@@ -67,15 +76,13 @@ class StoreLock:
             with self._cond:
                 self._readers -= 1
                 if self._readers == 0 and self._fd is not None:
-                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+                    self._flock(self._fd, "LOCK_UN")
                     os.close(self._fd)
                     self._fd = None
                     self._cond.notify_all()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
-        import fcntl
-
         with self._cond:
             while self._writer or self._readers:
                 self._cond.wait()
@@ -83,10 +90,10 @@ class StoreLock:
         try:
             fd = self._open()
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._flock(fd, "LOCK_EX")
                 yield
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                self._flock(fd, "LOCK_UN")
                 os.close(fd)
         finally:
             with self._cond:
