@@ -511,8 +511,9 @@ class RegistryTarget(Target):
             if resp.status_code == 404 and "NAME_UNKNOWN" in _oci_errors(resp)[0]:
                 return []
             if resp.status_code != 200 or media != OCI_INDEX:
-                if resp.status_code in (200, 400, 404, 405) and self._referrers_mode is None:
-                    self._referrers_mode = "tag"  # e.g. distribution 2.8.2: 404 text/plain
+                if resp.status_code in (200, 400, 404, 405) and self._referrers_mode != "api":
+                    # e.g. distribution 2.8.2: 404 text/plain (also when another thread's probe just said so)
+                    self._referrers_mode = "tag"
                     return None
                 self._raise_for(resp, f"referrers of {repo}@{digest}")
                 return None
