@@ -11,11 +11,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from helpers import run_cli, write_random
+from support.ocifake import OciFake
+from support.registry import RunningRegistry
 
 import ociart
 from ociart.errors import NotFoundError
@@ -223,7 +226,7 @@ def test_sweep_removes_old_unreferenced_blobs_only(tmp_path: Path) -> None:
 
 
 # -- registries -------------------------------------------------------------------------------------------------
-def test_cascading_delete_on_distribution(registry, unique_repo: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cascading_delete_on_distribution(registry: RunningRegistry, unique_repo: str, tmp_path: Path) -> None:
     base = f"{registry.host}/{unique_repo}"
     with ociart.Client(plain_http=True) as c:
         keep, keep_report = push_full(c, base, tmp_path, seed=5)
@@ -256,7 +259,7 @@ def test_cascading_delete_on_distribution(registry, unique_repo: str, tmp_path: 
         assert keep_report not in now and len(now) == 2 and fallback_tag(keep) in c.tags(base, all=True)
 
 
-def test_cascading_delete_with_the_referrers_api(fake_registry, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cascading_delete_with_the_referrers_api(fake_registry: OciFake, tmp_path: Path) -> None:
     """A registry with the referrers API (the in-memory OCI 1.1 fake): the same cascade, found through the API."""
     base = f"{fake_registry.host}/team/model"
     with ociart.Client(plain_http=True) as c:
@@ -273,7 +276,8 @@ def test_cascading_delete_with_the_referrers_api(fake_registry, tmp_path: Path) 
                 c.resolve(f"{base}@{d}")
 
 
-def test_delete_refused_by_the_registry_names_the_setting(registry_factory, unique_repo: str,  # type: ignore[no-untyped-def]
+def test_delete_refused_by_the_registry_names_the_setting(registry_factory: Callable[..., RunningRegistry],
+                                                          unique_repo: str,
                                                           tmp_path: Path) -> None:
     reg = registry_factory(delete=False)
     base = f"{reg.host}/{unique_repo}"
@@ -290,7 +294,7 @@ def test_delete_refused_by_the_registry_names_the_setting(registry_factory, uniq
 
 
 # -- a referrer copied by tag stays a referrer (review bug) ------------------------------------------------------
-def test_report_copied_by_tag_stays_a_referrer(registry, unique_repo: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_report_copied_by_tag_stays_a_referrer(registry: RunningRegistry, unique_repo: str, tmp_path: Path) -> None:
     base = f"{registry.host}/{unique_repo}"
     layout = tmp_path / "layout"
     with ociart.Client(plain_http=True) as c:
@@ -320,7 +324,8 @@ def test_report_copied_by_tag_stays_a_referrer(registry, unique_repo: str, tmp_p
 
 
 # -- one write path for manifests ---------------------------------------------------------------------------------
-def test_every_manifest_writer_checks_the_returned_digest(registry, unique_repo: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_every_manifest_writer_checks_the_returned_digest(registry: RunningRegistry, unique_repo: str,
+                                                          tmp_path: Path) -> None:
     """Generic push, typed push, signing and lineage all write through ``Target.put_manifest``: a registry answering
     another ``Docker-Content-Digest`` is caught whichever writer it was; malformed manifests never leave."""
     from support.faultproxy import FaultProxy
