@@ -19,18 +19,20 @@ from pathlib import Path
 
 from .errors import InvalidReferenceError
 
-NAME_RE = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+#: Matched with ``fullmatch`` only (``$`` with ``match`` would accept a trailing newline).
+NAME_RE = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 DEFAULT_TAG = "latest"
 
 
 def is_digest(value: str) -> bool:
-    return bool(DIGEST_RE.match(value))
+    return bool(DIGEST_RE.fullmatch(value))
 
 
 def check_digest(value: str) -> str:
-    if not DIGEST_RE.match(value):
+    if not DIGEST_RE.fullmatch(value):
         raise InvalidReferenceError(f"invalid digest {value!r}: expected sha256:<64 lowercase hex>")
     return value
 
@@ -83,10 +85,10 @@ def _split_name(rest: str, original: str, *, allow_empty_repo: bool = False) -> 
     colon = rest.rfind(":")
     if colon > slash:
         rest, tag = rest[:colon], rest[colon + 1 :]
-        if not TAG_RE.match(tag):
+        if not TAG_RE.fullmatch(tag):
             raise InvalidReferenceError(f"invalid tag {tag!r} in reference {original!r}")
     if rest or not allow_empty_repo:
-        if not NAME_RE.match(rest):
+        if not NAME_RE.fullmatch(rest):
             raise InvalidReferenceError(
                 f"invalid repository name {rest!r} in reference {original!r}: "
                 "use lowercase letters, digits and separators (. _ __ -), components joined by /"
@@ -116,6 +118,11 @@ def parse_reference(value: str, *, default_registry: str | None | bool = True) -
     original = value
     if not value or value.strip() != value:
         raise InvalidReferenceError(f"invalid reference {original!r}")
+    if _CONTROL_RE.search(value):
+        raise InvalidReferenceError(f"invalid reference {original!r}: it contains a control character")
+    if value.lower().startswith(("http://", "https://")):
+        raise InvalidReferenceError(f"invalid reference {original!r}: drop the http:// or https:// scheme "
+                                    "(write host[:port]/repo[:tag]) and use --plain-http for a plain-HTTP registry")
     if value.startswith("oci:"):
         body = value[4:]
         digest = None

@@ -24,7 +24,7 @@ from mlflow.entities import FileInfo
 from mlflow.store.artifact.artifact_repo import ArtifactRepository
 
 from ..cache import DigestCache, stat_key
-from ..errors import NotFoundError, UsageError
+from ..errors import NotFoundError, UnsafePathError, UsageError
 from ..safepath import safe_relpath
 from ..oci import ANNOTATION_TITLE, EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Manifest
 from ..targets.base import bytes_opener
@@ -73,7 +73,16 @@ class OciartArtifactRepository(ArtifactRepository):
             return {}
         if not isinstance(node, Manifest):
             return {}
-        return {layer.title: layer for layer in node.layers if layer.title}
+        files: dict[str, Descriptor] = {}
+        for layer in node.layers:
+            if not layer.title:
+                continue
+            # a title MLflow would walk forever (``./x``, ``a/./b``, ``a//b``) or that escapes is refused here
+            if str(safe_relpath(layer.title)) != layer.title:
+                raise UnsafePathError(f"{self.artifact_uri}: layer title {layer.title!r} is not a normalised "
+                                      "relative path (no '.', '..' or empty components)")
+            files[layer.title] = layer
+        return files
 
     def _commit(self, files: dict[str, Descriptor]) -> None:
         config = Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2)

@@ -278,6 +278,10 @@ class RegistryTarget(Target):
         if not realm:
             raise AuthError(f"{self.host} asked for a bearer token without naming a token realm")
         creds = self._creds()
+        if creds is not None and not self._may_send_credentials(realm):
+            raise AuthError(f"{self.host}: refusing to send credentials to token realm {realm}: not HTTPS "
+                            "(credentials go over plain HTTP only to a plain-HTTP loopback registry or with "
+                            "--plain-http)")
         service = ch.params.get("service")
         try:
             if creds and creds.identity_token:
@@ -318,6 +322,17 @@ class RegistryTarget(Target):
         except (TypeError, ValueError):
             expires = 60.0
         return str(token), expires
+
+    def _may_send_credentials(self, realm: str) -> bool:
+        """Credentials go to a token realm only over HTTPS, unless this registry is itself plain HTTP on loopback or
+        ``plain_http`` was asked for (then the user chose clear text)."""
+        try:
+            scheme = httpx.URL(realm).scheme
+        except (httpx.InvalidURL, ValueError):
+            return False
+        if scheme == "https":
+            return True
+        return scheme == "http" and (self._plain_http or (self.origin.startswith("http:") and _is_loopback(self.host)))
 
     # -- requests ----------------------------------------------------------------------------------
     def _url(self, path: str) -> httpx.URL:

@@ -1,0 +1,218 @@
+"""Issue 17 (part A): hostile registries, artifacts and input, each sent for real.
+
+Credentials (token realm over HTTP, environment credentials per host, missing credential helpers, secrets in git
+remotes), references with control characters or a URL scheme, MLflow titles that loop, files that change under a
+push, symlinks leaving the pushed tree, undecodable and over-long names, control characters and markup in human
+output, DNS failures and refused connections, policy names spelled differently, the digest cache after an in-place
+rewrite, and endless response bodies.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.fakeserver import FakeServer
+from support.registry import PASSWORD, USERNAME, RunningRegistry, make_test_ca
+
+import ociart
+from ociart.errors import AuthError, InvalidReferenceError, UnsafePathError
+from ociart.reference import parse_reference
+
+CLI = [sys.executable, "-m", "ociart"]
+
+
+def cli(*args: str, stdin: str = "", cwd: Path | None = None, env: dict[str, str] | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], input=stdin, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env={**os.environ, **(env or {})})
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
+    """The CLI failed with ``code`` and exactly one ``error:`` line, no traceback; returns that line."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def write_docker_config(cfg: dict[str, Any]) -> Path:
+    path = Path(os.environ["DOCKER_CONFIG"]) / "config.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+# -- 1. credentials to a token realm only over HTTPS ------------------------------------------------------------------
+
+def test_https_registry_never_sends_password_to_http_token_realm(tmp_path: Path) -> None:
+    """An HTTPS registry names an ``http://`` realm on another host: the Basic password must not go there."""
+    token_seen: list[dict[str, str]] = []
+
+    def token(method: str, path: str, headers: dict[str, str], body: Any) -> tuple[int, dict[str, str], bytes]:
+        token_seen.append(headers)
+        return 200, {"Content-Type": "application/json"}, b'{"token": "t"}'
+
+    ca = make_test_ca(tmp_path / "ca")
+    server_ctx = __import__("ssl").SSLContext(__import__("ssl").PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(str(ca.server_cert), str(ca.server_key))
+    with FakeServer(token) as realm_server:
+        realm = f"http://localhost:{realm_server.host.rsplit(':', 1)[1]}/token"  # another host name, plain HTTP
+
+        def registry(method: str, path: str, headers: dict[str, str], body: Any) -> tuple[int, dict[str, str], bytes]:
+            return 401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="reg",scope="repository:a/b:pull"',
+                         "Content-Type": "application/json"}, b'{"errors":[{"code":"UNAUTHORIZED"}]}'
+
+        with FakeServer(registry, tls=server_ctx) as reg:
+            with ociart.Client(username="alice", password="s3cret-pw", ca_file=ca.ca_cert) as client, \
+                    pytest.raises(AuthError) as refused:
+                client.resolve(f"{reg.host}/a/b:v1")
+    assert "refusing to send credentials" in str(refused.value) and realm in str(refused.value)
+    assert all("authorization" not in h for h in token_seen), token_seen
+
+
+def test_plain_http_loopback_registry_still_sends_credentials_to_its_http_realm(
+        token_registry: RunningRegistry, unique_repo: str, tmp_path: Path) -> None:
+    """Control: the rule does not break a plain-HTTP loopback registry whose realm is plain HTTP too."""
+    (tmp_path / "f.txt").write_text("x")
+    with ociart.Client(username=USERNAME, password=PASSWORD) as client:
+        client.push(f"{token_registry.host}/{unique_repo}:v1", [tmp_path / "f.txt"])
+
+
+# -- 12. environment credentials belong to one host -------------------------------------------------------------------
+
+def test_environment_credentials_only_go_to_their_host(htpasswd_registry: RunningRegistry, unique_repo: str,
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two registries: the environment's password reaches OCIART_REGISTRY_HOST and never the other one (the MLflow
+    plugin takes hosts from tracking-server data anyone may set)."""
+    seen: list[dict[str, str]] = []
+
+    def foreign(method: str, path: str, headers: dict[str, str], body: Any) -> tuple[int, dict[str, str], bytes]:
+        seen.append(headers)
+        return 401, {"WWW-Authenticate": 'Basic realm="collect"'}, b""
+
+    monkeypatch.setenv("OCIART_REGISTRY_USERNAME", USERNAME)
+    monkeypatch.setenv("OCIART_REGISTRY_PASSWORD", PASSWORD)
+    monkeypatch.setenv("OCIART_REGISTRY_HOST", htpasswd_registry.host)
+    (tmp_path / "f.txt").write_text("x")
+    with ociart.Client() as client:
+        client.push(f"{htpasswd_registry.host}/{unique_repo}:v1", [tmp_path / "f.txt"])  # the named host: used
+    with FakeServer(foreign) as other, ociart.Client(plain_http=True) as client, pytest.raises(AuthError):
+        client.resolve(f"{other.host}/victim/model:v1")
+    assert seen and all("authorization" not in h for h in seen), seen
+    # OCIART_REGISTRY alone names the host too; an unrelated OCIART_REGISTRY keeps them away from it
+    monkeypatch.delenv("OCIART_REGISTRY_HOST")
+    monkeypatch.setenv("OCIART_REGISTRY", htpasswd_registry.host)
+    with ociart.Client() as client:
+        client.resolve(f"{htpasswd_registry.host}/{unique_repo}:v1")
+        client.resolve(f"{unique_repo}:v1")
+    seen.clear()
+    with FakeServer(foreign) as other, ociart.Client(plain_http=True) as client, pytest.raises(AuthError):
+        client.resolve(f"{other.host}/victim/model:v1")
+    assert seen and all("authorization" not in h for h in seen), seen
+
+
+# -- 3. missing credential helpers ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", ["credsStore", "credHelpers"])
+def test_login_logout_with_missing_helper_fail_in_one_line(htpasswd_registry: RunningRegistry, key: str) -> None:
+    host = htpasswd_registry.host
+    cfg: dict[str, Any] = {"credsStore": "nonexistent-xyz"} if key == "credsStore" else \
+        {"credHelpers": {host: "nonexistent-xyz"}}
+    path = write_docker_config(cfg)
+    login = cli("login", host, "-u", USERNAME, "--password-stdin", stdin=PASSWORD + "\n")
+    line = one_line_error(login, 4)
+    assert "docker-credential-nonexistent-xyz" in line and "not installed" in line
+    assert json.loads(path.read_text()) == cfg  # no plain-text auths entry written in its place
+    logout = cli("logout", host)
+    assert "docker-credential-nonexistent-xyz" in one_line_error(logout, 4)
+
+
+def test_reads_fall_back_to_auths_when_the_helper_is_missing(htpasswd_registry: RunningRegistry, unique_repo: str,
+                                                            tmp_path: Path) -> None:
+    host = htpasswd_registry.host
+    write_docker_config({"credsStore": "nonexistent-xyz", "auths": {host: {"auth": b64(f"{USERNAME}:{PASSWORD}")}}})
+    (tmp_path / "f.txt").write_text("x")
+    with ociart.Client() as client:
+        client.push(f"{host}/{unique_repo}:v1", [tmp_path / "f.txt"])
+
+
+# -- 2. secrets in git remotes ---------------------------------------------------------------------------------------
+
+def test_git_remote_secrets_are_not_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ociart.lineage.capture import git_info
+
+    repo = tmp_path / "code"
+    repo.mkdir()
+    remote = ("https://oauth2:glpat-SECRET1@gitlab.example.com/org/x.git?access_token=SECRET2&private_token=SECRET3"
+              "&X-Amz-Signature=SECRET4&sig=SECRET5&ref=main")
+    for args in (["init", "-q"], ["remote", "add", "origin", remote],
+                 ["-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "--allow-empty", "-m", "x"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    info = git_info(repo)
+    assert info is not None and info.remote == "https://gitlab.example.com/org/x.git?ref=main"
+    # and through a real push: nothing of the secrets in the manifest or the provenance statement
+    monkeypatch.chdir(repo)
+    (repo / "f.txt").write_text("x")
+    with ociart.Client() as client:
+        desc = client.push("hard/git:v1", [repo / "f.txt"])
+        _, content = client.manifest(f"hard/git@{desc.digest}")
+        stmt = client.provenance(f"hard/git@{desc.digest}")
+    recorded = content.data.decode() + stmt.model_dump_json()
+    assert "gitlab.example.com/org/x.git" in recorded
+    assert "SECRET" not in recorded and "oauth2" not in recorded
+
+
+# -- 6. references ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", ["repo\n:v1", "repo:v1\n", "repo\n", "localhost:5000/a/b:v1\n", "a/b@sha256:" + "a" * 64
+                                 + "\n", "a\x1b[31m/b", "a/b:v\x07", "oci:/tmp/x:na\nme", "a/b\x7f", "a/b\u0085"])
+def test_control_characters_in_references_are_refused(bad: str) -> None:
+    with pytest.raises(InvalidReferenceError):
+        parse_reference(bad)
+
+
+@pytest.mark.parametrize("url", ["http://localhost:5000/a/b:v1", "https://ghcr.io/org/model:v1"])
+def test_url_scheme_in_reference_says_what_to_do(url: str) -> None:
+    with pytest.raises(InvalidReferenceError) as err:
+        parse_reference(url)
+    assert "drop the http:// or https:// scheme" in str(err.value) and "--plain-http" in str(err.value)
+    proc = cli("resolve", url)
+    assert "--plain-http" in one_line_error(proc, 2)
+
+
+# -- 13. MLflow titles that MLflow would walk for ever ---------------------------------------------------------------
+
+@pytest.mark.parametrize("title", ["./x", "a/./b", "a//b", "a/"])
+def test_mlflow_refuses_unnormalised_titles(registry: RunningRegistry, unique_repo: str, title: str,
+                                            tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    from helpers import push_subject
+
+    from ociart.integrations.mlflow import OciartArtifactRepository
+    from ociart.oci import ANNOTATION_TITLE, Content
+
+    repo_name = f"{unique_repo}/artifacts"
+    with ociart.Client() as client:
+        target = client.target(client.ref(f"{registry.host}/{repo_name}"))
+        desc = push_subject(target, repo_name, b"payload", tag="latest")
+        manifest = json.loads(target.get_manifest(repo_name, desc.digest).data)
+        manifest["layers"][0]["annotations"] = {ANNOTATION_TITLE: title}
+        target.put_manifest(repo_name, Content.of(json.dumps(manifest).encode(), manifest["mediaType"]), "latest")
+    repo = OciartArtifactRepository(f"ociart://{registry.host}/{repo_name}")
+    (tmp_path / "dl").mkdir()
+    with pytest.raises(UnsafePathError) as err:
+        repo.download_artifacts("", str(tmp_path / "dl"))
+    assert repr(title) in str(err.value)
+    assert not any((tmp_path / "dl").rglob("*"))
