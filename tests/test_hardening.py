@@ -216,3 +216,49 @@ def test_mlflow_refuses_unnormalised_titles(registry: RunningRegistry, unique_re
         repo.download_artifacts("", str(tmp_path / "dl"))
     assert repr(title) in str(err.value)
     assert not any((tmp_path / "dl").rglob("*"))
+
+
+# -- 9. DNS failures and refused connections are not transient ------------------------------------------------------
+
+class _NoSleep:
+    """Stands in for the registry module's ``time``: records every backoff sleep instead of sleeping."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._time = time
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._time, name)
+
+
+@pytest.mark.parametrize("where", ["dns", "refused"])
+def test_unreachable_hosts_fail_at_once(where: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import socket
+
+    from ociart.errors import NetworkError
+    from ociart.targets import registry as registry_module
+
+    clock = _NoSleep()
+    monkeypatch.setattr(registry_module, "time", clock)
+    if where == "dns":
+        host, cause = "no-such-host.invalid", "does not resolve"
+    else:
+        with socket.socket() as s:  # a port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            host, cause = f"127.0.0.1:{s.getsockname()[1]}", "connection refused"
+    (tmp_path / "f.txt").write_text("x")
+    for call in ("resolve", "push"):
+        with ociart.Client(plain_http=True, retry_budget=60) as client, pytest.raises(NetworkError) as err:
+            if call == "resolve":
+                client.resolve(f"{host}/a/b:v1")
+            else:
+                client.push(f"{host}/a/b:v1", [tmp_path / "f.txt"], lineage=False)
+        assert cause in str(err.value) and host in str(err.value)
+    assert clock.sleeps == []  # not one backoff wait
+    proc = cli("resolve", f"{host}/a/b:v1", "--plain-http")
+    assert cause in one_line_error(proc, 6)

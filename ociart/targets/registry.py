@@ -23,6 +23,7 @@ import json
 import os
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -42,6 +43,7 @@ from ..errors import (
     NotFoundError,
     OciartError,
     RegistryError,
+    UnreachableError,
     UnsupportedError,
 )
 from ..fsutil import verify, write_all
@@ -93,6 +95,16 @@ def _cause_chain(exc: BaseException) -> Iterator[BaseException]:
 def _is_cert_error(exc: BaseException) -> bool:
     return any(isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e)
                for e in _cause_chain(exc))
+
+
+def _unreachable(exc: BaseException, host: str | None) -> UnreachableError | None:
+    """A failure that retrying cannot fix (the name does not resolve, the connection is refused), or None."""
+    for e in _cause_chain(exc):
+        if isinstance(e, socket.gaierror):
+            return UnreachableError(f"cannot reach {host}: the host name does not resolve ({_short(e)})")
+        if isinstance(e, ConnectionRefusedError):
+            return UnreachableError(f"cannot reach {host}: connection refused")
+    return None
 
 
 def _is_tls_protocol_error(exc: BaseException) -> bool:
@@ -229,7 +241,7 @@ class RegistryTarget(Target):
                 ) from None
             if _is_tls_protocol_error(exc) or isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
                 return "http"
-            raise NetworkError(f"cannot connect to {self.host}: {_short(exc)}") from None
+            raise _unreachable(exc, self.host) or NetworkError(f"cannot connect to {self.host}: {_short(exc)}") from None
 
     def _same_origin(self, url: httpx.URL) -> bool:
         o = httpx.URL(self.origin)
@@ -387,6 +399,8 @@ class RegistryTarget(Target):
             except httpx.TransportError as exc:
                 if _is_cert_error(exc):
                     raise NetworkError(f"TLS certificate of {req_url.host} is not trusted ({_short(exc)})") from None
+                if (unreachable := _unreachable(exc, req_url.netloc.decode())) is not None:
+                    raise unreachable from None
                 if retry and retrier.wait():
                     continue
                 raise NetworkError(f"{method} {req_url.copy_with(query=None)} failed: {_short(exc)}") from None
@@ -766,6 +780,8 @@ class RegistryTarget(Target):
             except (NetworkError, _Retryable) as exc:
                 # upload sessions are not resumable on distribution: restart the blob
                 resp = exc.resp if isinstance(exc, _Retryable) else None
+                if isinstance(exc, UnreachableError):
+                    raise
                 if not _is_cert_error(exc) and retrier.wait(resp):  # an untrusted certificate stays untrusted
                     continue
                 if isinstance(exc, _Retryable):
