@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -20,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from .cache import DigestCache, stat_key
+from .cache import DigestCache, StatKey, check_unchanged, stat_key
 from .safepath import safe_relpath
-from .errors import NotFoundError, UsageError
+from .errors import DigestMismatchError, NotFoundError, UsageError
 from .oci import ANNOTATION_TITLE, EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Index, Manifest
 from .oci.digest import sha256_file
 from .oci.mediatypes import DEFAULT_ARTIFACT_TYPE, DEFAULT_FILE_TYPE
@@ -30,6 +31,7 @@ from .progress import Progress
 from .targets.base import Target, bytes_opener
 from .targets.layout import LayoutTarget
 
+log = logging.getLogger("ociart")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -157,18 +159,37 @@ def collect_files(paths: Sequence[str | Path], cwd: Path | None = None) -> list[
 
 
 def push_file_cached(target: Target, repo: str, path: Path, media_type: str, cache: DigestCache, prehash: bool,
-                     progress: Progress | None, label: str) -> Descriptor:
+                     progress: Progress | None, label: str, expected: StatKey | None = None) -> Descriptor:
     """Push one file, using the digest cache: a known digest is HEAD-checked and skipped when present; an unknown
-    one is hashed first when ``prehash`` (so blobs the repository already has are skipped), else while sending."""
-    before = stat_key(path)
+    one is hashed first when ``prehash`` (so blobs the repository already has are skipped), else while sending.
+
+    ``expected`` is the stat the caller built metadata from (default: taken now). When the upload ends the file must
+    still have it (:func:`~ociart.cache.check_unchanged`): a file that shrank, grew, vanished or was rewritten fails
+    the push before any manifest is written. A cached digest the registry refuses (``DIGEST_INVALID``) is dropped,
+    the file re-hashed and the upload retried once."""
+    before = expected or stat_key(path)
+    if before is None:
+        raise NotFoundError(f"{path}: no such file")
     known = cache.get(path)
+    from_cache = known is not None
     if known is None and prehash:
         known = sha256_file(path)
         cache.put(path, known[0], before)
     desc = Descriptor(mediaType=media_type, digest=known[0], size=known[1]) if known else None
-    cb = progress.task(label, before[3] if before else 0) if progress else None
-    out = target.push_blob_file(repo, path, desc, cb, media_type)
-    if not known:
+    cb = progress.task(label, before[3]) if progress else None
+    try:
+        out = target.push_blob_file(repo, path, desc, cb, media_type)
+    except DigestMismatchError as exc:
+        if not from_cache or known is None:
+            raise
+        cache.drop(path)
+        log.warning("%s: the registry refused the cached digest %s (%s); dropped it from the digest cache, "
+                    "re-hashing and retrying once", path, known[0], exc)
+        known, from_cache = sha256_file(path), False
+        out = target.push_blob_file(repo, path, Descriptor(mediaType=media_type, digest=known[0], size=known[1]),
+                                    cb, media_type)
+    check_unchanged(path, before)
+    if not from_cache:
         cache.put(path, out.digest, before)
     return out
 

@@ -262,3 +262,97 @@ def test_unreachable_hosts_fail_at_once(where: str, monkeypatch: pytest.MonkeyPa
     assert clock.sleeps == []  # not one backoff wait
     proc = cli("resolve", f"{host}/a/b:v1", "--plain-http")
     assert cause in one_line_error(proc, 6)
+
+
+# -- 4. files that change while they are pushed -----------------------------------------------------------------------
+
+def _mutate(path: Path, how: str) -> None:
+    st = path.stat()
+    if how == "shrink":
+        os.truncate(path, st.st_size // 2)
+    elif how == "grow":
+        with open(path, "ab") as f:
+            f.write(b"more" * 1000)
+    elif how == "vanish":
+        path.unlink()
+    elif how == "mtime":
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    elif how == "rewrite":  # same size, same inode, mtime put back: only the ctime tells
+        data = path.read_bytes()
+        path.write_bytes(bytes(b ^ 0xFF for b in data[:64]) + data[64:])
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("how", ["shrink", "grow", "vanish", "mtime", "rewrite"])
+@pytest.mark.parametrize("kind", ["generic", "model-raw", "model-tar"])
+def test_file_changing_under_push_fails_without_manifest(tmp_path: Path, how: str, kind: str) -> None:
+    from helpers import write_random
+    from support.ocifake import OciFake
+
+    from ociart.errors import UsageError
+
+    src = tmp_path / "src"
+    write_random(src / "model.safetensors", 3 << 20, seed=1)
+    (src / "config.json").write_text('{"hidden": 8}')
+    for i in range(3):
+        (src / "docs" / f"n{i}.md").parent.mkdir(exist_ok=True)
+        (src / "docs" / f"n{i}.md").write_text(f"note {i}\n" * 50)
+    victim = src / ("docs/n1.md" if kind == "model-tar" else "model.safetensors")
+    fake_registry = OciFake()  # not the fixture: the client abandoning an upload body is an error on the fake's side
+    original = fake_registry._server.handler
+    fired: list[str] = []
+
+    def handler(method: str, path: str, headers: dict[str, str], body: Any) -> Any:
+        if method == "POST" and "/blobs/uploads/" in path and not fired:
+            fired.append(path)
+            _mutate(victim, how)  # after push stat-ed the file, before its bytes are read
+        return original(method, path, headers, body)
+
+    fake_registry._server.handler = handler
+    ref = f"{fake_registry.host}/hard/changing:v1"
+    try:
+        with ociart.Client(plain_http=True, concurrency=1) as client, pytest.raises(UsageError) as err:
+            if kind == "generic":
+                client.push(ref, [victim], lineage=False)
+            else:
+                client.push(ref, [src], kind="model", lineage=False)
+    finally:
+        fake_registry.stop()
+    assert fired and str(victim) in str(err.value)
+    assert ("vanished" if how == "vanish" else "changed while it was being pushed") in str(err.value)
+    repo = fake_registry.repos.get("hard/changing")
+    assert repo is None or (not repo.manifests and not repo.tags)  # no manifest left behind
+    assert all(isinstance(e, ConnectionError) for e in fake_registry.errors), fake_registry.errors
+
+
+def test_digest_cache_sees_in_place_rewrite_and_retries_refused_digest(registry: RunningRegistry, unique_repo: str,
+                                                                       tmp_path: Path, caplog: Any) -> None:
+    """A file rewritten in place (same size, inode, mtime restored) is not pushed as its old blob; and a cached digest
+    the registry refuses with DIGEST_INVALID is dropped, re-hashed and retried once."""
+    from ociart.cache import DigestCache, stat_key
+    from ociart.oci.digest import sha256_file
+
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"A" * 100_000)
+    old = f.stat().st_mtime - 3600
+    os.utime(f, (old, old))
+    ref = f"{registry.host}/{unique_repo}:v1"
+    with ociart.Client() as client:
+        first = client.push(ref, [f], lineage=False)
+        _mutate(f, "rewrite")
+        second = client.push(ref, [f], lineage=False)
+        assert second.digest != first.digest
+        pulled = client.pull(ref, tmp_path / "out")
+    assert (tmp_path / "out" / "w.bin").read_bytes() == f.read_bytes()
+    assert pulled.files[0].digest == sha256_file(f)[0]
+    # a stale entry (what an old cache keyed without ctime would hold): the registry refuses it, ociart recovers
+    cache = DigestCache()
+    key = stat_key(f)
+    assert key is not None
+    cache._conn().execute("INSERT OR REPLACE INTO digests2 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                          (*key, "sha256:" + "0" * 64))
+    f2 = f  # same path, same stat
+    with caplog.at_level("WARNING", logger="ociart"), ociart.Client() as client:
+        client.push(f"{registry.host}/{unique_repo}:v2", [f2], lineage=False)
+    assert any("re-hashing and retrying once" in r.getMessage() for r in caplog.records)
+    assert cache.get(f) == sha256_file(f)

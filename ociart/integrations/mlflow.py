@@ -23,12 +23,12 @@ from urllib.parse import urlparse
 from mlflow.entities import FileInfo
 from mlflow.store.artifact.artifact_repo import ArtifactRepository
 
-from ..cache import DigestCache, stat_key
+from ..cache import DigestCache
 from ..errors import NotFoundError, UnsafePathError, UsageError
 from ..safepath import safe_relpath
 from ..oci import ANNOTATION_TITLE, EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Manifest
 from ..targets.base import bytes_opener
-from ..transfer import parallel
+from ..transfer import parallel, push_file_cached
 
 ARTIFACT_TYPE = "application/vnd.ociart.mlflow.artifacts.v1"
 TAG = "latest"
@@ -98,12 +98,8 @@ class OciartArtifactRepository(ArtifactRepository):
         return str(safe_relpath(joined)) if joined else ""
 
     def _upload(self, local: Path, title: str) -> Descriptor:
-        before = stat_key(local)
-        known = self._cache.get(local)
-        desc = Descriptor(mediaType="application/octet-stream", digest=known[0], size=known[1]) if known else None
-        out = self._target.push_blob_file(self.repo, local, desc)
-        if not known:
-            self._cache.put(local, out.digest, before)
+        out = push_file_cached(self._target, self.repo, local, "application/octet-stream", self._cache, False, None,
+                               title)
         return Descriptor(mediaType="application/octet-stream", digest=out.digest, size=out.size,
                           annotations={ANNOTATION_TITLE: title})
 

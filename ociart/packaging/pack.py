@@ -10,7 +10,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cache import DigestCache, is_racy
+from ..cache import DigestCache, StatKey, check_unchanged, is_racy, key_of
 from ..errors import UsageError
 from ..oci.digest import Digester
 from ..oci import EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Manifest
@@ -55,7 +55,7 @@ class FileEntry:
     mode: int
     role: str
     untested: bool
-    stat: tuple[str, int, int, int, int]
+    stat: StatKey
 
 
 @dataclass
@@ -109,7 +109,7 @@ def plan(root: Path, kind: Kind, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD) 
     entries: list[FileEntry] = []
     for path, rel, st in walk(root):
         role, untested = classify(kind, rel, bool(st.st_mode & 0o100))
-        key = (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        key = key_of(path, st)
         entries.append(FileEntry(path, rel, st.st_size, normal_mode(st.st_mode), role, untested, key))
     if not entries:
         raise UsageError(f"{root}: no files to pack")
@@ -167,7 +167,8 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
     already has (an earlier version in another directory) are skipped instead of streamed."""
     if not layer.tar:
         e = layer.files[0]
-        out = push_file_cached(target, repo, e.path, _raw_media_type(kind, e), cache, prehash, progress, e.rel)
+        out = push_file_cached(target, repo, e.path, _raw_media_type(kind, e), cache, prehash, progress, e.rel,
+                               e.stat)
         annotations = {A_TITLE: e.rel, A_FILEPATH: e.rel,
                        A_FILE_METADATA: file_metadata(os.path.basename(e.rel), e.mode, e.size)}
         if e.untested:
@@ -201,6 +202,8 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
         out = target.push_blob_chunks(repo, opener, media_type)
         if key and _tar_key(layer) == key:
             cache.put_key(key, out.digest, out.size)
+    for m in layer.files:  # the tar headers (size, mode) came from the walk's stat
+        check_unchanged(m.path, m.stat)
     annotations = {A_FILEPATH: layer.filepath}
     if any(m.untested for m in layer.files):
         annotations[A_UNTESTED] = "true"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from ..errors import DigestMismatchError, UnsafePathError, UsageError
+from ..errors import UnsafePathError, UsageError
 
 BLOCK = 512
 RECORD = 20 * BLOCK
@@ -71,7 +71,11 @@ def iter_tar(members: list[TarMember]) -> Iterator[bytes]:
     for m in members:
         buf += _header(m)
         seen = 0
-        with open(m.path, "rb") as f:
+        try:
+            f = open(m.path, "rb")
+        except FileNotFoundError:
+            raise UsageError(f"{m.path} vanished while it was being pushed; nothing was published") from None
+        with f:
             while chunk := f.read(FLUSH):
                 seen += len(chunk)
                 if seen > m.size:
@@ -82,7 +86,8 @@ def iter_tar(members: list[TarMember]) -> Iterator[bytes]:
                     yield bytes(buf)
                     buf.clear()
         if seen != m.size:
-            raise DigestMismatchError(f"{m.path} changed size while being packed ({m.size} -> {seen} bytes)")
+            raise UsageError(f"{m.path} changed while it was being pushed (size {m.size} -> {seen} bytes); nothing "
+                             "was published: push again once it is no longer written to")
         pad = -m.size % BLOCK
         buf += b"\0" * pad
         if len(buf) >= FLUSH:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from ..errors import UsageError
 from ..oci import Content, Descriptor
 from .ingest import Ingest
 
@@ -23,9 +24,16 @@ Opener = Callable[[], AbstractContextManager[Iterator[bytes]]]
 def file_opener(path: Path) -> Opener:
     @contextmanager
     def cm() -> Iterator[Iterator[bytes]]:
-        from ..fsutil import read_file_chunks
+        from ..oci.digest import CHUNK
 
-        yield read_file_chunks(path)
+        try:
+            f = open(path, "rb", buffering=0)
+        except FileNotFoundError:
+            raise UsageError(f"{path} vanished while it was being pushed; nothing was published") from None
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        with f:
+            yield iter(lambda: f.read(CHUNK), b"")
 
     return cm
 
