@@ -30,6 +30,7 @@ from .oci.mediatypes import DEFAULT_ARTIFACT_TYPE, DEFAULT_FILE_TYPE
 from .progress import Progress
 from .targets.base import Target, bytes_opener
 from .targets.layout import LayoutTarget
+from .text import escaped_name
 
 log = logging.getLogger("ociart")
 T = TypeVar("T")
@@ -123,9 +124,25 @@ class FileSpec:
     media_type: str = DEFAULT_FILE_TYPE
 
 
-def collect_files(paths: Sequence[str | Path], cwd: Path | None = None) -> list[FileSpec]:
+def check_local_file(root: Path, path: Path, rel: str, real_root: str, follow_symlinks: bool) -> None:
+    """A file to push, titled ``rel``: the title must be UTF-8 (OCI titles are), and unless ``follow_symlinks`` the
+    file must not be reached through a symlink that leaves the pushed directory ``root`` (resolved: ``real_root``)."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"file name '{escaped_name(path)}' is not valid UTF-8: rename it to push it") from None
+    if not follow_symlinks:
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, real_root]) != real_root:
+            raise UsageError(f"{escaped_name(path)} is reached through a symlink that leaves {escaped_name(root)} "
+                             f"(to {escaped_name(real)}); refusing to push it (--follow-symlinks to push it anyway)")
+
+
+def collect_files(paths: Sequence[str | Path], cwd: Path | None = None, *,
+                  follow_symlinks: bool = False) -> list[FileSpec]:
     """Expand push arguments: a directory contributes its files titled relative to itself; a file is
-    titled by its path relative to the current directory. Titles must be unique and safe."""
+    titled by its path relative to the current directory. Titles must be unique and safe. A symlink inside a
+    directory that leads outside it is refused unless ``follow_symlinks``."""
     cwd = cwd or Path.cwd()
     specs: list[FileSpec] = []
     for arg in paths:
@@ -133,17 +150,21 @@ def collect_files(paths: Sequence[str | Path], cwd: Path | None = None) -> list[
         if not p.exists():
             raise NotFoundError(f"{arg}: no such file or directory")
         if p.is_dir():
+            real_root = os.path.realpath(p)
             for root, dirs, files in os.walk(p):
                 dirs.sort()
                 for name in sorted(files):
                     f = Path(root) / name
                     if f.is_file():
-                        specs.append(FileSpec(f, f.relative_to(p).as_posix()))
+                        rel = f.relative_to(p).as_posix()
+                        check_local_file(p, f, rel, real_root, follow_symlinks)
+                        specs.append(FileSpec(f, rel))
         elif p.is_file():
             try:
                 title = p.resolve().relative_to(cwd.resolve()).as_posix()
             except ValueError:
                 title = p.name
+            check_local_file(p.parent, p, title, "", True)
             specs.append(FileSpec(p, title))
         else:
             raise UsageError(f"{arg}: not a regular file or directory")

@@ -356,3 +356,126 @@ def test_digest_cache_sees_in_place_rewrite_and_retries_refused_digest(registry:
         client.push(f"{registry.host}/{unique_repo}:v2", [f2], lineage=False)
     assert any("re-hashing and retrying once" in r.getMessage() for r in caplog.records)
     assert cache.get(f) == sha256_file(f)
+
+
+# -- 5. symlinks leaving the pushed directory -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["generic", "model"])
+def test_symlink_out_of_the_pushed_directory_is_refused(tmp_path: Path, kind: str) -> None:
+    secret = tmp_path / "home" / ".ssh" / "id_ed25519"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("PRIVATE KEY MATERIAL\n")
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "weights.bin").write_bytes(b"w" * 1000)
+    (src / "sub" / "inside.txt").write_text("inside\n")
+    (src / "alias.txt").symlink_to("sub/inside.txt")  # stays inside: followed, stored as a regular file
+    (src / "key").symlink_to(secret)  # leaves the tree
+    args = ["push", "hard/sym:v1", str(src), "--no-git"] + (["--kind", "model"] if kind == "model" else [])
+    refused = cli(*args)
+    line = one_line_error(refused, 2)
+    assert "symlink that leaves" in line and "--follow-symlinks" in line and str(src / "key") in line
+    with ociart.Client() as client:
+        with pytest.raises(ociart.errors.UsageError):
+            client.push("hard/sym:v1", [src], kind=None if kind == "generic" else kind, lineage=False)
+        (src / "key").unlink()
+        client.push("hard/sym:v2", [src], kind=None if kind == "generic" else kind, lineage=False)
+        out = tmp_path / "out"
+        client.pull("hard/sym:v2", out)
+    assert (out / "alias.txt").read_text() == "inside\n" and not (out / "alias.txt").is_symlink()
+    # opting in pushes what the link points to
+    (src / "key").symlink_to(secret)
+    assert cli(*args, "--follow-symlinks").returncode == 0
+    with ociart.Client() as client:
+        client.pull("hard/sym:v1", tmp_path / "out2")
+    assert (tmp_path / "out2" / "key").read_text() == "PRIVATE KEY MATERIAL\n"
+
+
+def test_symlinked_directory_out_of_a_typed_push_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "creds.json").write_text("{}")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(b"w" * 100)
+    (src / "linked").symlink_to(outside, target_is_directory=True)
+    with ociart.Client() as client, pytest.raises(ociart.errors.UsageError) as err:
+        client.push("hard/symdir:v1", [src], kind="model", lineage=False)
+    assert "symlink that leaves" in str(err.value)
+
+
+# -- 7. undecodable and over-long names -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["generic", "model"])
+def test_non_utf8_file_name_is_refused_in_one_line(tmp_path: Path, kind: str) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok.txt").write_text("ok")
+    with open(os.path.join(os.fsencode(src), b"caf\xe9.txt"), "wb") as f:
+        f.write(b"latin-1 name")
+    args = ["push", "hard/names:v1", str(src), "--no-git"] + (["--kind", "model"] if kind == "model" else [])
+    line = one_line_error(cli(*args), 2)
+    assert "caf\\xe9.txt" in line and "not valid UTF-8" in line
+
+
+def test_control_characters_in_names_still_round_trip(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "line\nbreak.txt").write_text("a")
+    (src / "bell\x07.txt").write_text("b")
+    with ociart.Client() as client:
+        client.push("hard/ctl:v1", [src], lineage=False)
+        client.pull("hard/ctl:v1", tmp_path / "out")
+    assert (tmp_path / "out" / "line\nbreak.txt").read_text() == "a"
+    assert (tmp_path / "out" / "bell\x07.txt").read_text() == "b"
+
+
+def _push_layers(target: Any, repo: str, layers: list[tuple[bytes, str, str]], tag: str = "v1") -> None:
+    """A manifest of (data, mediaType, title-or-filepath) layers, written straight to ``target``."""
+    from ociart.oci import EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Manifest
+    from ociart.oci.digest import sha256_bytes
+    from ociart.targets.base import bytes_opener
+
+    descs = []
+    for data, media_type, name in layers:
+        key = "org.cncf.model.filepath" if "tar" in media_type else "org.opencontainers.image.title"
+        d = Descriptor(mediaType=media_type, digest=sha256_bytes(data), size=len(data), annotations={key: name})
+        target.push_blob_stream(repo, d, bytes_opener(data))
+        descs.append(d)
+    cfg = Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2)
+    target.push_blob_stream(repo, cfg, bytes_opener(EMPTY_JSON))
+    target.put_manifest(repo, Content.from_model(Manifest(artifactType="application/vnd.example", config=cfg,
+                                                          layers=descs)), tag)
+
+
+def _tar(members: list[tuple[str, bytes]]) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("where", ["title", "tar-member", "deep-path"])
+def test_over_long_names_fail_the_pull_before_anything_is_placed(tmp_path: Path, where: str) -> None:
+    long = "n" * 300
+    deep = "/".join(["d" * 200] * 25) + "/f.txt"  # every name fits, the whole path does not
+    layers: list[tuple[bytes, str, str]] = [(b"first", "application/octet-stream", "a-first.txt")]
+    if where == "title":
+        layers.append((b"x", "application/octet-stream", long))
+    elif where == "tar-member":
+        layers.append((_tar([("ok.txt", b"ok"), (f"dir/{long}", b"x")]), "application/vnd.oci.image.layer.v1.tar",
+                       "."))
+    else:
+        layers.append((_tar([(deep, b"x")]), "application/vnd.oci.image.layer.v1.tar", "."))
+    with ociart.Client() as client:
+        _push_layers(client.target(client.ref("hard/long")), "hard/long", layers)
+    out = tmp_path / "out"
+    line = one_line_error(cli("pull", "hard/long:v1", "-o", str(out)), 5)
+    assert "longer than the file system allows" in line
+    assert not out.exists() or not any(p for p in out.iterdir() if not p.name.startswith(".ociart-"))

@@ -155,6 +155,8 @@ def push(
     label: Annotated[list[str], typer.Option("--label", help="Free-form label KEY=VALUE (repeatable).")] = [],  # noqa: B006
     reproducible: Annotated[bool, typer.Option(
         "--reproducible", help="Leave out the creation time (SOURCE_DATE_EPOCH still wins).")] = False,
+    follow_symlinks: Annotated[bool, typer.Option(
+        "--follow-symlinks", help="Push what symlinks leading outside the directory point to (refused by default).")] = False,
     small_file_threshold: Annotated[Optional[int], typer.Option(
         "--small-file-threshold", min=0, help="Bytes; smaller files of a directory share a tar layer (0: never).")] = None,
     subject: Annotated[Optional[str], typer.Option(
@@ -209,7 +211,7 @@ def push(
         desc = c.push(ref, paths, kind=kind, artifact_type=artifact_type, annotations=_kv(annotation, "--annotation"),
                       config=cfg, config_media_type=cfg_type, metadata=metadata, reproducible=reproducible,
                       small_file_threshold=small_file_threshold, lineage=lineage, subject=subject, sign=signer,
-                      legacy_signature=legacy_signature)
+                      legacy_signature=legacy_signature, follow_symlinks=follow_symlinks)
     if as_json:
         _out(desc)
     else:

@@ -28,7 +28,7 @@ from ..errors import NotFoundError, UnsafePathError, UsageError
 from ..safepath import safe_relpath
 from ..oci import ANNOTATION_TITLE, EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Manifest
 from ..targets.base import bytes_opener
-from ..transfer import parallel, push_file_cached
+from ..transfer import check_local_file, parallel, push_file_cached
 
 ARTIFACT_TYPE = "application/vnd.ociart.mlflow.artifacts.v1"
 TAG = "latest"
@@ -114,8 +114,11 @@ class OciartArtifactRepository(ArtifactRepository):
 
     def log_artifacts(self, local_dir: str, artifact_path: str | None = None) -> None:
         root = Path(local_dir)
-        pairs = [(p, self._path(artifact_path, p.relative_to(root).as_posix()))
-                 for p in sorted(root.rglob("*")) if p.is_file()]
+        real_root = os.path.realpath(root)
+        files = [p for p in sorted(root.rglob("*")) if p.is_file()]
+        for p in files:  # UTF-8 names only; no symlink out of the directory
+            check_local_file(root, p, p.relative_to(root).as_posix(), real_root, False)
+        pairs = [(p, self._path(artifact_path, p.relative_to(root).as_posix())) for p in files]
         layers = parallel(lambda t: self._upload(*t), pairs, 4)
         with self._lock:
             files = self._files()

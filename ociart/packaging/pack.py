@@ -16,7 +16,7 @@ from ..oci.digest import Digester
 from ..oci import EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Manifest
 from ..progress import Progress
 from ..targets.base import Target, bytes_opener
-from ..transfer import parallel, push_file_cached
+from ..transfer import check_local_file, parallel, push_file_cached
 from .kinds import (
     KIND_SPECS,
     REPORT_METRICS,
@@ -77,10 +77,12 @@ class PackPlan:
     newest_mtime: float | None
 
 
-def walk(root: Path) -> list[tuple[Path, str, os.stat_result]]:
-    """Regular files under ``root`` (symlinks followed, loops refused), sorted by relative path."""
+def walk(root: Path, follow_symlinks: bool = False) -> list[tuple[Path, str, os.stat_result]]:
+    """Regular files under ``root`` (symlinks inside it followed and stored as regular files, loops refused; a
+    symlink leading outside ``root`` refused unless ``follow_symlinks``), sorted by relative path."""
     out: list[tuple[Path, str, os.stat_result]] = []
     seen_dirs: set[str] = set()
+    real_root = os.path.realpath(root)
     for dirpath, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen_dirs:
@@ -90,6 +92,7 @@ def walk(root: Path) -> list[tuple[Path, str, os.stat_result]]:
         for name in files:
             p = Path(dirpath) / name
             rel = p.relative_to(root).as_posix()
+            check_local_file(root, p, rel, real_root, follow_symlinks)
             if rel == METADATA_FILE:
                 continue
             try:
@@ -103,11 +106,12 @@ def walk(root: Path) -> list[tuple[Path, str, os.stat_result]]:
     return out
 
 
-def plan(root: Path, kind: Kind, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD) -> PackPlan:
+def plan(root: Path, kind: Kind, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD,
+         follow_symlinks: bool = False) -> PackPlan:
     if not root.is_dir():
         raise UsageError(f"{root}: --kind {kind.value} needs a directory")
     entries: list[FileEntry] = []
-    for path, rel, st in walk(root):
+    for path, rel, st in walk(root, follow_symlinks):
         role, untested = classify(kind, rel, bool(st.st_mode & 0o100))
         key = key_of(path, st)
         entries.append(FileEntry(path, rel, st.st_size, normal_mode(st.st_mode), role, untested, key))
@@ -214,14 +218,15 @@ def push_directory(target: Target, repo: str, tag: str | None, root: Path, kind:
                    reproducible: bool = False, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD,
                    annotations: dict[str, str] | None = None, base_annotations: dict[str, str] | None = None,
                    subject: Descriptor | None = None, prehash: bool = False, concurrency: int = 4,
-                   progress: Progress | None = None, cache: DigestCache | None = None) -> Content:
+                   progress: Progress | None = None, cache: DigestCache | None = None,
+                   follow_symlinks: bool = False) -> Content:
     """Pack ``root`` as an artifact of ``kind`` and push it; returns the manifest content.
 
     ``base_annotations`` (lineage) are overridden by metadata annotations, which ``annotations`` override.
     With ``subject`` (a report's evaluated model) the manifest is also attached as a referrer of it.
     """
     cache = cache if cache is not None else DigestCache()
-    p = plan(root, kind, threshold)
+    p = plan(root, kind, threshold, follow_symlinks)
     if kind is Kind.REPORT:
         meta = meta.model_copy(update={"metrics": {**report_metrics(root), **meta.metrics}})
     descs = parallel(lambda lp: push_layer(target, repo, kind, lp, cache, progress, prehash), p.layers, concurrency)

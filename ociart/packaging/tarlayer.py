@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from ..errors import UnsafePathError, UsageError
+from ..safepath import check_name_length
 
 BLOCK = 512
 RECORD = 20 * BLOCK
@@ -130,6 +131,7 @@ def check_members(members: list[tarfile.TarInfo], what: str) -> None:
             raise UnsafePathError(f"{what}: tar member {raw!r} is a device or FIFO")
         if not (m.isreg() or m.isdir()):
             raise UnsafePathError(f"{what}: tar member {raw!r} has unsupported type {m.type!r}")
+        check_name_length(name, f"{what}: tar member")
         # a name may not repeat, nor be both a file and a directory (file 'a' then 'a/b')
         parts = name.split("/")
         for i in range(1, len(parts)):
@@ -168,6 +170,7 @@ def extract(tar_path: Path, dest: Path, media_type: str, what: str,
                 name = _clean_name(m.name)
                 if not m.isreg() or not want(name):
                     continue
+                check_name_length(name, f"{what}: tar member", dest)
                 target = os.path.join(base, name)  # plain strings: 10,000 members make pathlib costly
                 parent = os.path.dirname(target)
                 if parent not in made:
