@@ -479,3 +479,79 @@ def test_over_long_names_fail_the_pull_before_anything_is_placed(tmp_path: Path,
     line = one_line_error(cli("pull", "hard/long:v1", "-o", str(out)), 5)
     assert "longer than the file system allows" in line
     assert not out.exists() or not any(p for p in out.iterdir() if not p.name.startswith(".ociart-"))
+
+
+# -- 8. control characters and markup in human output ----------------------------------------------------------------
+
+EVIL = "evil\x1b]0;pwned\x07\x1b[2J\r\nforged line [/] [bold red]x[/bold red] :smile: \u202e"
+
+
+def _assert_clean(text: str) -> None:
+    assert "\x1b" not in text and "\x07" not in text and "\r" not in text and "\u202e" not in text, repr(text)
+    assert "forged line" not in {line.strip() for line in text.splitlines()}
+
+
+def test_hostile_titles_annotations_and_tags_are_escaped(fake_registry: Any, tmp_path: Path) -> None:
+    repo = "hard/out"
+    with ociart.Client(plain_http=True) as client:
+        target = client.target(client.ref(f"{fake_registry.host}/{repo}"))
+        _push_layers(target, repo, [(b"one", "application/octet-stream", "a.txt")], tag="v1")
+        _push_layers(target, repo, [(b"two", "application/octet-stream", EVIL.replace("/", "_"))], tag="v2")
+        desc = client.resolve(f"{fake_registry.host}/{repo}:v2")
+        manifest = json.loads(target.get_manifest(repo, desc.digest).data)
+        manifest["annotations"] = {"note": EVIL, EVIL: "key"}
+        from ociart.oci import Content
+
+        target.put_manifest(repo, Content.of(json.dumps(manifest).encode(), manifest["mediaType"]), "v3")
+    fake_registry.repos[repo].tags["tag\x1b[31m\nforged line"] = fake_registry.repos[repo].tags["v1"]
+    host = fake_registry.host
+    inspect = cli("inspect", f"{host}/{repo}:v3", "--plain-http")
+    assert inspect.returncode == 0, inspect.stderr  # `[/]` used to crash rich
+    _assert_clean(inspect.stdout)
+    assert "[/]" in inspect.stdout and "[bold red]x[/bold red]" in inspect.stdout and "\\x1b]0;pwned\\x07" in inspect.stdout
+    diff = cli("diff", f"{host}/{repo}:v1", f"{host}/{repo}:v3", "--plain-http")
+    assert diff.returncode == 0, diff.stderr
+    _assert_clean(diff.stdout)
+    assert len(diff.stdout.splitlines()) == 2  # one + and one -, no forged third line
+    tags = cli("tags", f"{host}/{repo}", "--plain-http")
+    assert tags.returncode == 0, tags.stderr
+    _assert_clean(tags.stdout)
+    assert "tag\\x1b[31m\\nforged line" in tags.stdout.splitlines()
+    as_json = cli("inspect", f"{host}/{repo}:v3", "--plain-http", "--json")
+    assert json.loads(as_json.stdout)["manifest"]["annotations"]["note"] == EVIL  # --json is unaffected
+
+
+def test_lineage_and_verify_printers_escape(capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from ociart.cli.render import print_lineage, print_verification
+    from ociart.lineage.graph import Node, to_dot
+
+    leaf = Node(kind="dataset", name=EVIL, digest="sha256:" + "b" * 64,
+                details={"role": EVIL, "reports": [{"digest": "sha256:" + "c" * 64, "metrics": {EVIL: 1}}]})
+    root = Node(kind=EVIL, name=EVIL, details={"run": EVIL}, children=[leaf])
+    print_lineage(root, downstream=False)
+    out = capsys.readouterr().out
+    _assert_clean(out)
+    assert "[/]" in out
+    dot = to_dot(root)
+    _assert_clean(dot)
+    assert all(line.count('"') % 2 == 0 for line in dot.splitlines())  # no label breaks out of its quotes
+    verified = SimpleNamespace(format="bundle", predicateType=EVIL, signer=EVIL, source=EVIL)
+    print_verification(SimpleNamespace(reference=EVIL, digest="sha256:" + "d" * 64, signatures=[verified],
+                                       attestations=[], rejected=[EVIL]))
+    captured = capsys.readouterr()
+    _assert_clean(captured.err)
+    assert "[/]" in captured.err
+
+
+def test_error_lines_escape_artifact_text(fake_registry: Any, tmp_path: Path) -> None:
+    """An error naming hostile artifact text stays one escaped line."""
+    repo = "hard/errline"
+    with ociart.Client(plain_http=True) as client:
+        _push_layers(client.target(client.ref(f"{fake_registry.host}/{repo}")), repo,
+                     [(b"x", "application/octet-stream", "../" + EVIL.replace("/", "_"))])
+    proc = cli("pull", f"{fake_registry.host}/{repo}:v1", "-o", str(tmp_path / "o"), "--plain-http")
+    line = one_line_error(proc, 5)
+    _assert_clean(proc.stderr)
+    assert "unsafe file name" in line

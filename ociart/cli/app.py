@@ -120,7 +120,17 @@ def _out(obj: Any) -> None:
 
 
 def _err(msg: str) -> None:
-    sys.stderr.write(msg + "\n")
+    """One message line on stderr, control characters escaped (artifact text never reaches the terminal raw)."""
+    from .render import escape
+
+    sys.stderr.write(escape(msg) + "\n")
+
+
+def say(text: str) -> None:
+    """One result line on stdout, control characters escaped."""
+    from .render import escape
+
+    sys.stdout.write(escape(text) + "\n")
 
 
 def _kv(pairs: list[str], what: str) -> dict[str, str]:
@@ -296,7 +306,7 @@ def tags(
         _out({"tags": found})
     else:
         for t in found:
-            print(t)
+            say(t)
 
 
 @app.command()
@@ -352,11 +362,11 @@ def diff(
         _out(result)
         return
     for f in result.added:
-        print(f"+ {f.path}  {f.new}")
+        say(f"+ {f.path}  {f.new}")
     for f in result.removed:
-        print(f"- {f.path}  {f.old}")
+        say(f"- {f.path}  {f.old}")
     for f in result.changed:
-        print(f"~ {f.path}  {f.old} -> {f.new}")
+        say(f"~ {f.path}  {f.old} -> {f.new}")
     _err(f"{len(result.added)} added, {len(result.removed)} removed, {len(result.changed)} changed, "
          f"{result.unchanged} unchanged")
 
@@ -375,7 +385,7 @@ def referrers(
         _out({"referrers": [d.model_dump(mode="json", exclude_none=True) for d in found]})
         return
     for d in found:
-        print(f"{d.digest}  {d.artifactType or ''}")
+        say(f"{d.digest}  {d.artifactType or ''}")
 
 
 def _legacy_mode(value: str) -> str:
@@ -552,7 +562,8 @@ def keygen(
     if as_json:
         _out({"private_key": str(key_path), "public_key": str(pub_path)})
     else:
-        _err(f"private key written to {key_path}\npublic key written to {pub_path}")
+        _err(f"private key written to {key_path}")
+        _err(f"public key written to {pub_path}")
 
 
 # -- one rule for every command: help metavars, an example, flags from the environment -------------------------
