@@ -555,3 +555,92 @@ def test_error_lines_escape_artifact_text(fake_registry: Any, tmp_path: Path) ->
     line = one_line_error(proc, 5)
     _assert_clean(proc.stderr)
     assert "unsafe file name" in line
+
+
+# -- 10. trust decisions on canonical names ---------------------------------------------------------------------------
+
+def _two_key_policy(tmp_path: Path, prod_patterns: list[str]) -> tuple[Any, Any]:
+    """A policy whose prod rule demands the release key and whose last ``**`` rule accepts a dev key; returns the
+    loaded policy and the dev private key."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ociart.signing import keys
+    from ociart.signing.policy import load_policy
+
+    release, dev = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "release.pub").write_bytes(keys.public_key_pem(release))
+    (tmp_path / "dev.pub").write_bytes(keys.public_key_pem(dev))
+    (tmp_path / "policy.yaml").write_text(
+        "apiVersion: ociart.dev/v1alpha1\nkind: VerificationPolicy\nrules:\n"
+        f"  - name: prod\n    repositories: {json.dumps(prod_patterns)}\n    keys: [release.pub]\n"
+        "  - name: dev\n    repositories: ['**']\n    keys: [dev.pub]\n")
+    return load_policy(tmp_path / "policy.yaml"), dev
+
+
+def test_policy_cannot_be_sidestepped_by_spelling_the_registry_differently(registry: RunningRegistry,
+                                                                           tmp_path: Path) -> None:
+    from ociart.errors import VerificationError
+
+    port = registry.host.rsplit(":", 1)[1]
+    policy, dev = _two_key_policy(tmp_path, [f"127.0.0.1:{port}/prod/**"])
+    (tmp_path / "w.bin").write_bytes(b"weights")
+    with ociart.Client() as client:
+        client.push(f"127.0.0.1:{port}/prod/model:v1", [tmp_path / "w.bin"], sign=dev, lineage=False)
+        client.push(f"127.0.0.1:{port}/dev/model:v1", [tmp_path / "w.bin"], sign=dev, lineage=False)
+        assert client.verify(f"127.0.0.1:{port}/dev/model:v1", policy=policy).signatures  # control: dev rule works
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"127.1:{port}",
+                     f"[::ffff:127.0.0.1]:{port}", f"0x7f.0.0.1:{port}", f"127.0.0.1:0{port}"):
+            with pytest.raises(VerificationError) as err:
+                client.verify(f"{host}/prod/model:v1", policy=policy)
+            assert "release.pub" in str(err.value) or "no valid signature" in str(err.value).lower(), (host, err.value)
+    out = tmp_path / "out"
+    proc = cli("pull", f"127.1:{port}/prod/model:v1", "-o", str(out), "--policy", str(tmp_path / "policy.yaml"))
+    one_line_error(proc, 5)
+    assert not out.exists()
+
+
+def test_policy_cannot_be_sidestepped_through_layout_paths(tmp_path: Path) -> None:
+    from ociart.errors import VerificationError
+
+    layouts = tmp_path / "layouts"
+    (layouts / "prod").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "alias").symlink_to(layouts / "prod", target_is_directory=True)
+    policy, dev = _two_key_policy(tmp_path, [f"oci:{layouts}/prod/**", f"oci:{layouts}/prod:*"])
+    (tmp_path / "w.bin").write_bytes(b"weights")
+    with ociart.Client() as client:
+        client.push(f"oci:{layouts}/prod:v1", [tmp_path / "w.bin"], sign=dev, lineage=False)
+        for spelled in (f"oci:{layouts}/prod:v1", f"oci:{tmp_path}/elsewhere/../layouts/prod:v1",
+                        f"oci:{tmp_path}/alias:v1", f"oci:{layouts}/./prod/:v1"):
+            with pytest.raises(VerificationError):
+                client.verify(spelled, policy=policy)
+
+
+def test_canonical_names() -> None:
+    from ociart.reference import canonical_host, canonical_name
+    from ociart.signing.policy import canonical_pattern
+
+    assert {canonical_host(h) for h in ("LOCALHOST:5000", "127.1:5000", "[::ffff:127.0.0.1]:5000",
+                                        "127.0.0.1:05000", "localhost.:5000")} == {"127.0.0.1:5000"}
+    assert canonical_host("Registry.Example.COM.:443") == "registry.example.com"
+    assert canonical_host("bücher.example") == "xn--bcher-kva.example"
+    assert canonical_host("[0:0::1]:5000") == "[::1]:5000"
+    assert canonical_name(parse_reference("index.docker.io/ubuntu:22.04")) == "docker.io/library/ubuntu"
+    assert canonical_name(parse_reference("oci:/tmp/x/../y:NAME")) == f"oci:{os.path.realpath('/tmp/y')}:NAME"
+    assert canonical_pattern("Registry-1.Docker.io/ubuntu") == "docker.io/library/ubuntu"
+    assert canonical_pattern("REG.example:443/prod/**") == "reg.example/prod/**"
+
+
+@pytest.mark.parametrize(("pattern", "text", "matches"), [
+    (r"^release@example\.com$", "release@example.com", True),
+    (r"^release@example\.com$", "release@example.com\n", False),  # Go: $ is the end of the text
+    (r"example\.com$", "x@example.com\n", False),
+    (r"example\.com\z", "x@example.com", True),
+    (r"@example\.com", "x@example.com.evil", True),  # search semantics, as cosign
+    (r"[$]", "a$b", True),
+    (r"(?m)^a$", "a\nb", True),
+])
+def test_identity_regexp_has_go_semantics(pattern: str, text: str, matches: bool) -> None:
+    from ociart.signing.identity import go_regexp
+
+    assert bool(go_regexp(pattern).search(text)) is matches

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AuthError, UsageError
+from ..reference import canonical_host
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 
@@ -148,15 +149,6 @@ def _from_helper(helper: str, host: str) -> Credentials | None:
     return Credentials(username=user, password=secret, source=exe)
 
 
-def _host_key(host: str) -> str:
-    """A host[:port] compared case-insensitively, without a trailing dot or the HTTPS default port."""
-    host = host.strip().lower()
-    name, sep, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
-    if sep and port.isdigit():
-        return f"{name.rstrip('.')}:{port}" if port != "443" else name.rstrip(".")
-    return host.rstrip(".")
-
-
 def environment_host() -> str | None:
     """The one host the ``OCIART_REGISTRY_USERNAME``/``_PASSWORD`` credentials belong to: ``OCIART_REGISTRY_HOST``,
     else the host of ``OCIART_REGISTRY``; None (the credentials go nowhere) when neither is set."""
@@ -168,7 +160,7 @@ def environment_host() -> str | None:
 def lookup_credentials(host: str) -> Credentials | None:
     user, pw = os.environ.get("OCIART_REGISTRY_USERNAME"), os.environ.get("OCIART_REGISTRY_PASSWORD")
     env_host = environment_host()
-    if user and pw is not None and env_host and _host_key(env_host) == _host_key(host):
+    if user and pw is not None and env_host and canonical_host(env_host) == canonical_host(host):
         return Credentials(username=user, password=pw, source="environment")
     auth_file = os.environ.get("REGISTRY_AUTH_FILE")
     if auth_file:

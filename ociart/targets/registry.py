@@ -56,7 +56,7 @@ from ..oci.models import (
     parse_manifest_content,
     referrer_descriptor,
 )
-from ..reference import is_digest
+from ..reference import canonical_host, is_digest
 from .auth import Challenge, Credentials, TokenCache, lookup_credentials, merge_scopes, parse_challenge
 from .base import Opener, ProgressFn, Target
 from .ingest import Ingest, temporary
@@ -74,9 +74,9 @@ HOST_QUIRKS: list[tuple[re.Pattern[str], dict[str, Any]]] = [
 
 
 def _is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1 : host.index("]")]
-    if name == "localhost":
-        return True
+    """``localhost`` or a loopback address, however spelled (``LOCALHOST``, ``127.1``, ``[::ffff:127.0.0.1]``)."""
+    canonical = canonical_host(host)
+    name = canonical[1 : canonical.index("]")] if canonical.startswith("[") else canonical.rsplit(":", 1)[0]
     try:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
