@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, JsonValue
 
+from . import limits
 from .errors import InvalidContentError, NotFoundError, OciartError, UsageError
 from .oci import Content, Descriptor, Index, Manifest
 from .progress import Progress
@@ -379,9 +380,11 @@ class Client:
             from .packaging.unpack import layer_path
 
             kind = detect_kind(node.artifactType, node.config.mediaType, node.annotations or {})
-            if 2 < node.config.size <= 4 << 20:
-                with self.target(pinned).open_blob(pinned.repository, node.config) as chunks:
-                    raw = b"".join(chunks)
+            if 2 < node.config.size <= limits.CONFIG_BYTES:
+                from .signing.common import read_verified_blob
+
+                raw = read_verified_blob(self.target(pinned), pinned.repository, node.config, limits.CONFIG_BYTES,
+                                         f"config blob {node.config.digest}")
                 try:
                     config = json.loads(raw)
                 except ValueError:

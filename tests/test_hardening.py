@@ -644,3 +644,60 @@ def test_identity_regexp_has_go_semantics(pattern: str, text: str, matches: bool
     from ociart.signing.identity import go_regexp
 
     assert bool(go_regexp(pattern).search(text)) is matches
+
+
+# -- 14. every response body and every pagination is bounded ---------------------------------------------------------
+
+@pytest.mark.parametrize(("mode", "error"), [("401", "AuthError"), ("404", "NotFoundError"),
+                                             ("500", "NetworkError")])
+def test_endless_error_bodies_are_not_read(mode: str, error: str) -> None:
+    from support.liar import LyingRegistry
+
+    from ociart import errors
+
+    with LyingRegistry(mode) as liar, ociart.Client(plain_http=True, retry_budget=0.5) as client:
+        with pytest.raises(getattr(errors, error)):
+            client.resolve(f"{liar.host}/a/b:v1")
+        with pytest.raises(getattr(errors, error)):
+            client.tags(f"{liar.host}/a/b")
+    # what the client took off the wire before hanging up: the error cap and socket buffers, not the gigabyte offered
+    assert liar.sent < 64 << 20, liar.sent
+
+
+@pytest.mark.parametrize(("mode", "call"), [("tags", "tags"), ("referrers", "referrers"), ("config", "inspect")])
+def test_endless_listing_and_config_bodies_fail_naming_the_cap(mode: str, call: str) -> None:
+    from support.liar import LyingRegistry
+
+    from ociart import limits
+    from ociart.errors import InvalidContentError
+
+    with LyingRegistry(mode) as liar, ociart.Client(plain_http=True) as client:
+        ref = f"{liar.host}/a/b:v1"
+        with pytest.raises(InvalidContentError) as err:
+            if call == "tags":
+                client.tags(ref)
+            elif call == "referrers":
+                client.referrers(f"{liar.host}/a/b@{liar.manifest_digest}")
+            else:
+                client.inspect(ref)
+    cap = {"tags": limits.TAG_PAGE_BYTES, "referrers": limits.MANIFEST_BYTES, "config": limits.CONFIG_BYTES}[mode]
+    assert f"{cap}-byte limit" in str(err.value)
+    assert liar.sent < cap + (64 << 20), liar.sent
+
+
+@pytest.mark.parametrize("mode", ["tag-pages", "referrer-pages"])
+def test_endless_pagination_is_cut_by_time(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from support.liar import LyingRegistry
+
+    from ociart import limits
+    from ociart.errors import InvalidContentError
+
+    monkeypatch.setattr(limits, "PAGINATION_SECONDS", 1.0)  # the one place the bound lives
+    with LyingRegistry(mode) as liar, ociart.Client(plain_http=True) as client:
+        with pytest.raises(InvalidContentError) as err:
+            if mode == "tag-pages":
+                client.tags(f"{liar.host}/a/b")
+            else:
+                client.referrers(f"{liar.host}/a/b@{liar.manifest_digest}")
+    assert "pagination still going after 1 s" in str(err.value)
+    assert 1 < liar.pages < limits.PAGES

@@ -46,11 +46,11 @@ from ..errors import (
     UnreachableError,
     UnsupportedError,
 )
+from .. import limits
 from ..fsutil import verify, write_all
 from ..oci import MANIFEST_ACCEPT, OCI_INDEX, Content, Descriptor, Index
 from ..oci.digest import Digester
 from ..oci.models import (
-    MAX_MANIFEST_BYTES,
     detect_media_type,
     fallback_tag,
     parse_manifest_content,
@@ -63,7 +63,6 @@ from .ingest import Ingest, temporary
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 READ_CHUNK = 1 << 20
-MAX_TOKEN_BYTES = 4 << 20
 
 #: Upload strategy and PATCH limits by host suffix (registry-protocol.md §13).
 HOST_QUIRKS: list[tuple[re.Pattern[str], dict[str, Any]]] = [
@@ -232,7 +231,8 @@ class RegistryTarget(Target):
         if not _is_loopback(self.host):
             return "https"
         try:
-            self._client.get(f"https://{self.host}/v2/", timeout=10)
+            with self._client.stream("GET", f"https://{self.host}/v2/", timeout=10):
+                pass  # the body is never read
             return "https"
         except httpx.TransportError as exc:
             if _is_cert_error(exc):
@@ -309,7 +309,7 @@ class RegistryTarget(Target):
                 req = self._client.build_request("GET", realm, params=params, headers=headers)
             resp = self._client.send(req, stream=True)
             try:
-                body_bytes = _read_capped(resp, MAX_TOKEN_BYTES, f"{self.host}: token response")
+                body_bytes = _read_capped(resp, limits.TOKEN_BYTES, f"{self.host}: token response")
             finally:
                 resp.close()
         except httpx.TransportError as exc:
@@ -361,12 +361,14 @@ class RegistryTarget(Target):
         stream: bool = False,
         retry: bool = True,
         follow: bool = True,
+        max_body: int = limits.SMALL_BODY_BYTES,
     ) -> httpx.Response:
         """Send one request with auth, redirects (auth stripped cross-origin) and retries.
 
         ``body`` is bytes, a factory of fresh iterators (re-sent on retry), or a one-shot iterator (with
         ``retry=False``). Returns the response (open when ``stream``; the caller closes it). Error statuses are
-        returned, not raised.
+        returned, not raised. Without ``stream`` the body is read here: at most ``max_body`` bytes of a success
+        (more is an error naming the cap), at most :data:`limits.ERROR_BODY_BYTES` of an error (the rest unread).
         """
         target = url if isinstance(url, httpx.URL) else (self._url(url) if url.startswith("/") else httpx.URL(url))
         scopes = merge_scopes(scopes)
@@ -406,8 +408,7 @@ class RegistryTarget(Target):
                 raise NetworkError(f"{method} {req_url.copy_with(query=None)} failed: {_short(exc)}") from None
             status = resp.status_code
             if status == 401 and self._same_origin(req_url):
-                resp.read()
-                resp.close()
+                _read_error_body(resp)
                 ch = parse_challenge(resp.headers.get("www-authenticate", ""))
                 auth_rounds += 1
                 if ch is None or ch.scheme not in ("basic", "bearer") or auth_rounds > 4:
@@ -428,15 +429,19 @@ class RegistryTarget(Target):
                     continue
                 raise self._auth_failure(ch, scopes)
             if status in RETRY_STATUS and retry:
-                resp.read()
-                resp.close()
+                _read_error_body(resp)
                 if retrier.wait(resp):
                     continue
                 if status == 429:
                     raise NetworkError(f"{self.host}: too many requests (HTTP 429), gave up after retries")
             if not stream:
-                resp.read()
-                resp.close()
+                if status >= 400:
+                    _read_error_body(resp)
+                else:
+                    try:
+                        _read_capped(resp, max_body, f"{self.host}: {method} {req_url.path}", keep=True)
+                    finally:
+                        resp.close()
             return resp
 
     def _auth_failure(self, ch: Challenge | None, scopes: tuple[str, ...]) -> AuthError:
@@ -455,8 +460,7 @@ class RegistryTarget(Target):
         if status < 400:
             return
         if not resp.is_closed:
-            resp.read()
-            resp.close()
+            _read_error_body(resp)
         codes, message = _oci_errors(resp)
         detail = f"{what}: {message or httpx.codes.get_reason_phrase(status) or 'error'} (HTTP {status}"
         detail += f", {', '.join(codes)})" if codes else ")"
@@ -511,7 +515,7 @@ class RegistryTarget(Target):
                             headers={"Accept": MANIFEST_ACCEPT}, stream=True)
         try:
             self._raise_for(resp, what)
-            data = _read_capped(resp, MAX_MANIFEST_BYTES, what)
+            data = _read_capped(resp, limits.MANIFEST_BYTES, what)
         except httpx.TransportError as exc:
             raise NetworkError(f"{what}: connection failed: {_short(exc)}") from None
         finally:
@@ -554,8 +558,11 @@ class RegistryTarget(Target):
         if artifact_type:
             url = url.copy_merge_params({"artifactType": artifact_type})
         found: list[Descriptor] = []
-        for _ in range(1000):
-            resp = self.request("GET", url, scopes=self._pull(repo), headers={"Accept": OCI_INDEX})
+        pages = _Pagination(f"{self.host}: referrers of {repo}@{digest}")
+        while True:
+            pages.next(len(found))
+            resp = self.request("GET", url, scopes=self._pull(repo), headers={"Accept": OCI_INDEX},
+                                max_body=limits.MANIFEST_BYTES)
             media = (resp.headers.get("content-type") or "").split(";")[0].strip()
             if resp.status_code == 404 and "NAME_UNKNOWN" in _oci_errors(resp)[0]:
                 return []
@@ -869,8 +876,10 @@ class RegistryTarget(Target):
     def tags(self, repo: str) -> list[str]:
         found: set[str] = set()
         url: httpx.URL = self._url(f"/v2/{repo}/tags/list?n=1000")
-        for _ in range(10_000):
-            resp = self.request("GET", url, scopes=self._pull(repo))
+        pages = _Pagination(f"{self.host}: tag list of {repo}")
+        while True:
+            pages.next(len(found))
+            resp = self.request("GET", url, scopes=self._pull(repo), max_body=limits.TAG_PAGE_BYTES)
             self._raise_for(resp, f"tags of {repo}")
             try:
                 page = resp.json().get("tags") or []
@@ -963,17 +972,59 @@ def _pump(resp: httpx.Response, fd: int, d: Digester, size: int, what: str, prog
         raise _Dropped(f"stream ended after {d.size} of {size} bytes")
 
 
-def _read_capped(resp: httpx.Response, limit: int, what: str) -> bytes:
-    """Read a small response body, refusing more than ``limit`` bytes (announced or actually sent)."""
+def _read_capped(resp: httpx.Response, limit: int, what: str, *, keep: bool = False) -> bytes:
+    """Read a small response body, refusing more than ``limit`` bytes (announced or actually sent). ``keep``: also
+    store it as the response's content (``resp.content``, ``resp.json()``)."""
     declared = resp.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise InvalidContentError(f"{what}: {declared} bytes, over the {limit}-byte limit")
+        raise InvalidContentError(f"{what}: response of {declared} bytes, over the {limit}-byte limit")
     buf = bytearray()
-    for chunk in resp.iter_bytes():
-        buf += chunk
-        if len(buf) > limit:
-            raise InvalidContentError(f"{what}: over the {limit}-byte limit")
+    try:
+        for chunk in resp.iter_bytes():
+            buf += chunk
+            if len(buf) > limit:
+                raise InvalidContentError(f"{what}: response over the {limit}-byte limit")
+    except httpx.TransportError as exc:
+        raise NetworkError(f"{what}: connection failed: {_short(exc)}") from None
+    if keep:
+        resp._content = bytes(buf)  # what httpx's own read() stores
     return bytes(buf)
+
+
+def _read_error_body(resp: httpx.Response) -> None:
+    """Read at most :data:`limits.ERROR_BODY_BYTES` of an error response (kept as its content, for the OCI error
+    codes), then close it: a registry cannot make an error answer cost more than that."""
+    buf = bytearray()
+    try:
+        for chunk in resp.iter_bytes():
+            buf += chunk
+            if len(buf) >= limits.ERROR_BODY_BYTES:
+                break
+    except (httpx.TransportError, httpx.StreamError):
+        pass
+    finally:
+        resp.close()
+    resp._content = bytes(buf[: limits.ERROR_BODY_BYTES])
+
+
+class _Pagination:
+    """Bounds one paginated listing: :data:`limits.PAGES` pages, :data:`limits.PAGE_ENTRIES` entries and
+    :data:`limits.PAGINATION_SECONDS` seconds, whichever comes first."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.pages = 0
+        self.deadline = time.monotonic() + limits.PAGINATION_SECONDS
+
+    def next(self, entries: int) -> None:
+        self.pages += 1
+        if self.pages > limits.PAGES:
+            raise InvalidContentError(f"{self.what}: more than {limits.PAGES} pages; giving up")
+        if entries > limits.PAGE_ENTRIES:
+            raise InvalidContentError(f"{self.what}: more than {limits.PAGE_ENTRIES} entries; giving up")
+        if time.monotonic() > self.deadline:
+            raise InvalidContentError(f"{self.what}: pagination still going after {limits.PAGINATION_SECONDS:g} s "
+                                      f"({self.pages - 1} pages); giving up")
 
 
 def _short(exc: BaseException) -> str:
