@@ -435,7 +435,9 @@ class RegistryTarget(Target):
                 if status == 429:
                     raise NetworkError(f"{self.host}: too many requests (HTTP 429), gave up after retries")
             if not stream:
-                if status >= 400:
+                if method == "HEAD":
+                    resp.close()  # no body; Content-Length describes the resource
+                elif status >= 400:
                     _read_error_body(resp)
                 else:
                     try:
