@@ -106,6 +106,7 @@ class OciartArtifactRepository(ArtifactRepository):
     # -- ArtifactRepository ------------------------------------------------------------------------
     def log_artifact(self, local_file: str, artifact_path: str | None = None) -> None:
         local = Path(local_file)
+        check_local_file(local.parent, local, local.name, "", True)  # a UTF-8 name
         layer = self._upload(local, self._path(artifact_path, local.name))
         with self._lock:
             files = self._files()

@@ -885,6 +885,8 @@ class RegistryTarget(Target):
             self._raise_for(resp, f"tags of {repo}")
             try:
                 page = resp.json().get("tags") or []
+                if not isinstance(page, list) or not all(isinstance(t, str) for t in page):
+                    raise ValueError("tags is not a list of strings")
             except (ValueError, AttributeError):
                 raise InvalidContentError(f"{self.host}: malformed tag list for {repo}") from None
             new = set(page) - found
