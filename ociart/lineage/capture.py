@@ -60,7 +60,7 @@ def clean_remote(url: str, root: Path | None = None) -> str:
     from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     if not re.match(r"^\w[\w+.-]*://", url):
-        scp = re.match(r"^(?:[^/]*@)?([^/:@]+):(.*)$", url)
+        scp = re.match(r"^(?:[^/]*@)?([^/:@]+):(.*)\Z", url)
         if scp and not re.match(r"^[A-Za-z]:[\\/]", url):  # not a Windows drive
             url = f"ssh://{scp[1]}/{scp[2].lstrip('/')}"
         else:

@@ -66,9 +66,9 @@ READ_CHUNK = 1 << 20
 
 #: Upload strategy and PATCH limits by host suffix (registry-protocol.md §13).
 HOST_QUIRKS: list[tuple[re.Pattern[str], dict[str, Any]]] = [
-    (re.compile(r"(^|\.)ghcr\.io$"), {"strategy": "monolithic", "chunk_max": 4 << 20}),
-    (re.compile(r"\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"), {"strategy": "monolithic", "chunk_min": 5 << 20}),
-    (re.compile(r"(-docker\.pkg\.dev|(^|\.)gcr\.io)$"), {"strategy": "monolithic"}),
+    (re.compile(r"(^|\.)ghcr\.io\Z"), {"strategy": "monolithic", "chunk_max": 4 << 20}),
+    (re.compile(r"\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?\Z"), {"strategy": "monolithic", "chunk_min": 5 << 20}),
+    (re.compile(r"(-docker\.pkg\.dev|(^|\.)gcr\.io)\Z"), {"strategy": "monolithic"}),
 ]
 
 
