@@ -569,7 +569,8 @@ class RegistryTarget(Target):
             if resp.status_code == 404 and "NAME_UNKNOWN" in _oci_errors(resp)[0]:
                 return []
             if resp.status_code != 200 or media != OCI_INDEX:
-                if resp.status_code in (200, 400, 404, 405) and self._referrers_mode is None:
+                # not "is None": a parallel probe (a background checkpoint upload) may have concluded "tag" already
+                if resp.status_code in (200, 400, 404, 405) and self._referrers_mode != "api":
                     self._referrers_mode = "tag"  # e.g. distribution 2.8.2: 404 text/plain
                     return None
                 self._raise_for(resp, f"referrers of {repo}@{digest}")
