@@ -1,7 +1,13 @@
-"""A local digest cache: (path, device, inode, size, mtime_ns) -> sha256, so unchanged files are not re-hashed.
+"""A local digest cache: (path, device, inode, size, mtime_ns, ctime_ns) -> sha256, so unchanged files are not
+re-hashed.
 
 Entries are written only when the file's stat is identical before and after hashing, and never for files
-modified within the last 2 seconds (a later write in the same timestamp tick would go unnoticed).
+modified within the last 2 seconds (a later write in the same timestamp tick would go unnoticed). The ctime is part
+of the key because a file rewritten in place with its mtime restored (``cp -p``, tar extraction over it) keeps its
+size, inode and mtime; only the ctime, which no user call can set back, tells.
+
+:func:`check_unchanged` is the one check that a file pushed is the file that was stat-ed: push calls it after a
+file's upload ends, before any manifest is written.
 """
 
 from __future__ import annotations
@@ -12,22 +18,43 @@ import threading
 import time
 from pathlib import Path
 
+from .errors import UsageError
 from .reference import default_home
 
 RACY_SECONDS = 2.0
+#: (absolute path, device, inode, size, mtime_ns, ctime_ns)
+StatKey = tuple[str, int, int, int, int, int]
 
 
-def is_racy(key: tuple[str, int, int, int, int]) -> bool:
-    """Modified so recently that a later write could keep the same size and mtime."""
+def is_racy(key: StatKey) -> bool:
+    """Modified so recently that a later write could keep the same size and mtime (any later write also moves the
+    ctime, which is part of the key)."""
     return time.time() - key[4] / 1e9 < RACY_SECONDS
 
 
-def stat_key(path: Path) -> tuple[str, int, int, int, int] | None:
+def key_of(path: Path, st: os.stat_result) -> StatKey:
+    return (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def stat_key(path: Path) -> StatKey | None:
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return key_of(path, st)
+
+
+def check_unchanged(path: Path, before: StatKey | None) -> None:
+    """Raise :class:`UsageError` when ``path`` vanished or its size, mtime, ctime or inode differ from ``before``."""
+    after = stat_key(path)
+    if before is None or after is None:
+        raise UsageError(f"{path} vanished while it was being pushed; nothing was published")
+    if after != before:
+        what = (f"size {before[3]} -> {after[3]} bytes" if after[3] != before[3] else
+                "modification time changed" if after[4] != before[4] else
+                "replaced by another file" if after[1:3] != before[1:3] else "rewritten in place")
+        raise UsageError(f"{path} changed while it was being pushed ({what}); nothing was published: "
+                         "push again once it is no longer written to")
 
 
 class DigestCache:
@@ -41,8 +68,9 @@ class DigestCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER,"
-                       " size INTEGER, mtime_ns INTEGER, digest TEXT)")
+            # digests2: keyed on ctime too (the older ``digests`` table, without it, is no longer read)
+            db.execute("CREATE TABLE IF NOT EXISTS digests2 (path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER,"
+                       " size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, digest TEXT)")
             db.execute("CREATE TABLE IF NOT EXISTS derived (key TEXT PRIMARY KEY, digest TEXT, size INTEGER)")
             self._db = db
         return self._db
@@ -52,18 +80,23 @@ class DigestCache:
         if key is None:
             return None
         with self._lock:
-            row = self._conn().execute("SELECT dev, ino, size, mtime_ns, digest FROM digests WHERE path = ?",
+            row = self._conn().execute("SELECT dev, ino, size, mtime_ns, ctime_ns, digest FROM digests2 WHERE path = ?",
                                        (key[0],)).fetchone()
-        if row and tuple(row[:4]) == key[1:]:
-            return row[4], key[3]
+        if row and tuple(row[:5]) == key[1:]:
+            return row[5], key[3]
         return None
 
-    def put(self, path: Path, digest: str, before: tuple[str, int, int, int, int] | None) -> None:
+    def put(self, path: Path, digest: str, before: StatKey | None) -> None:
         after = stat_key(path)
         if before is None or after is None or after != before or is_racy(after):
             return
         with self._lock:
-            self._conn().execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)", (*after, digest))
+            self._conn().execute("INSERT OR REPLACE INTO digests2 VALUES (?, ?, ?, ?, ?, ?, ?)", (*after, digest))
+
+    def drop(self, path: Path) -> None:
+        """Forget ``path`` (its cached digest was refused by a registry)."""
+        with self._lock:
+            self._conn().execute("DELETE FROM digests2 WHERE path = ?", (os.path.abspath(path),))
 
     # -- derived blobs (e.g. tar layers), keyed by a digest of their inputs' stat keys --------------
     def get_key(self, key: str) -> tuple[str, int] | None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, JsonValue
 
+from . import limits
 from .errors import InvalidContentError, NotFoundError, OciartError, UsageError
 from .oci import Content, Descriptor, Index, Manifest
 from .progress import Progress
@@ -227,6 +228,7 @@ class Client:
         subject: str | Reference | None = None,
         sign: SignWith | None = None,
         legacy_signature: str = "always",
+        follow_symlinks: bool = False,
     ) -> PushResult:
         """Push files. ``kind`` None or ``generic``: one layer per file (ORAS-style). Any other kind packs one
         directory as a typed artifact (models as CNCF ModelPack); ``metadata`` overrides ``ociart.yaml``.
@@ -238,6 +240,8 @@ class Client:
         ``.sig`` tag) and attaches the provenance as a signed attestation instead of an unsigned statement.
 
         Returns the manifest descriptor with ``.ref``, the pushed reference pinned to the digest.
+        A symlink inside a pushed directory that leads outside it is refused unless ``follow_symlinks`` (symlinks
+        inside the tree are followed and stored as regular files).
         """
         r = self.ref(ref)
         if r.digest:
@@ -288,9 +292,9 @@ class Client:
                     target, r.repository, r.tag or "latest", Path(paths[0]), k, meta,
                     reproducible=reproducible, annotations=annotations, base_annotations=extra,
                     subject=subject_desc, prehash=prehash, concurrency=self.concurrency, progress=progress,
-                    threshold=DEFAULT_SMALL_FILE_THRESHOLD if small_file_threshold is None else small_file_threshold)
+                    follow_symlinks=follow_symlinks, threshold=DEFAULT_SMALL_FILE_THRESHOLD if small_file_threshold is None else small_file_threshold)
             else:
-                files = collect_files(paths)
+                files = collect_files(paths, follow_symlinks=follow_symlinks)
                 cfg = None
                 if config is not None:
                     if not Path(config).is_file():
@@ -381,9 +385,11 @@ class Client:
             from .packaging.unpack import layer_path
 
             kind = detect_kind(node.artifactType, node.config.mediaType, node.annotations or {})
-            if 2 < node.config.size <= 4 << 20:
-                with self.target(pinned).open_blob(pinned.repository, node.config) as chunks:
-                    raw = b"".join(chunks)
+            if 2 < node.config.size <= limits.CONFIG_BYTES:
+                from .signing.common import read_verified_blob
+
+                raw = read_verified_blob(self.target(pinned), pinned.repository, node.config, limits.CONFIG_BYTES,
+                                         f"config blob {node.config.digest}")
                 try:
                     config = json.loads(raw)
                 except ValueError:

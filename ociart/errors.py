@@ -8,7 +8,8 @@
 | 4    | AuthError           | missing or wrong credentials, access denied                 |
 | 5    | VerificationError   | digest or size mismatch, malformed or oversized content,    |
 |      |                     | unsafe path                                                 |
-| 6    | NetworkError        | connection, TLS or timeout failure after retries            |
+| 6    | NetworkError        | connection, TLS or timeout failure after retries; a host    |
+|      |                     | that does not resolve or refuses (UnreachableError)         |
 | 8    | LocalIOError        | local disk full, permission denied, unusable output path    |
 | 130  | Interrupted         | interrupted by SIGINT (143: SIGTERM)                        |
 """
@@ -77,6 +78,12 @@ class UnsafePathError(VerificationError):
 class NetworkError(OciartError):
     exit_code = 6
     kind = "network"
+
+
+class UnreachableError(NetworkError):
+    """The host name does not resolve or the host refuses the connection: not transient, never retried."""
+
+    kind = "unreachable"
 
 
 class LocalIOError(OciartError):

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, TextIO
 
+from .text import escape
+
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
 
@@ -107,9 +109,10 @@ class Progress:
                 TransferSpeedColumn,
             )
 
-            self._rich = RichProgress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+            # labels are artifact titles: escaped and never read as markup
+            self._rich = RichProgress(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
                                       TransferSpeedColumn(), console=Console(file=self.stream), transient=True)
             self._rich.start()
         rich = self._rich
-        task_id = rich.add_task(label[:40], total=total)
+        task_id = rich.add_task(escape(label)[:40], total=total)
         return lambda n: rich.update(task_id, advance=n)

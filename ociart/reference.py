@@ -12,25 +12,29 @@ Forms accepted:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import InvalidReferenceError
 
-NAME_RE = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+#: Matched with ``fullmatch`` only (``$`` with ``match`` would accept a trailing newline).
+NAME_RE = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 DEFAULT_TAG = "latest"
 
 
 def is_digest(value: str) -> bool:
-    return bool(DIGEST_RE.match(value))
+    return bool(DIGEST_RE.fullmatch(value))
 
 
 def check_digest(value: str) -> str:
-    if not DIGEST_RE.match(value):
+    if not DIGEST_RE.fullmatch(value):
         raise InvalidReferenceError(f"invalid digest {value!r}: expected sha256:<64 lowercase hex>")
     return value
 
@@ -83,10 +87,10 @@ def _split_name(rest: str, original: str, *, allow_empty_repo: bool = False) -> 
     colon = rest.rfind(":")
     if colon > slash:
         rest, tag = rest[:colon], rest[colon + 1 :]
-        if not TAG_RE.match(tag):
+        if not TAG_RE.fullmatch(tag):
             raise InvalidReferenceError(f"invalid tag {tag!r} in reference {original!r}")
     if rest or not allow_empty_repo:
-        if not NAME_RE.match(rest):
+        if not NAME_RE.fullmatch(rest):
             raise InvalidReferenceError(
                 f"invalid repository name {rest!r} in reference {original!r}: "
                 "use lowercase letters, digits and separators (. _ __ -), components joined by /"
@@ -116,6 +120,11 @@ def parse_reference(value: str, *, default_registry: str | None | bool = True) -
     original = value
     if not value or value.strip() != value:
         raise InvalidReferenceError(f"invalid reference {original!r}")
+    if _CONTROL_RE.search(value):
+        raise InvalidReferenceError(f"invalid reference {original!r}: it contains a control character")
+    if value.lower().startswith(("http://", "https://")):
+        raise InvalidReferenceError(f"invalid reference {original!r}: drop the http:// or https:// scheme "
+                                    "(write host[:port]/repo[:tag]) and use --plain-http for a plain-HTTP registry")
     if value.startswith("oci:"):
         body = value[4:]
         digest = None
@@ -137,6 +146,78 @@ def parse_reference(value: str, *, default_registry: str | None | bool = True) -
     if registry:
         return Reference(repository=repo, tag=tag, digest=digest, registry=registry.rstrip("/"))
     return Reference(repository=repo, tag=tag, digest=digest, layout=embedded_store_path(), embedded=True)
+
+
+#: Docker Hub's host names, folded to one.
+DOCKER_HUB = "docker.io"
+_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
+_DEFAULT_PORTS = frozenset({"443", "80"})
+
+
+def _ip_literal(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An IP address however it is written (``127.1``, ``0x7f.0.0.1``, ``::ffff:127.0.0.1``), else None."""
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        if not name or not re.fullmatch(r"[0-9a-fx.]+", name) or not name[0].isdigit():
+            return None
+        try:
+            ip = ipaddress.IPv4Address(socket.inet_aton(name))  # the legacy forms the resolver accepts too
+        except OSError:
+            return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def canonical_host(host: str) -> str:
+    """One spelling per registry host, for trust decisions and credential scoping: lower case, IDNA (punycode),
+    no trailing dot, no default port (443, 80), IP literals normalised (``127.1``, ``[::ffff:127.0.0.1]`` ->
+    ``127.0.0.1``; IPv6 compressed in brackets), ``localhost`` -> ``127.0.0.1`` (RFC 6761: always loopback), and
+    Docker Hub's aliases -> ``docker.io``. Other aliases of one registry (a DNS CNAME, a mirror) cannot be known
+    and stay different names."""
+    h = host.strip()
+    port = ""
+    if h.startswith("[") and "]" in h:
+        name, rest = h[1 : h.index("]")], h[h.index("]") + 1 :]
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        name, sep, p = h.rpartition(":")
+        if not sep or not p.isdigit():
+            name, port = h, ""
+        else:
+            port = p
+    name = name.lower().rstrip(".")
+    if port:
+        port = str(int(port))
+    ip = _ip_literal(name)
+    if ip is not None:
+        name = f"[{ip.compressed}]" if ip.version == 6 else str(ip)
+    else:
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass
+        if name == "localhost":
+            name = "127.0.0.1"
+        if name in _HUB_ALIASES:
+            name = DOCKER_HUB
+    return f"{name}:{port}" if port and port not in _DEFAULT_PORTS else name
+
+
+def canonical_name(r: Reference) -> str:
+    """The name trust decisions (policy rules) match: ``canonical_host/repository`` for a registry (Docker Hub's
+    one-component names under ``library/``), ``repository`` in the embedded store, and
+    ``oci:<resolved absolute path>[:NAME]`` for a layout (symlinks and ``..`` resolved)."""
+    if r.layout is not None and not r.embedded:
+        return f"oci:{os.path.realpath(r.layout)}" + (f":{r.tag}" if r.tag else "")
+    if r.registry is None:
+        return r.repository
+    host = canonical_host(r.registry)
+    repo = r.repository
+    if host == DOCKER_HUB and "/" not in repo:
+        repo = f"library/{repo}"
+    return f"{host}/{repo}"
 
 
 def parse_repository(value: str) -> Reference:

@@ -2,16 +2,61 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path, PurePosixPath
 
 from .errors import UnsafePathError
 
 
+#: Bytes of a path component on every file system ociart writes to (ext4, xfs, btrfs, tmpfs, APFS: NAME_MAX 255).
+NAME_MAX = 255
+#: Bytes kept free below PATH_MAX for the staging directory a pull writes through.
+STAGING_RESERVE = 64
+
+
+def _limit(root: Path | None, name: str, default: int) -> int:
+    return _pathconf(str(root), name, default) if root is not None else default
+
+
+@functools.lru_cache(maxsize=64)
+def _pathconf(root: str, name: str, default: int) -> int:
+    """``os.pathconf`` of the nearest existing directory (cached: a pull asks once per target, not per file)."""
+    if root:
+        probe = Path(root)
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            return os.pathconf(probe, name)
+        except (OSError, ValueError):
+            pass
+    return default
+
+
+def check_name_length(name: str, what: str = "artifact", root: Path | None = None) -> None:
+    """Refuse a file name from an artifact that the file system cannot hold: a component longer than NAME_MAX
+    bytes, or (with ``root``, the pull's target) a full path longer than PATH_MAX less the staging reserve. Pull
+    calls it for every title and tar member before anything is written, so the error is one line, not ``OSError:
+    File name too long`` halfway through."""
+    name_max = _limit(root, "PC_NAME_MAX", NAME_MAX)
+    for part in name.split("/"):
+        n = len(part.encode("utf-8", "surrogateescape"))
+        if n > name_max:
+            raise UnsafePathError(f"{what}: file name {part[:40]!r}… ({n} bytes) is longer than the file system "
+                                  f"allows ({name_max} bytes per name)")
+    if root is not None:
+        path_max = _limit(root, "PC_PATH_MAX", 4096) - STAGING_RESERVE
+        n = len(os.fsencode(os.path.abspath(root))) + 1 + len(name.encode("utf-8", "surrogateescape"))
+        if n > path_max:
+            raise UnsafePathError(f"{what}: path {name[:40]!r}… would be {n} bytes long under {root}, longer than "
+                                  f"the file system allows ({path_max} bytes)")
+
+
 def safe_relpath(name: str) -> PurePosixPath:
-    """Validate a file name from an artifact: relative, no ``..``, no empty or odd components."""
+    """Validate a file name from an artifact: relative, no ``..``, no empty or odd components, not too long."""
     if not name or "\x00" in name or "\\" in name:
         raise UnsafePathError(f"unsafe file name {name!r} in artifact")
+    check_name_length(name)
     p = PurePosixPath(name)
     if p.is_absolute() or any(part in ("..", "") for part in name.split("/")) or name.startswith("./"):
         raise UnsafePathError(f"unsafe file name {name!r} in artifact: it would escape the target directory")
@@ -26,6 +71,7 @@ def safe_dest(root: Path, rel: PurePosixPath, checked: set[Path] | None = None) 
 
     ``checked`` remembers parent directories already found safe during one restore (many files, few dirs).
     """
+    check_name_length(rel.as_posix(), str(rel), root)
     cur = root
     parent = root.joinpath(*rel.parts[:-1])
     if checked is not None and parent in checked:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -20,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from .cache import DigestCache, stat_key
+from .cache import DigestCache, StatKey, check_unchanged, stat_key
 from .safepath import safe_relpath
-from .errors import NotFoundError, UsageError
+from .errors import DigestMismatchError, NotFoundError, UsageError
 from .oci import ANNOTATION_TITLE, EMPTY_JSON, OCI_EMPTY, Content, Descriptor, Index, Manifest
 from .oci.digest import sha256_file
 from .oci.mediatypes import DEFAULT_ARTIFACT_TYPE, DEFAULT_FILE_TYPE
@@ -30,7 +31,9 @@ from .progress import Progress
 from .targets.base import Target, bytes_opener
 from .targets.layout import LayoutTarget
 from .targets.referrers import attach, list_referrers
+from .text import escaped_name
 
+log = logging.getLogger("ociart")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -152,9 +155,25 @@ class FileSpec:
     media_type: str = DEFAULT_FILE_TYPE
 
 
-def collect_files(paths: Sequence[str | Path], cwd: Path | None = None) -> list[FileSpec]:
+def check_local_file(root: Path, path: Path, rel: str, real_root: str, follow_symlinks: bool) -> None:
+    """A file to push, titled ``rel``: the title must be UTF-8 (OCI titles are), and unless ``follow_symlinks`` the
+    file must not be reached through a symlink that leaves the pushed directory ``root`` (resolved: ``real_root``)."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"file name '{escaped_name(path)}' is not valid UTF-8: rename it to push it") from None
+    if not follow_symlinks:
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, real_root]) != real_root:
+            raise UsageError(f"{escaped_name(path)} is reached through a symlink that leaves {escaped_name(root)} "
+                             f"(to {escaped_name(real)}); refusing to push it (--follow-symlinks to push it anyway)")
+
+
+def collect_files(paths: Sequence[str | Path], cwd: Path | None = None, *,
+                  follow_symlinks: bool = False) -> list[FileSpec]:
     """Expand push arguments: a directory contributes its files titled relative to itself; a file is
-    titled by its path relative to the current directory. Titles must be unique and safe."""
+    titled by its path relative to the current directory. Titles must be unique and safe. A symlink inside a
+    directory that leads outside it is refused unless ``follow_symlinks``."""
     cwd = cwd or Path.cwd()
     specs: list[FileSpec] = []
     for arg in paths:
@@ -162,17 +181,21 @@ def collect_files(paths: Sequence[str | Path], cwd: Path | None = None) -> list[
         if not p.exists():
             raise NotFoundError(f"{arg}: no such file or directory")
         if p.is_dir():
+            real_root = os.path.realpath(p)
             for root, dirs, files in os.walk(p):
                 dirs.sort()
                 for name in sorted(files):
                     f = Path(root) / name
                     if f.is_file():
-                        specs.append(FileSpec(f, f.relative_to(p).as_posix()))
+                        rel = f.relative_to(p).as_posix()
+                        check_local_file(p, f, rel, real_root, follow_symlinks)
+                        specs.append(FileSpec(f, rel))
         elif p.is_file():
             try:
                 title = p.resolve().relative_to(cwd.resolve()).as_posix()
             except ValueError:
                 title = p.name
+            check_local_file(p.parent, p, title, "", True)
             specs.append(FileSpec(p, title))
         else:
             raise UsageError(f"{arg}: not a regular file or directory")
@@ -188,18 +211,37 @@ def collect_files(paths: Sequence[str | Path], cwd: Path | None = None) -> list[
 
 
 def push_file_cached(target: Target, repo: str, path: Path, media_type: str, cache: DigestCache, prehash: bool,
-                     progress: Progress | None, label: str) -> Descriptor:
+                     progress: Progress | None, label: str, expected: StatKey | None = None) -> Descriptor:
     """Push one file, using the digest cache: a known digest is HEAD-checked and skipped when present; an unknown
-    one is hashed first when ``prehash`` (so blobs the repository already has are skipped), else while sending."""
-    before = stat_key(path)
+    one is hashed first when ``prehash`` (so blobs the repository already has are skipped), else while sending.
+
+    ``expected`` is the stat the caller built metadata from (default: taken now). When the upload ends the file must
+    still have it (:func:`~ociart.cache.check_unchanged`): a file that shrank, grew, vanished or was rewritten fails
+    the push before any manifest is written. A cached digest the registry refuses (``DIGEST_INVALID``) is dropped,
+    the file re-hashed and the upload retried once."""
+    before = expected or stat_key(path)
+    if before is None:
+        raise NotFoundError(f"{path}: no such file")
     known = cache.get(path)
+    from_cache = known is not None
     if known is None and prehash:
         known = sha256_file(path)
         cache.put(path, known[0], before)
     desc = Descriptor(mediaType=media_type, digest=known[0], size=known[1]) if known else None
-    cb = progress.task(label, before[3] if before else 0) if progress else None
-    out = target.push_blob_file(repo, path, desc, cb, media_type)
-    if not known:
+    cb = progress.task(label, before[3]) if progress else None
+    try:
+        out = target.push_blob_file(repo, path, desc, cb, media_type)
+    except DigestMismatchError as exc:
+        if not from_cache or known is None:
+            raise
+        cache.drop(path)
+        log.warning("%s: the registry refused the cached digest %s (%s); dropped it from the digest cache, "
+                    "re-hashing and retrying once", path, known[0], exc)
+        known, from_cache = sha256_file(path), False
+        out = target.push_blob_file(repo, path, Descriptor(mediaType=media_type, digest=known[0], size=known[1]),
+                                    cb, media_type)
+    check_unchanged(path, before)
+    if not from_cache:
         cache.put(path, out.digest, before)
     return out
 

@@ -17,7 +17,7 @@ from support.sigstore_mock import MockUnavailable, SigstoreMock, start_sigstore_
 
 RegistryFactory = Callable[..., RunningRegistry]
 
-_ISOLATED_UNSET = ("OCIART_REGISTRY", "OCIART_REGISTRY_USERNAME", "OCIART_REGISTRY_PASSWORD",
+_ISOLATED_UNSET = ("OCIART_REGISTRY", "OCIART_REGISTRY_HOST", "OCIART_REGISTRY_USERNAME", "OCIART_REGISTRY_PASSWORD",
                    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 

@@ -174,6 +174,7 @@ def test_htpasswd_explicit_credentials(htpasswd_registry: RunningRegistry, uniqu
 
 def test_htpasswd_environment_credentials(htpasswd_registry: RunningRegistry, unique_repo: str, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCIART_REGISTRY_HOST", htpasswd_registry.host)
     monkeypatch.setenv("OCIART_REGISTRY_USERNAME", USERNAME)
     monkeypatch.setenv("OCIART_REGISTRY_PASSWORD", PASSWORD)
     with ociart.Client() as client:
@@ -182,6 +183,7 @@ def test_htpasswd_environment_credentials(htpasswd_registry: RunningRegistry, un
 
 def test_explicit_credentials_beat_environment(htpasswd_registry: RunningRegistry, unique_repo: str,
                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCIART_REGISTRY_HOST", htpasswd_registry.host)
     monkeypatch.setenv("OCIART_REGISTRY_USERNAME", USERNAME)
     monkeypatch.setenv("OCIART_REGISTRY_PASSWORD", "wrong-from-env")
     ref = f"{htpasswd_registry.host}/{unique_repo}:v1"
@@ -195,6 +197,7 @@ def test_explicit_credentials_beat_environment(htpasswd_registry: RunningRegistr
 def test_environment_beats_docker_config(htpasswd_registry: RunningRegistry, unique_repo: str, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     write_docker_config({"auths": {htpasswd_registry.host: {"auth": b64(f"{USERNAME}:wrong")}}})
+    monkeypatch.setenv("OCIART_REGISTRY_HOST", htpasswd_registry.host)
     monkeypatch.setenv("OCIART_REGISTRY_USERNAME", USERNAME)
     monkeypatch.setenv("OCIART_REGISTRY_PASSWORD", PASSWORD)
     with ociart.Client() as client:

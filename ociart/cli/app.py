@@ -120,7 +120,17 @@ def _out(obj: Any) -> None:
 
 
 def _err(msg: str) -> None:
-    sys.stderr.write(msg + "\n")
+    """One message line on stderr, control characters escaped (artifact text never reaches the terminal raw)."""
+    from .render import escape
+
+    sys.stderr.write(escape(msg) + "\n")
+
+
+def say(text: str) -> None:
+    """One result line on stdout, control characters escaped."""
+    from .render import escape
+
+    sys.stdout.write(escape(text) + "\n")
 
 
 def _kv(pairs: list[str], what: str) -> dict[str, str]:
@@ -155,6 +165,8 @@ def push(
     label: Annotated[list[str], typer.Option("--label", help="Free-form label KEY=VALUE (repeatable).")] = [],  # noqa: B006
     reproducible: Annotated[bool, typer.Option(
         "--reproducible", help="Leave out the creation time (SOURCE_DATE_EPOCH still wins).")] = False,
+    follow_symlinks: Annotated[bool, typer.Option(
+        "--follow-symlinks", help="Push what symlinks leading outside the directory point to (refused by default).")] = False,
     small_file_threshold: Annotated[Optional[int], typer.Option(
         "--small-file-threshold", min=0, help="Bytes; smaller files of a directory share a tar layer (0: never).")] = None,
     subject: Annotated[Optional[str], typer.Option(
@@ -209,7 +221,7 @@ def push(
         desc = c.push(ref, paths, kind=kind, artifact_type=artifact_type, annotations=_kv(annotation, "--annotation"),
                       config=cfg, config_media_type=cfg_type, metadata=metadata, reproducible=reproducible,
                       small_file_threshold=small_file_threshold, lineage=lineage, subject=subject, sign=signer,
-                      legacy_signature=legacy_signature)
+                      legacy_signature=legacy_signature, follow_symlinks=follow_symlinks)
     if as_json:
         _out(desc)
     else:
@@ -294,7 +306,7 @@ def tags(
         _out({"tags": found})
     else:
         for t in found:
-            print(t)
+            say(t)
 
 
 @app.command()
@@ -359,11 +371,11 @@ def diff(
         _out(result)
         return
     for f in result.added:
-        print(f"+ {f.path}  {f.new}")
+        say(f"+ {f.path}  {f.new}")
     for f in result.removed:
-        print(f"- {f.path}  {f.old}")
+        say(f"- {f.path}  {f.old}")
     for f in result.changed:
-        print(f"~ {f.path}  {f.old} -> {f.new}")
+        say(f"~ {f.path}  {f.old} -> {f.new}")
     _err(f"{len(result.added)} added, {len(result.removed)} removed, {len(result.changed)} changed, "
          f"{result.unchanged} unchanged")
 
@@ -382,7 +394,7 @@ def referrers(
         _out({"referrers": [d.model_dump(mode="json", exclude_none=True) for d in found]})
         return
     for d in found:
-        print(f"{d.digest}  {d.artifactType or ''}")
+        say(f"{d.digest}  {d.artifactType or ''}")
 
 
 def _legacy_mode(value: str) -> str:
@@ -559,7 +571,8 @@ def keygen(
     if as_json:
         _out({"private_key": str(key_path), "public_key": str(pub_path)})
     else:
-        _err(f"private key written to {key_path}\npublic key written to {pub_path}")
+        _err(f"private key written to {key_path}")
+        _err(f"public key written to {pub_path}")
 
 
 # -- one rule for every command: help metavars, an example, flags from the environment -------------------------

@@ -3,6 +3,10 @@
 Each table goes to one stream (stdout or stderr). When that stream is a terminal it is a rich table or tree; when it
 is not (a pipe, a file, CI logs) it is plain text at full width: aligned columns, full digests, no box drawing, no
 markup, nothing cut at 80 columns.
+
+Artifact text (titles, annotations, names, tags, signer identities, reasons) is never interpreted: every string goes
+through :func:`escape` (the one escaping function, :mod:`ociart.text`), so control characters show as ``\\x1b``-style
+escapes, and rich consoles are created with markup, emoji and highlighting off (``[/]`` in an annotation is text).
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from ..progress import human_size as _size
+from ..text import escape
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ..client import Inspection
     from ..lineage.graph import Node
     from ..signing.results import Verification
@@ -33,21 +40,28 @@ def _digest(d: str, tty: bool) -> str:
 def table(stream: TextIO, title: str | None, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """A table on ``stream``: rich on a terminal, else plain aligned columns (two spaces apart, never cut)."""
     if _is_tty(stream):
-        from rich.console import Console
         from rich.table import Table
 
-        t = Table(*headers, title=title, title_justify="left")
+        t = Table(*headers, title=escape(title) if title else None, title_justify="left")
         for col in t.columns:
             col.overflow = "fold"
         for row in rows:
-            t.add_row(*row)
-        Console(file=stream, soft_wrap=True, highlight=False).print(t)
+            t.add_row(*(escape(cell) for cell in row))
+        _console(stream).print(t)
         return
+    rows = [tuple(escape(cell) for cell in row) for row in rows]
+    title = escape(title) if title else title
     widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     if title:
         stream.write(f"{title}:\n")
     for row in (headers, *rows):
         stream.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def _console(stream: TextIO) -> "Console":
+    from rich.console import Console
+
+    return Console(file=stream, soft_wrap=True, markup=False, emoji=False, highlight=False)
 
 
 def print_inspection(info: Inspection, stream: TextIO | None = None) -> None:
@@ -65,7 +79,7 @@ def print_inspection(info: Inspection, stream: TextIO | None = None) -> None:
     annotations = m.get("annotations")
     if isinstance(annotations, dict):
         lines += [f"  {k} = {v}" for k, v in sorted(annotations.items())]
-    out.write("\n".join(lines) + "\n")
+    out.write("\n".join(escape(line) for line in lines) + "\n")
     if "layers" in m:
         table(out, "layers", ("file", "part", "mediaType", "size", "digest"),
               [(f.path, f.category or "", f.mediaType, _size(f.size), _digest(f.digest, tty)) for f in info.files])
@@ -86,6 +100,12 @@ def print_inspection(info: Inspection, stream: TextIO | None = None) -> None:
 
 
 def _label(n: Node, tty: bool) -> str:
+    """The node's lines, each escaped; the line breaks between them are ours."""
+    first, *more = _label_lines(n, tty)
+    return "\n".join([escape(first), *(f"  {escape(line)}" for line in more)])
+
+
+def _label_lines(n: Node, tty: bool) -> list[str]:
     text = f"{n.kind} {n.name}"
     if n.digest:
         text += f"  {_digest(n.digest, tty)}"
@@ -98,10 +118,11 @@ def _label(n: Node, tty: bool) -> str:
         text += "  " + ", ".join(f"{k}={v}" for k, v in sorted(n.details["metrics"].items()))
     if n.details.get("run"):
         text += f"  run {n.details['run']}"
+    lines = [text]
     for rep in n.details.get("reports") or []:
         metrics = ", ".join(f"{k}={v}" for k, v in sorted((rep.get("metrics") or {}).items()))
-        text += f"\n  evaluated by report {_digest(rep['digest'], tty)}" + (f": {metrics}" if metrics else "")
-    return text
+        lines.append(f"evaluated by report {_digest(str(rep['digest']), tty)}" + (f": {metrics}" if metrics else ""))
+    return lines
 
 
 def print_lineage(root: Node, downstream: bool, stream: TextIO | None = None) -> None:
@@ -109,7 +130,6 @@ def print_lineage(root: Node, downstream: bool, stream: TextIO | None = None) ->
     tty = _is_tty(out)
     heading = ("built into:" if downstream else "built from:") if root.children else ""
     if tty:
-        from rich.console import Console
         from rich.text import Text
         from rich.tree import Tree
 
@@ -120,7 +140,7 @@ def print_lineage(root: Node, downstream: bool, stream: TextIO | None = None) ->
                 add(branch.add(Text(_label(child, tty))), child)
 
         add(tree, root)
-        console = Console(file=out, soft_wrap=True, highlight=False)
+        console = _console(out)
         if heading:
             console.print(heading)
         console.print(tree)
@@ -148,5 +168,5 @@ def print_verification(result: Verification, stream: TextIO | None = None) -> No
     if result.rejected:
         err.write(f"{len(result.rejected)} other signature(s) not accepted:\n")
         for reason in result.rejected:
-            err.write(f"  {reason}\n")
+            err.write(f"  {escape(reason)}\n")
     print(result.digest)

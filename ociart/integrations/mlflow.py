@@ -23,11 +23,11 @@ from urllib.parse import urlparse
 from mlflow.entities import FileInfo
 from mlflow.store.artifact.artifact_repo import ArtifactRepository
 
-from ..cache import DigestCache, stat_key
-from ..errors import NotFoundError, UsageError
+from ..cache import DigestCache
+from ..errors import NotFoundError, UnsafePathError, UsageError
 from ..safepath import safe_relpath
 from ..oci import ANNOTATION_TITLE, EMPTY_JSON_DIGEST, OCI_EMPTY, Descriptor, Manifest
-from ..transfer import parallel, push_manifest
+from ..transfer import check_local_file, parallel, push_file_cached, push_manifest
 
 ARTIFACT_TYPE = "application/vnd.ociart.mlflow.artifacts.v1"
 TAG = "latest"
@@ -72,7 +72,16 @@ class OciartArtifactRepository(ArtifactRepository):
             return {}
         if not isinstance(node, Manifest):
             return {}
-        return {layer.title: layer for layer in node.layers if layer.title}
+        files: dict[str, Descriptor] = {}
+        for layer in node.layers:
+            if not layer.title:
+                continue
+            # a title MLflow would walk forever (``./x``, ``a/./b``, ``a//b``) or that escapes is refused here
+            if str(safe_relpath(layer.title)) != layer.title:
+                raise UnsafePathError(f"{self.artifact_uri}: layer title {layer.title!r} is not a normalised "
+                                      "relative path (no '.', '..' or empty components)")
+            files[layer.title] = layer
+        return files
 
     def _commit(self, files: dict[str, Descriptor]) -> None:
         empty = Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2)  # a manifest needs one layer
@@ -86,25 +95,25 @@ class OciartArtifactRepository(ArtifactRepository):
         return str(safe_relpath(joined)) if joined else ""
 
     def _upload(self, local: Path, title: str) -> Descriptor:
-        before = stat_key(local)
-        known = self._cache.get(local)
-        desc = Descriptor(mediaType="application/octet-stream", digest=known[0], size=known[1]) if known else None
-        out = self._target.push_blob_file(self.repo, local, desc)
-        if not known:
-            self._cache.put(local, out.digest, before)
+        out = push_file_cached(self._target, self.repo, local, "application/octet-stream", self._cache, False, None,
+                               title)
         return Descriptor(mediaType="application/octet-stream", digest=out.digest, size=out.size,
                           annotations={ANNOTATION_TITLE: title})
 
     # -- ArtifactRepository ------------------------------------------------------------------------
     def log_artifact(self, local_file: str, artifact_path: str | None = None) -> None:
         local = Path(local_file)
+        check_local_file(local.parent, local, local.name, "", True)  # a UTF-8 name
         with self._target.writing():
             self._log([self._upload(local, self._path(artifact_path, local.name))])
 
     def log_artifacts(self, local_dir: str, artifact_path: str | None = None) -> None:
         root = Path(local_dir)
-        pairs = [(p, self._path(artifact_path, p.relative_to(root).as_posix()))
-                 for p in sorted(root.rglob("*")) if p.is_file()]
+        real_root = os.path.realpath(root)
+        files = [p for p in sorted(root.rglob("*")) if p.is_file()]
+        for p in files:  # UTF-8 names only; no symlink out of the directory
+            check_local_file(root, p, p.relative_to(root).as_posix(), real_root, False)
+        pairs = [(p, self._path(artifact_path, p.relative_to(root).as_posix())) for p in files]
         with self._target.writing():
             self._log(parallel(lambda t: self._upload(*t), pairs, 4))
 

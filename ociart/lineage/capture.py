@@ -40,16 +40,35 @@ def _git(cwd: Path, *args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+#: Query parameters that carry secrets in git remote URLs (tokens, signed-URL signatures, passwords, keys).
+_SECRET_PARAMS = frozenset({"access_token", "token", "private_token", "password", "passwd", "pass", "key",
+                            "api_key", "apikey", "secret", "client_secret", "auth", "sig", "signature",
+                            "oauth_token", "refresh_token", "id_token", "code", "credential", "credentials"})
+
+
+def _secret_param(name: str) -> bool:
+    n = name.lower()
+    return (n in _SECRET_PARAMS or n.startswith(("x-amz-", "x-goog-", "x-ms-")) or n.endswith(("token", "secret"))
+            or "password" in n)
+
+
 def clean_remote(url: str, root: Path | None = None) -> str:
-    """The remote as a URL without credentials (``https://user:token@host/x`` -> ``https://host/x``); scp-like
-    ``git@host:org/x.git`` -> ``ssh://host/org/x.git``, a local path (relative to ``root``) -> ``file://``."""
+    """The remote as a URL without credentials: userinfo (``https://user:token@host/x`` -> ``https://host/x``),
+    credential-like query parameters (``access_token``, ``token``, ``private_token``, ``password``, ``key``,
+    ``sig``, ``X-Amz-*`` …) and the fragment are dropped. scp-like ``git@host:org/x.git`` ->
+    ``ssh://host/org/x.git``, a local path (relative to ``root``) -> ``file://``."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
     if not re.match(r"^\w[\w+.-]*://", url):
-        scp = re.match(r"^(?:[^@/:]+@)?([^/:]+):(.*)$", url)
+        scp = re.match(r"^(?:[^/]*@)?([^/:@]+):(.*)\Z", url)
         if scp and not re.match(r"^[A-Za-z]:[\\/]", url):  # not a Windows drive
             url = f"ssh://{scp[1]}/{scp[2].lstrip('/')}"
         else:
             return ((root or Path.cwd()) / url).resolve().as_uri()
-    return re.sub(r"^(\w[\w+.-]*://)[^/@]*@", r"\1", url)
+    scheme, netloc, path, query, _ = urlsplit(url)
+    netloc = netloc.rpartition("@")[2]  # the last @ ends userinfo (a password may contain @)
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if not _secret_param(k)]
+    return urlunsplit((scheme, netloc, path, urlencode(kept), ""))
 
 
 def git_info(path: Path) -> GitInfo | None:

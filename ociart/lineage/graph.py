@@ -123,6 +123,13 @@ def downstream(client: Client, ref: str, repositories: list[str], depth: int = 1
     return node
 
 
+def _dot_text(text: str) -> str:
+    """Artifact text inside a DOT string: control characters escaped, then backslashes and quotes."""
+    from ..text import escape
+
+    return escape(text).replace("\\", "\\\\").replace('"', '\\"')
+
+
 def to_dot(root: Node) -> str:
     lines = ["digraph lineage {", "  rankdir=LR;", "  node [shape=box];"]
     ids: dict[str, str] = {}
@@ -131,7 +138,7 @@ def to_dot(root: Node) -> str:
         key = n.digest or f"{n.kind}:{n.name}"
         if key not in ids:
             ids[key] = f"n{len(ids)}"
-            label = f"{n.kind}\\n{n.name}" + (f"\\n{n.digest[:19]}" if n.digest else "")
+            label = "\\n".join(_dot_text(x) for x in (n.kind, n.name, n.digest[:19] if n.digest else "") if x)
             lines.append(f'  {ids[key]} [label="{label}"];')
         return ids[key]
 

@@ -11,12 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .. import limits
 from ..errors import InvalidContentError
 from .digest import sha256_bytes
 from .mediatypes import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST
 
 DIGEST_PATTERN = r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$"
-MAX_MANIFEST_BYTES = 4 << 20
+#: Defined with every other bound in :mod:`ociart.limits`.
+MAX_MANIFEST_BYTES = limits.MANIFEST_BYTES
 
 
 class _Wire(BaseModel):

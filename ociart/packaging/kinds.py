@@ -64,7 +64,7 @@ CONFIG_NAMES = {
     "model.safetensors.index.json", "pytorch_model.bin.index.json", "adapter_config.json", "params.json",
 }
 CONFIG_SUFFIXES = {".model", ".tiktoken", ".jinja"}  # sentencepiece models, tiktoken vocabularies, chat templates
-DOC_NAMES = re.compile(r"^(readme|license|licence|notice|copying|changelog|model[_-]?card|citation)(\..*)?$", re.I)
+DOC_NAMES = re.compile(r"^(readme|license|licence|notice|copying|changelog|model[_-]?card|citation)(\..*)?\Z", re.I)
 DOC_SUFFIXES = {".md", ".rst", ".pdf", ".html", ".htm", ".txt", ".png", ".jpg", ".jpeg", ".svg"}
 CODE_SUFFIXES = {
     ".py", ".ipynb", ".sh", ".js", ".ts", ".go", ".rs", ".c", ".cc", ".cpp", ".h", ".java", ".r", ".jl", ".lua",
@@ -139,7 +139,7 @@ _CATEGORY_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^application/vnd\.(cncf|cnai)\.model\.dataset\.v1\."), "dataset"),
     (re.compile(r"^application/vnd\.ociart\.preprocessor\.v1\."), "config"),
     (re.compile(r"^application/vnd\.ociart\.checkpoint\.state\.v1\."), "weights"),
-    (re.compile(r"^application/vnd\.ociart\.evaluation\.metrics\.v1\+json$"), "docs"),
+    (re.compile(r"^application/vnd\.ociart\.evaluation\.metrics\.v1\+json\Z"), "docs"),
     (re.compile(r"^application/vnd\.kitops\.modelkit\.(model|modelpart)\.v1\."), "weights"),
     (re.compile(r"^application/vnd\.kitops\.modelkit\.docs\.v1\."), "docs"),
     (re.compile(r"^application/vnd\.kitops\.modelkit\.code\.v1\."), "code"),
@@ -158,7 +158,7 @@ def category(media_type: str) -> str | None:
 
 
 def is_tar(media_type: str) -> bool:
-    return bool(re.search(r"[.+]tar(\+gzip|\+zstd)?$", media_type)) or media_type.endswith(".tar")
+    return bool(re.search(r"[.+]tar(\+gzip|\+zstd)?\Z", media_type)) or media_type.endswith(".tar")
 
 
 def detect_kind(artifact_type: str | None, config_media_type: str, annotations: dict[str, str]) -> str:

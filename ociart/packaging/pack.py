@@ -10,13 +10,13 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cache import DigestCache, is_racy
+from ..cache import DigestCache, StatKey, check_unchanged, is_racy, key_of
 from ..errors import UsageError
 from ..oci.digest import Digester
 from ..oci import EMPTY_JSON_DIGEST, Content, Descriptor
 from ..progress import Progress
 from ..targets.base import Target
-from ..transfer import parallel, push_file_cached, push_manifest
+from ..transfer import check_local_file, parallel, push_file_cached, push_manifest
 from .kinds import (
     KIND_SPECS,
     REPORT_METRICS,
@@ -55,7 +55,7 @@ class FileEntry:
     mode: int
     role: str
     untested: bool
-    stat: tuple[str, int, int, int, int]
+    stat: StatKey
 
 
 @dataclass
@@ -77,10 +77,12 @@ class PackPlan:
     newest_mtime: float | None
 
 
-def walk(root: Path) -> list[tuple[Path, str, os.stat_result]]:
-    """Regular files under ``root`` (symlinks followed, loops refused), sorted by relative path."""
+def walk(root: Path, follow_symlinks: bool = False) -> list[tuple[Path, str, os.stat_result]]:
+    """Regular files under ``root`` (symlinks inside it followed and stored as regular files, loops refused; a
+    symlink leading outside ``root`` refused unless ``follow_symlinks``), sorted by relative path."""
     out: list[tuple[Path, str, os.stat_result]] = []
     seen_dirs: set[str] = set()
+    real_root = os.path.realpath(root)
     for dirpath, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen_dirs:
@@ -90,6 +92,7 @@ def walk(root: Path) -> list[tuple[Path, str, os.stat_result]]:
         for name in files:
             p = Path(dirpath) / name
             rel = p.relative_to(root).as_posix()
+            check_local_file(root, p, rel, real_root, follow_symlinks)
             if rel == METADATA_FILE:
                 continue
             try:
@@ -103,13 +106,14 @@ def walk(root: Path) -> list[tuple[Path, str, os.stat_result]]:
     return out
 
 
-def plan(root: Path, kind: Kind, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD) -> PackPlan:
+def plan(root: Path, kind: Kind, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD,
+         follow_symlinks: bool = False) -> PackPlan:
     if not root.is_dir():
         raise UsageError(f"{root}: --kind {kind.value} needs a directory")
     entries: list[FileEntry] = []
-    for path, rel, st in walk(root):
+    for path, rel, st in walk(root, follow_symlinks):
         role, untested = classify(kind, rel, bool(st.st_mode & 0o100))
-        key = (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        key = key_of(path, st)
         entries.append(FileEntry(path, rel, st.st_size, normal_mode(st.st_mode), role, untested, key))
     if not entries:
         raise UsageError(f"{root}: no files to pack")
@@ -167,7 +171,8 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
     already has (an earlier version in another directory) are skipped instead of streamed."""
     if not layer.tar:
         e = layer.files[0]
-        out = push_file_cached(target, repo, e.path, _raw_media_type(kind, e), cache, prehash, progress, e.rel)
+        out = push_file_cached(target, repo, e.path, _raw_media_type(kind, e), cache, prehash, progress, e.rel,
+                               e.stat)
         annotations = {A_TITLE: e.rel, A_FILEPATH: e.rel,
                        A_FILE_METADATA: file_metadata(os.path.basename(e.rel), e.mode, e.size)}
         if e.untested:
@@ -201,6 +206,8 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
         out = target.push_blob_chunks(repo, opener, media_type)
         if key and _tar_key(layer) == key:
             cache.put_key(key, out.digest, out.size)
+    for m in layer.files:  # the tar headers (size, mode) came from the walk's stat
+        check_unchanged(m.path, m.stat)
     annotations = {A_FILEPATH: layer.filepath}
     if any(m.untested for m in layer.files):
         annotations[A_UNTESTED] = "true"
@@ -211,14 +218,15 @@ def push_directory(target: Target, repo: str, tag: str | None, root: Path, kind:
                    reproducible: bool = False, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD,
                    annotations: dict[str, str] | None = None, base_annotations: dict[str, str] | None = None,
                    subject: Descriptor | None = None, prehash: bool = False, concurrency: int = 4,
-                   progress: Progress | None = None, cache: DigestCache | None = None) -> Content:
+                   progress: Progress | None = None, cache: DigestCache | None = None,
+                   follow_symlinks: bool = False) -> Content:
     """Pack ``root`` as an artifact of ``kind`` and push it; returns the manifest content.
 
     ``base_annotations`` (lineage) are overridden by metadata annotations, which ``annotations`` override.
     With ``subject`` (a report's evaluated model) the manifest is also attached as a referrer of it.
     """
     cache = cache if cache is not None else DigestCache()
-    p = plan(root, kind, threshold)
+    p = plan(root, kind, threshold, follow_symlinks)
     if kind is Kind.REPORT:
         meta = meta.model_copy(update={"metrics": {**report_metrics(root), **meta.metrics}})
     with target.writing():

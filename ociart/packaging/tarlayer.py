@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from ..errors import DigestMismatchError, UnsafePathError, UsageError
+from ..errors import UnsafePathError, UsageError
+from ..safepath import check_name_length
 
 BLOCK = 512
 RECORD = 20 * BLOCK
@@ -71,7 +72,11 @@ def iter_tar(members: list[TarMember]) -> Iterator[bytes]:
     for m in members:
         buf += _header(m)
         seen = 0
-        with open(m.path, "rb") as f:
+        try:
+            f = open(m.path, "rb")
+        except FileNotFoundError:
+            raise UsageError(f"{m.path} vanished while it was being pushed; nothing was published") from None
+        with f:
             while chunk := f.read(FLUSH):
                 seen += len(chunk)
                 if seen > m.size:
@@ -82,7 +87,8 @@ def iter_tar(members: list[TarMember]) -> Iterator[bytes]:
                     yield bytes(buf)
                     buf.clear()
         if seen != m.size:
-            raise DigestMismatchError(f"{m.path} changed size while being packed ({m.size} -> {seen} bytes)")
+            raise UsageError(f"{m.path} changed while it was being pushed (size {m.size} -> {seen} bytes); nothing "
+                             "was published: push again once it is no longer written to")
         pad = -m.size % BLOCK
         buf += b"\0" * pad
         if len(buf) >= FLUSH:
@@ -125,6 +131,7 @@ def check_members(members: list[tarfile.TarInfo], what: str) -> None:
             raise UnsafePathError(f"{what}: tar member {raw!r} is a device or FIFO")
         if not (m.isreg() or m.isdir()):
             raise UnsafePathError(f"{what}: tar member {raw!r} has unsupported type {m.type!r}")
+        check_name_length(name, f"{what}: tar member")
         # a name may not repeat, nor be both a file and a directory (file 'a' then 'a/b')
         parts = name.split("/")
         for i in range(1, len(parts)):
@@ -163,6 +170,7 @@ def extract(tar_path: Path, dest: Path, media_type: str, what: str,
                 name = _clean_name(m.name)
                 if not m.isreg() or not want(name):
                     continue
+                check_name_length(name, f"{what}: tar member", dest)
                 target = os.path.join(base, name)  # plain strings: 10,000 members make pathlib costly
                 parent = os.path.dirname(target)
                 if parent not in made:

@@ -4,6 +4,7 @@ Only ``cryptography``: verification decisions that need no Sigstore client live 
 
 from __future__ import annotations
 
+import functools
 import re
 
 from cryptography import x509
@@ -65,13 +66,62 @@ def certificate_issuer(cert: x509.Certificate) -> str | None:
     return None
 
 
+def _go_end_anchors(pattern: str) -> str:
+    """``pattern`` with Go's end anchors: an unescaped ``$`` outside a character class becomes ``\\Z`` (end of text
+    only; Python's ``$`` also matches before a trailing newline, Go's does not), and Go's ``\\z`` becomes ``\\Z``.
+    With the multi-line flag (``(?m)``) ``$`` is left alone: it means end of line in both."""
+    if re.match(r"\(\?[a-zA-Z]*m", pattern):
+        return pattern
+    out: list[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            out.append("\\Z" if nxt == "z" and not in_class else c + nxt)
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+        elif c == "[":
+            in_class = True
+            if pattern[i + 1 : i + 2] == "^":
+                out.append("[^")
+                i += 2
+                if pattern[i : i + 1] == "]":
+                    out.append("]")
+                    i += 1
+                continue
+            if pattern[i + 1 : i + 2] == "]":
+                out.append("[]")
+                i += 2
+                continue
+        elif c == "$":
+            out.append("\\Z")
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=256)
+def go_regexp(pattern: str) -> re.Pattern[str]:
+    """Compile a cosign identity/issuer regular expression for :func:`re.search` with Go's ``$`` semantics."""
+    return re.compile(_go_end_anchors(pattern))
+
+
 class TrustedIdentity(BaseModel):
     """Who may have signed: a certificate subject (SAN) and an OIDC issuer, each exact or a regular expression.
 
     Exactly one of ``subject``/``subject_regexp`` and one of ``issuer``/``issuer_regexp`` is required (cosign's
-    ``--certificate-identity[-regexp]`` and ``--certificate-oidc-issuer[-regexp]``). Regular expressions use Python
-    :func:`re.search` semantics, like Go's ``regexp.MatchString`` in cosign: they match anywhere unless anchored, so
-    write ``^https://github\\.com/org/repo/.+@refs/heads/main$``, not ``github.com/org``.
+    ``--certificate-identity[-regexp]`` and ``--certificate-oidc-issuer[-regexp]``). Regular expressions are searched
+    like Go's ``regexp.MatchString`` in cosign: they match anywhere unless anchored, so write
+    ``^https://github\\.com/org/repo/.+@refs/heads/main$``, not ``github.com/org``. They are compiled by
+    :func:`go_regexp` with Python's :mod:`re` after one change that makes anchors mean what they mean in Go: an
+    unescaped ``$`` (and Go's ``\\z``) becomes ``\\Z``, the end of the text, so ``...main$`` does not accept
+    ``...main\\n`` (Python's ``$`` would). Other syntax is Python's (the common subset of RE2 behaves alike).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -92,7 +142,7 @@ class TrustedIdentity(BaseModel):
         for what, pattern in (("identity", self.subject_regexp), ("issuer", self.issuer_regexp)):
             if pattern is not None:
                 try:
-                    re.compile(pattern)
+                    go_regexp(pattern)
                 except re.error as exc:
                     raise ValueError(f"invalid {what} regexp {pattern!r}: {exc}") from None
         if self.subject == "" or self.issuer == "":
@@ -112,7 +162,7 @@ class TrustedIdentity(BaseModel):
             subject_ok = self.subject in sans
         else:
             assert self.subject_regexp is not None
-            subject_ok = any(re.search(self.subject_regexp, s) for s in sans)
+            subject_ok = any(go_regexp(self.subject_regexp).search(s) for s in sans)
         if not subject_ok:
             got = ", ".join(sans) if sans else "(none)"
             want = self.subject if self.subject is not None else f"regexp {self.subject_regexp!r}"
@@ -124,11 +174,11 @@ class TrustedIdentity(BaseModel):
             issuer_ok = issuer == self.issuer
         else:
             assert self.issuer_regexp is not None
-            issuer_ok = re.search(self.issuer_regexp, issuer) is not None
+            issuer_ok = go_regexp(self.issuer_regexp).search(issuer) is not None
         if not issuer_ok:
             want = self.issuer if self.issuer is not None else f"regexp {self.issuer_regexp!r}"
             return f"certificate issuer {issuer} does not match {want}"
         return None
 
 
-__all__ = ["TrustedIdentity", "certificate_issuer", "certificate_sans"]
+__all__ = ["TrustedIdentity", "certificate_issuer", "certificate_sans", "go_regexp"]

@@ -15,11 +15,15 @@ rules:                                   # first rule whose pattern matches the 
     attestations: ["https://slsa.dev/provenance/v1"]
 ```
 
-A repository that no rule matches is refused (deny by default).
+A repository that no rule matches is refused (deny by default). Names and patterns are compared in canonical form
+(:func:`ociart.reference.canonical_name`, :func:`canonical_pattern`): a reference cannot sidestep a rule by spelling
+its registry differently (case, ``127.1``, ``[::ffff:127.0.0.1]``, ``localhost``, a trailing dot, ``:443``, Docker
+Hub aliases) or by reaching a layout through ``..`` or a symlink.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -28,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import InvalidContentError, NotFoundError, UsageError, VerificationError
+from ..reference import DOCKER_HUB, canonical_host
 from .identity import TrustedIdentity
 from .signers import key_path, load_verification_key
 from .verify import Trust, TrustedKey
@@ -41,6 +46,36 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
     for tok in _GLOB_TOKENS.findall(pattern):
         out.append(".*" if tok == "**" else "[^/]*" if tok == "*" else "[^/]" if tok == "?" else re.escape(tok))
     return re.compile("".join(out))
+
+
+_GLOB = re.compile(r"[*?]")
+
+
+def canonical_pattern(pattern: str, base_dir: Path = Path(".")) -> str:
+    """A repository pattern in the form :func:`ociart.reference.canonical_name` gives names: a literal registry host
+    canonicalised (Docker Hub's one-component names under ``library/``), an ``oci:`` path's literal directory
+    prefix resolved (relative to ``base_dir``, the policy file's directory; symlinks and ``..`` resolved)."""
+    if pattern.startswith("oci:"):
+        path, sep, name = pattern[4:].partition(":")
+        glob = _GLOB.search(path)
+        if glob is None:
+            literal, rest = path, ""
+        else:
+            cut = path.rfind("/", 0, glob.start())
+            literal, rest = (path[:cut], path[cut:]) if cut > 0 else ("/" if cut == 0 else "", path[max(cut, 0):])
+        if literal:
+            p = Path(literal)
+            literal = os.path.realpath(p if p.is_absolute() else base_dir / p)
+            if rest and literal.endswith("/"):
+                literal = literal.rstrip("/")
+        return "oci:" + literal + rest + sep + name
+    first, sep, rest = pattern.partition("/")
+    if sep and not _GLOB.search(first) and ("." in first or ":" in first or first.lower() == "localhost"):
+        host = canonical_host(first)
+        if host == DOCKER_HUB and "/" not in rest and not _GLOB.search(rest):
+            rest = f"library/{rest}"
+        return f"{host}/{rest}"
+    return pattern
 
 
 API_VERSION = "ociart.dev/v1alpha1"
@@ -65,8 +100,9 @@ class PolicyRule(_Strict):
             raise ValueError("a rule needs keys or identities")
         return self
 
-    def matches(self, repository: str) -> bool:
-        return any(glob_regex(p).fullmatch(repository) for p in self.repositories)
+    def matches(self, repository: str, base_dir: Path = Path(".")) -> bool:
+        """Whether ``repository`` (a canonical name) matches one of the patterns (canonicalised first)."""
+        return any(glob_regex(canonical_pattern(p, base_dir)).fullmatch(repository) for p in self.repositories)
 
 
 class Policy(_Strict):
@@ -77,8 +113,9 @@ class Policy(_Strict):
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def rule_for(self, repository: str) -> PolicyRule:
+        """The first rule matching ``repository``, a canonical name (:func:`ociart.reference.canonical_name`)."""
         for rule in self.rules:
-            if rule.matches(repository):
+            if rule.matches(repository, self.base_dir):
                 return rule
         raise VerificationError(f"{repository}: no rule of the verification policy matches this repository")
 
@@ -117,4 +154,4 @@ def load_policy(path: Path) -> Policy:
         raise InvalidContentError(f"policy file {path}: {loc}: {first['msg']}") from None
 
 
-__all__ = ["API_VERSION", "KIND", "Policy", "PolicyRule", "glob_regex", "load_policy"]
+__all__ = ["API_VERSION", "KIND", "Policy", "PolicyRule", "canonical_pattern", "glob_regex", "load_policy"]

@@ -50,10 +50,12 @@ def docker_reference(r: Reference) -> str:
 
 
 def policy_name(r: Reference) -> str:
-    """The name a policy's repository patterns are matched against."""
-    if r.layout is not None and not r.embedded:
-        return f"oci:{r.layout}" + (f":{r.repository}" if r.repository else "")
-    return docker_reference(r)
+    """The name a policy's repository patterns are matched against: the canonical name
+    (:func:`ociart.reference.canonical_name`), so another spelling of the same registry or layout matches the same
+    rules."""
+    from ..reference import canonical_name
+
+    return canonical_name(r)
 
 
 def _already_signed(target: Target, repo: str, digest: str, signer: Signer) -> bool:

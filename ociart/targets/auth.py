@@ -1,7 +1,8 @@
 """Registry authentication: credential lookup, ``WWW-Authenticate`` challenges, and a scoped token cache.
 
 Credential sources, first match wins: explicit username/password; ``OCIART_REGISTRY_USERNAME`` /
-``OCIART_REGISTRY_PASSWORD``; ``REGISTRY_AUTH_FILE``; Docker's ``config.json`` (``$DOCKER_CONFIG`` or
+``OCIART_REGISTRY_PASSWORD`` (only for the host named by ``OCIART_REGISTRY_HOST``, else the host of
+``OCIART_REGISTRY``; never sent to any other host); ``REGISTRY_AUTH_FILE``; Docker's ``config.json`` (``$DOCKER_CONFIG`` or
 ``~/.docker``; ``credHelpers[host]`` > ``credsStore`` > ``auths[host]``; ``identitytoken``); the
 containers ``auth.json`` files (``$XDG_RUNTIME_DIR/containers``, ``~/.config/containers``).
 Tokens are cached per (host, service, scopes) until shortly before they expire.
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AuthError, UsageError
+from ..reference import canonical_host
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 
@@ -105,14 +107,36 @@ def _from_auths(auths: dict, host: str, source: str) -> Credentials | None:
     return None
 
 
-def _from_helper(helper: str, host: str) -> Credentials | None:
+class _HelperMissing(Exception):
+    pass
+
+
+def _run_helper(helper: str, action: str, payload: bytes) -> subprocess.CompletedProcess[bytes]:
+    """Run ``docker-credential-<helper> <action>``; :class:`_HelperMissing` when it is not installed."""
     exe = f"docker-credential-{helper}"
     try:
-        proc = subprocess.run([exe, "get"], input=host.encode(), capture_output=True, timeout=30)
-    except FileNotFoundError:
-        raise AuthError(f"credential helper {exe} named in {docker_config_path()} is not installed") from None
+        return subprocess.run([exe, action], input=payload, capture_output=True, timeout=30)
+    except (FileNotFoundError, PermissionError, NotADirectoryError):
+        raise _HelperMissing(exe) from None
+    except OSError as exc:
+        raise AuthError(f"credential helper {exe} could not be run: {exc.strerror or exc}") from None
     except subprocess.TimeoutExpired:
         raise AuthError(f"credential helper {exe} did not answer within 30 s") from None
+
+
+def _missing(exe: str, action: str) -> AuthError:
+    return AuthError(f"credential helper {exe} named in {docker_config_path()} is not installed; cannot {action} "
+                     "(install it, or remove credsStore/credHelpers from that file)")
+
+
+def _from_helper(helper: str, host: str) -> Credentials | None:
+    """Credentials from a helper; None when it has none or is not installed (reads then fall back to ``auths``, as
+    docker does)."""
+    exe = f"docker-credential-{helper}"
+    try:
+        proc = _run_helper(helper, "get", host.encode())
+    except _HelperMissing:
+        return None
     if proc.returncode != 0:
         return None
     try:
@@ -125,9 +149,18 @@ def _from_helper(helper: str, host: str) -> Credentials | None:
     return Credentials(username=user, password=secret, source=exe)
 
 
+def environment_host() -> str | None:
+    """The one host the ``OCIART_REGISTRY_USERNAME``/``_PASSWORD`` credentials belong to: ``OCIART_REGISTRY_HOST``,
+    else the host of ``OCIART_REGISTRY``; None (the credentials go nowhere) when neither is set."""
+    named = os.environ.get("OCIART_REGISTRY_HOST") or os.environ.get("OCIART_REGISTRY") or ""
+    named = named.strip().split("://", 1)[-1].split("/", 1)[0]
+    return named or None
+
+
 def lookup_credentials(host: str) -> Credentials | None:
     user, pw = os.environ.get("OCIART_REGISTRY_USERNAME"), os.environ.get("OCIART_REGISTRY_PASSWORD")
-    if user and pw is not None:
+    env_host = environment_host()
+    if user and pw is not None and env_host and canonical_host(env_host) == canonical_host(host):
         return Credentials(username=user, password=pw, source="environment")
     auth_file = os.environ.get("REGISTRY_AUTH_FILE")
     if auth_file:
@@ -138,8 +171,10 @@ def lookup_credentials(host: str) -> Credentials | None:
     cfg = _load_json(cfg_path)
     helpers = cfg.get("credHelpers") or {}
     if host in helpers:
-        return _from_helper(helpers[host], host)
-    if cfg.get("credsStore"):
+        found = _from_helper(helpers[host], host)
+        if found:
+            return found
+    elif cfg.get("credsStore"):
         found = _from_helper(cfg["credsStore"], host)
         if found:
             return found
@@ -156,15 +191,20 @@ def lookup_credentials(host: str) -> Credentials | None:
 
 
 def store_credentials(host: str, username: str, password: str) -> Path:
-    """Save credentials the way ``docker login`` does (helper when configured, else ``auths``)."""
+    """Save credentials the way ``docker login`` does (helper when configured, else ``auths``). A configured helper
+    that is not installed is an error: the password is never written to ``auths`` in its place."""
     path = docker_config_path()
     cfg = _load_json(path)
     helper = (cfg.get("credHelpers") or {}).get(host) or cfg.get("credsStore")
     if helper:
         payload = json.dumps({"ServerURL": host, "Username": username, "Secret": password}).encode()
-        proc = subprocess.run([f"docker-credential-{helper}", "store"], input=payload, capture_output=True)
+        try:
+            proc = _run_helper(helper, "store", payload)
+        except _HelperMissing as missing:
+            raise _missing(str(missing), f"store the credentials for {host}") from None
         if proc.returncode != 0:
-            raise AuthError(f"docker-credential-{helper} store failed: {proc.stderr.decode().strip()}")
+            why = " ".join(proc.stderr.decode(errors="replace").split())[:200] or f"exit {proc.returncode}"
+            raise AuthError(f"docker-credential-{helper} store failed: {why}")
         return path
     cfg.setdefault("auths", {})[host] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
     _write_config(path, cfg)
@@ -177,7 +217,10 @@ def remove_credentials(host: str) -> bool:
     helper = (cfg.get("credHelpers") or {}).get(host) or cfg.get("credsStore")
     removed = False
     if helper:
-        proc = subprocess.run([f"docker-credential-{helper}", "erase"], input=host.encode(), capture_output=True)
+        try:
+            proc = _run_helper(helper, "erase", host.encode())
+        except _HelperMissing as missing:
+            raise _missing(str(missing), f"remove the credentials for {host}") from None
         removed = proc.returncode == 0
     auths = cfg.get("auths") or {}
     for key in _auth_keys(host):

@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import DigestMismatchError, InvalidContentError
+from ..errors import DigestMismatchError, InvalidContentError, UsageError
 from ..oci import INDEX_TYPES, MANIFEST_TYPES, Content, Descriptor
 from ..oci.digest import sha256_bytes
 from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type
@@ -43,9 +43,16 @@ def check_manifest(content: Content) -> None:
 def file_opener(path: Path) -> Opener:
     @contextmanager
     def cm() -> Iterator[Iterator[bytes]]:
-        from ..fsutil import read_file_chunks
+        from ..oci.digest import CHUNK
 
-        yield read_file_chunks(path)
+        try:
+            f = open(path, "rb", buffering=0)
+        except FileNotFoundError:
+            raise UsageError(f"{path} vanished while it was being pushed; nothing was published") from None
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        with f:
+            yield iter(lambda: f.read(CHUNK), b"")
 
     return cm
 

@@ -22,6 +22,7 @@ import json
 import os
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -41,33 +42,34 @@ from ..errors import (
     NotFoundError,
     OciartError,
     RegistryError,
+    UnreachableError,
     UnsupportedError,
 )
+from .. import limits
 from ..fsutil import verify, write_all
 from ..oci import MANIFEST_ACCEPT, OCI_INDEX, Content, Descriptor, Index
 from ..oci.digest import Digester
-from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type, parse_manifest_content
-from ..reference import is_digest
+from ..oci.models import detect_media_type, parse_manifest_content
+from ..reference import canonical_host, is_digest
 from .auth import Challenge, Credentials, TokenCache, lookup_credentials, merge_scopes, parse_challenge
 from .base import Opener, ProgressFn, Target
 from .ingest import Ingest, temporary
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 READ_CHUNK = 1 << 20
-MAX_TOKEN_BYTES = 4 << 20
 
 #: Upload strategy and PATCH limits by host suffix (registry-protocol.md §13).
 HOST_QUIRKS: list[tuple[re.Pattern[str], dict[str, Any]]] = [
-    (re.compile(r"(^|\.)ghcr\.io$"), {"strategy": "monolithic", "chunk_max": 4 << 20}),
-    (re.compile(r"\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"), {"strategy": "monolithic", "chunk_min": 5 << 20}),
-    (re.compile(r"(-docker\.pkg\.dev|(^|\.)gcr\.io)$"), {"strategy": "monolithic"}),
+    (re.compile(r"(^|\.)ghcr\.io\Z"), {"strategy": "monolithic", "chunk_max": 4 << 20}),
+    (re.compile(r"\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?\Z"), {"strategy": "monolithic", "chunk_min": 5 << 20}),
+    (re.compile(r"(-docker\.pkg\.dev|(^|\.)gcr\.io)\Z"), {"strategy": "monolithic"}),
 ]
 
 
 def _is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1 : host.index("]")]
-    if name == "localhost":
-        return True
+    """``localhost`` or a loopback address, however spelled (``LOCALHOST``, ``127.1``, ``[::ffff:127.0.0.1]``)."""
+    canonical = canonical_host(host)
+    name = canonical[1 : canonical.index("]")] if canonical.startswith("[") else canonical.rsplit(":", 1)[0]
     try:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
@@ -86,6 +88,16 @@ def _cause_chain(exc: BaseException) -> Iterator[BaseException]:
 def _is_cert_error(exc: BaseException) -> bool:
     return any(isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e)
                for e in _cause_chain(exc))
+
+
+def _unreachable(exc: BaseException, host: str | None) -> UnreachableError | None:
+    """A failure that retrying cannot fix (the name does not resolve, the connection is refused), or None."""
+    for e in _cause_chain(exc):
+        if isinstance(e, socket.gaierror):
+            return UnreachableError(f"cannot reach {host}: the host name does not resolve ({_short(e)})")
+        if isinstance(e, ConnectionRefusedError):
+            return UnreachableError(f"cannot reach {host}: connection refused")
+    return None
 
 
 def _is_tls_protocol_error(exc: BaseException) -> bool:
@@ -213,7 +225,8 @@ class RegistryTarget(Target):
         if not _is_loopback(self.host):
             return "https"
         try:
-            self._client.get(f"https://{self.host}/v2/", timeout=10)
+            with self._client.stream("GET", f"https://{self.host}/v2/", timeout=10):
+                pass  # the body is never read
             return "https"
         except httpx.TransportError as exc:
             if _is_cert_error(exc):
@@ -222,7 +235,7 @@ class RegistryTarget(Target):
                 ) from None
             if _is_tls_protocol_error(exc) or isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
                 return "http"
-            raise NetworkError(f"cannot connect to {self.host}: {_short(exc)}") from None
+            raise _unreachable(exc, self.host) or NetworkError(f"cannot connect to {self.host}: {_short(exc)}") from None
 
     def _same_origin(self, url: httpx.URL) -> bool:
         o = httpx.URL(self.origin)
@@ -271,6 +284,10 @@ class RegistryTarget(Target):
         if not realm:
             raise AuthError(f"{self.host} asked for a bearer token without naming a token realm")
         creds = self._creds()
+        if creds is not None and not self._may_send_credentials(realm):
+            raise AuthError(f"{self.host}: refusing to send credentials to token realm {realm}: not HTTPS "
+                            "(credentials go over plain HTTP only to a plain-HTTP loopback registry or with "
+                            "--plain-http)")
         service = ch.params.get("service")
         try:
             if creds and creds.identity_token:
@@ -286,7 +303,7 @@ class RegistryTarget(Target):
                 req = self._client.build_request("GET", realm, params=params, headers=headers)
             resp = self._client.send(req, stream=True)
             try:
-                body_bytes = _read_capped(resp, MAX_TOKEN_BYTES, f"{self.host}: token response")
+                body_bytes = _read_capped(resp, limits.TOKEN_BYTES, f"{self.host}: token response")
             finally:
                 resp.close()
         except httpx.TransportError as exc:
@@ -312,6 +329,17 @@ class RegistryTarget(Target):
             expires = 60.0
         return str(token), expires
 
+    def _may_send_credentials(self, realm: str) -> bool:
+        """Credentials go to a token realm only over HTTPS, unless this registry is itself plain HTTP on loopback or
+        ``plain_http`` was asked for (then the user chose clear text)."""
+        try:
+            scheme = httpx.URL(realm).scheme
+        except (httpx.InvalidURL, ValueError):
+            return False
+        if scheme == "https":
+            return True
+        return scheme == "http" and (self._plain_http or (self.origin.startswith("http:") and _is_loopback(self.host)))
+
     # -- requests ----------------------------------------------------------------------------------
     def _url(self, path: str) -> httpx.URL:
         return httpx.URL(self.origin + path)
@@ -327,12 +355,14 @@ class RegistryTarget(Target):
         stream: bool = False,
         retry: bool = True,
         follow: bool = True,
+        max_body: int = limits.SMALL_BODY_BYTES,
     ) -> httpx.Response:
         """Send one request with auth, redirects (auth stripped cross-origin) and retries.
 
         ``body`` is bytes, a factory of fresh iterators (re-sent on retry), or a one-shot iterator (with
         ``retry=False``). Returns the response (open when ``stream``; the caller closes it). Error statuses are
-        returned, not raised.
+        returned, not raised. Without ``stream`` the body is read here: at most ``max_body`` bytes of a success
+        (more is an error naming the cap), at most :data:`limits.ERROR_BODY_BYTES` of an error (the rest unread).
         """
         target = url if isinstance(url, httpx.URL) else (self._url(url) if url.startswith("/") else httpx.URL(url))
         scopes = merge_scopes(scopes)
@@ -365,13 +395,14 @@ class RegistryTarget(Target):
             except httpx.TransportError as exc:
                 if _is_cert_error(exc):
                     raise NetworkError(f"TLS certificate of {req_url.host} is not trusted ({_short(exc)})") from None
+                if (unreachable := _unreachable(exc, req_url.netloc.decode())) is not None:
+                    raise unreachable from None
                 if retry and retrier.wait():
                     continue
                 raise NetworkError(f"{method} {req_url.copy_with(query=None)} failed: {_short(exc)}") from None
             status = resp.status_code
             if status == 401 and self._same_origin(req_url):
-                resp.read()
-                resp.close()
+                _read_error_body(resp)
                 ch = parse_challenge(resp.headers.get("www-authenticate", ""))
                 auth_rounds += 1
                 if ch is None or ch.scheme not in ("basic", "bearer") or auth_rounds > 4:
@@ -392,15 +423,21 @@ class RegistryTarget(Target):
                     continue
                 raise self._auth_failure(ch, scopes)
             if status in RETRY_STATUS and retry:
-                resp.read()
-                resp.close()
+                _read_error_body(resp)
                 if retrier.wait(resp):
                     continue
                 if status == 429:
                     raise NetworkError(f"{self.host}: too many requests (HTTP 429), gave up after retries")
             if not stream:
-                resp.read()
-                resp.close()
+                if method == "HEAD":
+                    resp.close()  # no body; Content-Length describes the resource
+                elif status >= 400:
+                    _read_error_body(resp)
+                else:
+                    try:
+                        _read_capped(resp, max_body, f"{self.host}: {method} {req_url.path}", keep=True)
+                    finally:
+                        resp.close()
             return resp
 
     def _auth_failure(self, ch: Challenge | None, scopes: tuple[str, ...]) -> AuthError:
@@ -419,8 +456,7 @@ class RegistryTarget(Target):
         if status < 400:
             return
         if not resp.is_closed:
-            resp.read()
-            resp.close()
+            _read_error_body(resp)
         codes, message = _oci_errors(resp)
         detail = f"{what}: {message or httpx.codes.get_reason_phrase(status) or 'error'} (HTTP {status}"
         detail += f", {', '.join(codes)})" if codes else ")"
@@ -475,7 +511,7 @@ class RegistryTarget(Target):
                             headers={"Accept": MANIFEST_ACCEPT}, stream=True)
         try:
             self._raise_for(resp, what)
-            data = _read_capped(resp, MAX_MANIFEST_BYTES, what)
+            data = _read_capped(resp, limits.MANIFEST_BYTES, what)
         except httpx.TransportError as exc:
             raise NetworkError(f"{what}: connection failed: {_short(exc)}") from None
         finally:
@@ -505,8 +541,11 @@ class RegistryTarget(Target):
         if artifact_type:
             url = url.copy_merge_params({"artifactType": artifact_type})
         found: list[Descriptor] = []
-        for _ in range(1000):
-            resp = self.request("GET", url, scopes=self._pull(repo), headers={"Accept": OCI_INDEX})
+        pages = _Pagination(f"{self.host}: referrers of {repo}@{digest}")
+        while True:
+            pages.next(len(found))
+            resp = self.request("GET", url, scopes=self._pull(repo), headers={"Accept": OCI_INDEX},
+                                max_body=limits.MANIFEST_BYTES)
             media = (resp.headers.get("content-type") or "").split(";")[0].strip()
             if resp.status_code == 404 and "NAME_UNKNOWN" in _oci_errors(resp)[0]:
                 return []
@@ -701,6 +740,8 @@ class RegistryTarget(Target):
             except (NetworkError, _Retryable) as exc:
                 # upload sessions are not resumable on distribution: restart the blob
                 resp = exc.resp if isinstance(exc, _Retryable) else None
+                if isinstance(exc, UnreachableError):
+                    raise
                 if not _is_cert_error(exc) and retrier.wait(resp):  # an untrusted certificate stays untrusted
                     continue
                 if isinstance(exc, _Retryable):
@@ -788,11 +829,15 @@ class RegistryTarget(Target):
     def tags(self, repo: str) -> list[str]:
         found: set[str] = set()
         url: httpx.URL = self._url(f"/v2/{repo}/tags/list?n=1000")
-        for _ in range(10_000):
-            resp = self.request("GET", url, scopes=self._pull(repo))
+        pages = _Pagination(f"{self.host}: tag list of {repo}")
+        while True:
+            pages.next(len(found))
+            resp = self.request("GET", url, scopes=self._pull(repo), max_body=limits.TAG_PAGE_BYTES)
             self._raise_for(resp, f"tags of {repo}")
             try:
                 page = resp.json().get("tags") or []
+                if not isinstance(page, list) or not all(isinstance(t, str) for t in page):
+                    raise ValueError("tags is not a list of strings")
             except (ValueError, AttributeError):
                 raise InvalidContentError(f"{self.host}: malformed tag list for {repo}") from None
             new = set(page) - found
@@ -885,17 +930,59 @@ def _pump(resp: httpx.Response, fd: int, d: Digester, size: int, what: str, prog
         raise _Dropped(f"stream ended after {d.size} of {size} bytes")
 
 
-def _read_capped(resp: httpx.Response, limit: int, what: str) -> bytes:
-    """Read a small response body, refusing more than ``limit`` bytes (announced or actually sent)."""
+def _read_capped(resp: httpx.Response, limit: int, what: str, *, keep: bool = False) -> bytes:
+    """Read a small response body, refusing more than ``limit`` bytes (announced or actually sent). ``keep``: also
+    store it as the response's content (``resp.content``, ``resp.json()``)."""
     declared = resp.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise InvalidContentError(f"{what}: {declared} bytes, over the {limit}-byte limit")
+        raise InvalidContentError(f"{what}: response of {declared} bytes, over the {limit}-byte limit")
     buf = bytearray()
-    for chunk in resp.iter_bytes():
-        buf += chunk
-        if len(buf) > limit:
-            raise InvalidContentError(f"{what}: over the {limit}-byte limit")
+    try:
+        for chunk in resp.iter_bytes():
+            buf += chunk
+            if len(buf) > limit:
+                raise InvalidContentError(f"{what}: response over the {limit}-byte limit")
+    except httpx.TransportError as exc:
+        raise NetworkError(f"{what}: connection failed: {_short(exc)}") from None
+    if keep:
+        resp._content = bytes(buf)  # what httpx's own read() stores
     return bytes(buf)
+
+
+def _read_error_body(resp: httpx.Response) -> None:
+    """Read at most :data:`limits.ERROR_BODY_BYTES` of an error response (kept as its content, for the OCI error
+    codes), then close it: a registry cannot make an error answer cost more than that."""
+    buf = bytearray()
+    try:
+        for chunk in resp.iter_bytes():
+            buf += chunk
+            if len(buf) >= limits.ERROR_BODY_BYTES:
+                break
+    except (httpx.TransportError, httpx.StreamError):
+        pass
+    finally:
+        resp.close()
+    resp._content = bytes(buf[: limits.ERROR_BODY_BYTES])
+
+
+class _Pagination:
+    """Bounds one paginated listing: :data:`limits.PAGES` pages, :data:`limits.PAGE_ENTRIES` entries and
+    :data:`limits.PAGINATION_SECONDS` seconds, whichever comes first."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.pages = 0
+        self.deadline = time.monotonic() + limits.PAGINATION_SECONDS
+
+    def next(self, entries: int) -> None:
+        self.pages += 1
+        if self.pages > limits.PAGES:
+            raise InvalidContentError(f"{self.what}: more than {limits.PAGES} pages; giving up")
+        if entries > limits.PAGE_ENTRIES:
+            raise InvalidContentError(f"{self.what}: more than {limits.PAGE_ENTRIES} entries; giving up")
+        if time.monotonic() > self.deadline:
+            raise InvalidContentError(f"{self.what}: pagination still going after {limits.PAGINATION_SECONDS:g} s "
+                                      f"({self.pages - 1} pages); giving up")
 
 
 def _short(exc: BaseException) -> str:

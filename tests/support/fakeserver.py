@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import socketserver
+import ssl
 import threading
 import time
 import traceback
@@ -86,11 +87,14 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, handler_cls: type[BaseHTTPRequestHandler], owner: Any) -> None:
+    def __init__(self, handler_cls: type[BaseHTTPRequestHandler], owner: Any,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.owner = owner
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), handler_cls)
+        if tls is not None:  # HTTPS: the handshake runs on accept
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
@@ -196,17 +200,17 @@ class FakeServer:
     ``handler(method, path, headers, body_reader) -> (status, headers, body)``: ``path`` includes the query,
     ``headers`` has lower-cased names, ``body_reader`` is a :class:`BodyReader` (unread body is drained afterwards).
     ``Content-Length`` is added for ``bytes`` bodies; iterables are sent chunked unless ``Content-Length`` is set.
-    Every request is appended to ``.log`` (``method``, ``path``, ``headers``, ``status``, ``time``); exceptions raised
+    ``tls`` (a server-side ``ssl.SSLContext``) serves HTTPS. Every request is appended to ``.log`` (``method``, ``path``, ``headers``, ``status``, ``time``); exceptions raised
     by the handler become a 500 and are kept in ``.errors``.
     """
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
         self.log: list[dict[str, Any]] = []
         self.errors: list[BaseException] = []
-        self._httpd = LoopbackHTTPServer(_FakeHandler, self)
+        self._httpd = LoopbackHTTPServer(_FakeHandler, self, tls)
         self.host = self._httpd.host
-        self.url = f"http://{self.host}"
+        self.url = f"{'https' if tls else 'http'}://{self.host}"
 
     def stop(self) -> None:
         """Shut the server down."""
