@@ -6,11 +6,15 @@ Copy, push and pull (see :mod:`ociart.transfer`) are written once against this i
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
+from ..errors import ConflictError, NotFoundError
 from ..oci import Content, Descriptor
 from .ingest import Ingest
 
@@ -18,6 +22,67 @@ from .ingest import Ingest
 ProgressFn = Callable[[int], None]
 #: Opens a fresh stream of a blob's bytes (called again when an upload is retried).
 Opener = Callable[[], AbstractContextManager[Iterator[bytes]]]
+
+
+class Absent(enum.Enum):
+    """Type of :data:`ABSENT`."""
+
+    ABSENT = "absent"
+
+
+#: ``expect=ABSENT`` in :meth:`Target.tag`: the tag must not exist yet.
+ABSENT = Absent.ABSENT
+#: What a compare-and-set expects a tag to point at: a digest, :data:`ABSENT`, or None (no check).
+Expect = str | Absent | None
+
+
+def parse_expect(value: str) -> Expect:
+    """``--expect``'s value: ``absent`` → :data:`ABSENT`, else a digest."""
+    if value == ABSENT.value:
+        return ABSENT
+    from ..reference import check_digest
+
+    return check_digest(value)
+
+
+def check_expected(where: str, tag: str, expect: Expect, current: str | None, wanted: str) -> None:
+    """Raise :class:`ConflictError` naming ``current`` unless the tag is where ``expect`` says.
+
+    A tag already at ``wanted`` passes whatever was expected: the caller's intent holds, and a retried request
+    whose first answer was lost stays a success.
+    """
+    if expect is None or current == wanted:
+        return
+    if expect is ABSENT and current is None:
+        return
+    if isinstance(expect, str) and current == expect:
+        return
+    was = "absent" if expect is ABSENT else expect
+    now = current if current is not None else "absent (no such tag)"
+    raise ConflictError(f"{where}: tag {tag!r} is at {now}, expected {was}; not moved", current)
+
+
+@dataclass(frozen=True)
+class ListedManifest:
+    """A manifest a store holds for a repository, with the tags that point at it (none: untagged)."""
+
+    descriptor: Descriptor
+    tags: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class RepositoryLister(Protocol):
+    """Optional capability: a store that can name its repositories (a registry's catalog, a layout's index)."""
+
+    def repositories(self) -> list[str]: ...
+
+
+@runtime_checkable
+class ManifestLister(Protocol):
+    """Optional capability: a store that knows every manifest of a repository, untagged ones included
+    (layouts). Registries do not: their manifests are found through tags and referrers."""
+
+    def manifests(self, repo: str) -> list[ListedManifest]: ...
 
 
 def file_opener(path: Path) -> Opener:
@@ -103,6 +168,30 @@ class Target(ABC):
 
     @abstractmethod
     def tags(self, repo: str) -> list[str]: ...
+
+    def current_tag(self, repo: str, tag: str) -> str | None:
+        """The digest ``tag`` points at now, None when it does not exist."""
+        try:
+            return self.resolve(repo, tag).digest
+        except NotFoundError:
+            return None
+
+    def tag(self, repo: str, tag: str, desc: Descriptor, expect: Expect = None) -> None:
+        """Point ``tag`` at the existing manifest ``desc`` (nothing is uploaded but the manifest's own bytes).
+
+        ``expect`` makes it a compare-and-set: a digest the tag must point at now, :data:`ABSENT` (it must not
+        exist), or None (no check). A lost compare-and-set raises :class:`ConflictError` naming the digest now
+        there. This generic version reads, compares, writes and reads back; stores override it to close the window
+        (a layout's lock, a registry's ``If-Match``).
+        """
+        content = self.get_manifest(repo, desc.digest)
+        check_expected(self._tag_where(repo), tag, expect, self.current_tag(repo, tag), desc.digest)
+        self.put_manifest(repo, content, tag)
+        if expect is not None:
+            check_expected(self._tag_where(repo), tag, desc.digest, self.current_tag(repo, tag), desc.digest)
+
+    def _tag_where(self, repo: str) -> str:
+        return f"{self.name}/{repo}" if repo else self.name
 
     @abstractmethod
     def delete_manifest(self, repo: str, digest: str) -> None: ...

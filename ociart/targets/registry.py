@@ -36,6 +36,7 @@ import httpx
 
 from ..errors import (
     AuthError,
+    ConflictError,
     DigestMismatchError,
     InvalidContentError,
     NetworkError,
@@ -56,7 +57,7 @@ from ..oci.models import (
 )
 from ..reference import is_digest
 from .auth import Challenge, Credentials, TokenCache, lookup_credentials, merge_scopes, parse_challenge
-from .base import Opener, ProgressFn, Target
+from .base import ABSENT, Expect, Opener, ProgressFn, Target, check_expected
 from .ingest import Ingest, temporary
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -496,15 +497,65 @@ class RegistryTarget(Target):
     def put_manifest(self, repo: str, content: Content, tag: str | None = None) -> None:
         self._put_manifest(repo, content, tag)
 
-    def _put_manifest(self, repo: str, content: Content, tag: str | None) -> httpx.Response:
+    def _put_manifest(self, repo: str, content: Content, tag: str | None,
+                      conditions: dict[str, str] | None = None) -> httpx.Response:
         ref = tag or content.digest
         resp = self.request("PUT", f"/v2/{repo}/manifests/{ref}", scopes=self._push(repo),
-                            headers={"Content-Type": content.media_type}, body=content.data)
+                            headers={"Content-Type": content.media_type, **(conditions or {})}, body=content.data)
+        if resp.status_code == 412:  # a precondition (If-Match, If-None-Match) the registry honours failed
+            raise ConflictError(f"{self.host}: {repo}:{ref} changed before the write (HTTP 412)")
         self._raise_for(resp, f"push manifest {repo}:{ref}")
         got = resp.headers.get("docker-content-digest")
         if got and got != content.digest:
             raise DigestMismatchError(f"{self.host}: registry stored manifest as {got}, expected {content.digest}")
         return resp
+
+    def tag(self, repo: str, tag: str, desc: Descriptor, expect: Expect = None) -> None:
+        """Re-PUT the manifest's exact bytes under ``tag``. A compare-and-set reads and compares first, sends
+        ``If-Match: "<digest>"`` (``If-None-Match: *`` for ABSENT) for registries that honour conditional requests
+        (412 = lost), and reads the tag back after the write. Without conditional PUT (distribution 2.8.2) a writer
+        whose PUT lands between another's compare and write is not seen by it (docs/transport.md)."""
+        content = self.get_manifest(repo, desc.digest)  # the stored bytes, verified; never re-serialised
+        where = f"{self.host}/{repo}"
+        conditions: dict[str, str] = {}
+        if expect is not None:
+            check_expected(where, tag, expect, self.current_tag(repo, tag), desc.digest)
+            conditions = {"If-None-Match": "*"} if expect is ABSENT else {"If-Match": f'"{expect}"'}
+        try:
+            self._put_manifest(repo, content, tag, conditions)
+        except ConflictError:
+            current = self.current_tag(repo, tag)
+            check_expected(where, tag, desc.digest, current, desc.digest)  # raises unless it is ours after all
+            return
+        if expect is not None:
+            check_expected(where, tag, desc.digest, self.current_tag(repo, tag), desc.digest)
+
+    # -- listing -----------------------------------------------------------------------------------
+    def repositories(self, page_size: int = 1000) -> list[str]:
+        """``GET /v2/_catalog?n=<page_size>``, following ``Link: rel="next"`` on the same origin (``last=``)."""
+        found: list[str] = []
+        seen: set[str] = set()
+        url: httpx.URL = self._url(f"/v2/_catalog?n={page_size}")
+        for _ in range(100_000):
+            resp = self.request("GET", url, scopes=("registry:catalog:*",))
+            if resp.status_code in (401, 403, 404, 405):
+                raise UnsupportedError(f"{self.host}: the registry does not list its repositories (/v2/_catalog "
+                                       f"answered HTTP {resp.status_code}); name a repository", resp.status_code)
+            self._raise_for(resp, "repository catalog")
+            try:
+                page = resp.json().get("repositories") or []
+            except (ValueError, AttributeError):
+                raise InvalidContentError(f"{self.host}: malformed repository catalog") from None
+            new = [r for r in page if isinstance(r, str) and r not in seen]
+            seen.update(new)
+            found += new
+            nxt = resp.links.get("next", {}).get("url")
+            if not nxt or not new:
+                break
+            url = url.join(nxt)
+            if not self._same_origin(url):
+                break
+        return sorted(found)
 
     # -- referrers (distribution-spec v1.1.1: API, or the sha256-<hex> tag schema) -----------------
     def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
