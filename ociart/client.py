@@ -457,9 +457,7 @@ class Client:
         ``sha256-*`` scheme tags. See :mod:`ociart.listing` for how sizes are counted."""
         scope = parse_scope(where)
         target = self.target(scope, create=False)
-        repos = [scope.repository] if scope.repository else None
-        location = target.name if scope.registry or scope.embedded else f"oci:{scope.layout}"
-        return list_store(target, repos, all=all, location=location)
+        return list_store(target, [scope.repository] if scope.repository else None, all=all)
 
     def delete(self, ref: str | Reference) -> DeleteResult:
         """Delete by digest (every tag on the manifest goes with it), or a tag alone where supported."""

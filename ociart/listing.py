@@ -81,8 +81,7 @@ def parse_scope(where: str | None) -> Reference:
     return ref
 
 
-def list_store(target: Target, repositories: list[str] | None = None, *, all: bool = False,
-               location: str | None = None) -> Listing:
+def list_store(target: Target, repositories: list[str] | None = None, *, all: bool = False) -> Listing:
     """List ``repositories`` of ``target`` (None: every repository the store can name)."""
     if repositories is None:
         if not isinstance(target, RepositoryLister):
@@ -94,7 +93,7 @@ def list_store(target: Target, repositories: list[str] | None = None, *, all: bo
         for item, parts in _list_repository(target, repo, all):
             artifacts.append(item)
             counted.update(parts)
-    return Listing(location=location or target.name, repositories=list(repositories), artifacts=artifacts,
+    return Listing(location=target.name, repositories=list(repositories), artifacts=artifacts,
                    total=sum(counted.values()))
 
 

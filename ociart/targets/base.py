@@ -181,14 +181,25 @@ class Target(ABC):
 
         ``expect`` makes it a compare-and-set: a digest the tag must point at now, :data:`ABSENT` (it must not
         exist), or None (no check). A lost compare-and-set raises :class:`ConflictError` naming the digest now
-        there. This generic version reads, compares, writes and reads back; stores override it to close the window
-        (a layout's lock, a registry's ``If-Match``).
+        there. Here: read and compare, write (:meth:`put_tag`, where a store checks the expectation atomically if
+        it can), read back. A layout overrides the whole with its lock.
         """
-        content = self.get_manifest(repo, desc.digest)
-        check_expected(self._tag_where(repo), tag, expect, self.current_tag(repo, tag), desc.digest)
-        self.put_manifest(repo, content, tag)
+        content = self.get_manifest(repo, desc.digest)  # the stored bytes, verified; never re-serialised
+        where = self._tag_where(repo)
         if expect is not None:
-            check_expected(self._tag_where(repo), tag, desc.digest, self.current_tag(repo, tag), desc.digest)
+            check_expected(where, tag, expect, self.current_tag(repo, tag), desc.digest)
+        try:
+            self.put_tag(repo, content, tag, expect)
+        except ConflictError:  # the store's own precondition check failed: name what is there now
+            check_expected(where, tag, desc.digest, self.current_tag(repo, tag), desc.digest)
+            return  # it is at our digest after all (e.g. a retried request)
+        if expect is not None:  # another writer's PUT may have replaced ours
+            check_expected(where, tag, desc.digest, self.current_tag(repo, tag), desc.digest)
+
+    def put_tag(self, repo: str, content: Content, tag: str, expect: Expect) -> None:
+        """Write ``content`` under ``tag``; a store that can check ``expect`` atomically does so here and raises
+        :class:`ConflictError` when it does not hold."""
+        self.put_manifest(repo, content, tag)
 
     def _tag_where(self, repo: str) -> str:
         return f"{self.name}/{repo}" if repo else self.name

@@ -57,7 +57,7 @@ from ..oci.models import (
 )
 from ..reference import is_digest
 from .auth import Challenge, Credentials, TokenCache, lookup_credentials, merge_scopes, parse_challenge
-from .base import ABSENT, Expect, Opener, ProgressFn, Target, check_expected
+from .base import ABSENT, Expect, Opener, ProgressFn, Target
 from .ingest import Ingest, temporary
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -510,25 +510,17 @@ class RegistryTarget(Target):
             raise DigestMismatchError(f"{self.host}: registry stored manifest as {got}, expected {content.digest}")
         return resp
 
-    def tag(self, repo: str, tag: str, desc: Descriptor, expect: Expect = None) -> None:
-        """Re-PUT the manifest's exact bytes under ``tag``. A compare-and-set reads and compares first, sends
-        ``If-Match: "<digest>"`` (``If-None-Match: *`` for ABSENT) for registries that honour conditional requests
-        (412 = lost), and reads the tag back after the write. Without conditional PUT (distribution 2.8.2) a writer
-        whose PUT lands between another's compare and write is not seen by it (docs/transport.md)."""
-        content = self.get_manifest(repo, desc.digest)  # the stored bytes, verified; never re-serialised
-        where = f"{self.host}/{repo}"
+    def put_tag(self, repo: str, content: Content, tag: str, expect: Expect) -> None:
+        """The manifest's exact bytes PUT under ``tag``; with ``expect``, conditional (RFC 9110 §13.1):
+        ``If-Match: "<digest>"`` (a manifest's ETag is its quoted digest) or ``If-None-Match: *`` for ABSENT. A
+        registry that honours them answers 412 when the tag moved (→ ConflictError); distribution 2.8.2 ignores
+        them, which leaves the window written down in docs/transport.md."""
         conditions: dict[str, str] = {}
-        if expect is not None:
-            check_expected(where, tag, expect, self.current_tag(repo, tag), desc.digest)
-            conditions = {"If-None-Match": "*"} if expect is ABSENT else {"If-Match": f'"{expect}"'}
-        try:
-            self._put_manifest(repo, content, tag, conditions)
-        except ConflictError:
-            current = self.current_tag(repo, tag)
-            check_expected(where, tag, desc.digest, current, desc.digest)  # raises unless it is ours after all
-            return
-        if expect is not None:
-            check_expected(where, tag, desc.digest, self.current_tag(repo, tag), desc.digest)
+        if expect is ABSENT:
+            conditions = {"If-None-Match": "*"}
+        elif expect is not None:
+            conditions = {"If-Match": f'"{expect}"'}
+        self._put_manifest(repo, content, tag, conditions)
 
     # -- listing -----------------------------------------------------------------------------------
     def repositories(self, page_size: int = 1000) -> list[str]:
