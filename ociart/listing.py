@@ -8,6 +8,10 @@ A registry's manifests are found through its tags and, with ``all``, the referre
 Sizes: an artifact's ``size`` is its manifest plus every distinct blob it references (config and layers; for an
 index, its child manifests and their blobs too), each counted once. The listing's ``total`` counts every manifest
 and blob of the listed artifacts once, however many artifacts share it: the bytes the listed content occupies.
+
+Without ``all`` only manifests with a tag of their own are listed (not ``sha256-*``: the referrers fallback index,
+cosign's ``.sig``/``.att``): untagged referrers (signatures, attestations, provenance) and untagged manifests are not.
+A report pushed by tag with a subject is listed, since it has a tag.
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ def parse_scope(where: str | None) -> Reference:
 
 def list_store(target: Target, repositories: list[str] | None = None, *, all: bool = False) -> Listing:
     """List ``repositories`` of ``target`` (None: every repository the store can name)."""
+    named = repositories is not None
     if repositories is None:
         if not isinstance(target, RepositoryLister):
             raise UsageError(f"{target.name} cannot list its repositories; name one")
@@ -90,7 +95,13 @@ def list_store(target: Target, repositories: list[str] | None = None, *, all: bo
     artifacts: list[ListedArtifact] = []
     counted: dict[str, int] = {}
     for repo in repositories:
-        for item, parts in _list_repository(target, repo, all):
+        try:
+            found = _list_repository(target, repo, all)
+        except NotFoundError:
+            if named:
+                raise
+            continue  # in the catalog, but without tags now (every manifest deleted)
+        for item, parts in found:
             artifacts.append(item)
             counted.update(parts)
     return Listing(location=target.name, repositories=list(repositories), artifacts=artifacts,
@@ -116,20 +127,18 @@ def _list_repository(target: Target, repo: str, all: bool) -> list[tuple[ListedA
     queue = list(entries)
     while queue:
         desc, tags = queue.pop(0)
-        if desc.digest in seen:
-            continue
+        shown_tags = sorted(t for t in tags if all or not t.startswith(SCHEME_TAG_PREFIX))
+        if desc.digest in seen or not (all or shown_tags):
+            continue  # without --all: only what has a tag of its own (not sha256-*)
         seen.add(desc.digest)
         try:
             content = target.get_manifest(repo, desc.digest)
         except NotFoundError:
             continue  # an index entry whose manifest blob is gone
         node = content.parse()
-        shown_tags = sorted(t for t in tags if all or not t.startswith(SCHEME_TAG_PREFIX))
         subject = node.subject.digest if node.subject is not None else None
         if all and not isinstance(target, ManifestLister):
             queue += [(r, []) for r in target.referrers(repo, desc.digest) if r.digest not in seen]
-        if not all and (subject is not None or not shown_tags):
-            continue  # referrers, untagged manifests and scheme-tagged ones need --all
         parts = _parts(target, repo, content, node, 0)
         out.append((ListedArtifact(
             repository=repo, tags=shown_tags, digest=content.digest, mediaType=content.media_type,

@@ -365,7 +365,7 @@ def test_ls_oci_layout_with_untagged(tmp_path: Path) -> None:
     layout = tmp_path / "layout"
     target = LayoutTarget(layout)
     s1 = push_subject(target, "", b"first", tag="one")
-    push_subject(target, "", b"second", tag="two")
+    s2 = push_subject(target, "", b"second", tag="two")
     with ociart.Client() as c:
         c.tag(f"oci:{layout}:one", ["also"])
         report = tmp_path / "report"
@@ -374,11 +374,18 @@ def test_ls_oci_layout_with_untagged(tmp_path: Path) -> None:
         c.push(f"oci:{layout}:orphan", [report / "metrics.json"], lineage=False)
         c.delete(f"oci:{layout}:orphan")  # gone from index.json: a blob only, not listed
         c.sign(f"oci:{layout}:one", ec.generate_private_key(ec.SECP256R1()))
+        evaluation = tmp_path / "evaluation"
+        evaluation.mkdir()
+        (evaluation / "metrics.json").write_text('{"accuracy": 0.91}')
+        rep = c.push(f"oci:{layout}:eval", [evaluation], kind="report", subject=f"oci:{layout}:two",
+                     lineage=False).digest
         listing = c.ls(f"oci:{layout}")
         full = c.ls(f"oci:{layout}", all=True)
     read, size_of = _layout_fs(layout)
     assert listing.repositories == [""] and listing.location == f"oci:{layout}"
-    assert sorted(tuple(a.tags) for a in listing.artifacts) == [("also", "one"), ("two",)]
+    assert sorted(tuple(a.tags) for a in listing.artifacts) == [("also", "one"), ("eval",), ("two",)]
+    report = next(a for a in listing.artifacts if a.tags == ["eval"])  # a referrer, but tagged: listed
+    assert (report.digest, report.kind, report.subject) == (rep, "report", s2.digest)
     for a in full.artifacts:
         assert a.size == sum(_manifest_parts(read, size_of, a.digest).values())
     untagged = [a for a in full.artifacts if not a.tags]
@@ -389,7 +396,7 @@ def test_ls_oci_layout_with_untagged(tmp_path: Path) -> None:
     out = run_cli("ls", f"oci:{layout}", "--all")
     assert out.returncode == 0, out.stderr
     firsts = sorted(line.split()[0] for line in out.stdout.splitlines())
-    assert firsts[:2] == ["<none>", "also,one"] and "sha256-" in " ".join(firsts)
+    assert firsts[:3] == ["<none>", "also,one", "eval"] and "sha256-" in " ".join(firsts)
     assert run_cli("ls", f"oci:{layout}:one").returncode == 2
     assert run_cli("ls", f"oci:{tmp_path / 'nothing'}").returncode == 3
 
