@@ -21,7 +21,7 @@ from .packaging.unpack import PulledFile
 from .signing.results import Verification
 from .transfer import collect_files, copy_graph, push_files
 from .listing import SCHEME_TAG_PREFIX, Listing, list_store, parse_scope  # SCHEME_TAG_PREFIX: hidden by `tags`
-from .targets.base import ABSENT, Absent, Expect  # noqa: F401 - re-exported: Client.tag(expect=ABSENT)
+from .targets.base import ABSENT, Absent, Expect, parse_expect  # noqa: F401 - re-exported for Client.tag
 
 if TYPE_CHECKING:
     import httpx

@@ -310,7 +310,7 @@ def tag(
     """Point tags at an existing artifact without uploading it again; prints the digest.
 
     Example: ociart tag localhost:5000/models/bert@sha256:… prod --expect absent"""
-    from ..targets.base import parse_expect
+    from ..client import parse_expect
 
     with _client(username, password_stdin, plain_http, insecure, ca_file) as c:
         result = c.tag(src, tags, expect=parse_expect(expect) if expect is not None else None)
