@@ -118,8 +118,13 @@ class Target(ABC):
         """Raw manifest bytes; verified against the digest when ``reference`` is a digest."""
 
     @abstractmethod
-    def put_manifest(self, repo: str, content: Content, tag: str | None = None) -> None:
-        """Store manifest bytes by digest, and point ``tag`` at them when given."""
+    def put_manifest(self, repo: str, content: Content, tag: str | None = None, expect: Expect = None) -> None:
+        """Store manifest bytes by digest, and point ``tag`` at them when given.
+
+        ``expect`` (with ``tag``): move the tag only if it points at that digest now (:data:`ABSENT`: only if it
+        does not exist), checked atomically where the store can (a layout's ``index.json`` lock, a registry's
+        ``If-Match``), raising :class:`ConflictError`; a registry that ignores the condition writes anyway, which
+        :meth:`tag` then detects by reading back."""
 
     @abstractmethod
     def has_blob(self, repo: str, desc: Descriptor) -> bool: ...
@@ -181,25 +186,20 @@ class Target(ABC):
 
         ``expect`` makes it a compare-and-set: a digest the tag must point at now, :data:`ABSENT` (it must not
         exist), or None (no check). A lost compare-and-set raises :class:`ConflictError` naming the digest now
-        there. Here: read and compare, write (:meth:`put_tag`, where a store checks the expectation atomically if
-        it can), read back. A layout overrides the whole with its lock.
+        there: read and compare, write with the expectation (:meth:`put_manifest`, atomic where the store can),
+        read back (for registries that ignore conditional writes).
         """
         content = self.get_manifest(repo, desc.digest)  # the stored bytes, verified; never re-serialised
         where = self._tag_where(repo)
         if expect is not None:
             check_expected(where, tag, expect, self.current_tag(repo, tag), desc.digest)
         try:
-            self.put_tag(repo, content, tag, expect)
+            self.put_manifest(repo, content, tag, expect)
         except ConflictError:  # the store's own precondition check failed: name what is there now
             check_expected(where, tag, desc.digest, self.current_tag(repo, tag), desc.digest)
             return  # it is at our digest after all (e.g. a retried request)
         if expect is not None:  # another writer's PUT may have replaced ours
             check_expected(where, tag, desc.digest, self.current_tag(repo, tag), desc.digest)
-
-    def put_tag(self, repo: str, content: Content, tag: str, expect: Expect) -> None:
-        """Write ``content`` under ``tag``; a store that can check ``expect`` atomically does so here and raises
-        :class:`ConflictError` when it does not hold."""
-        self.put_manifest(repo, content, tag)
 
     def _tag_where(self, repo: str) -> str:
         return f"{self.name}/{repo}" if repo else self.name

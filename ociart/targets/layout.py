@@ -110,13 +110,18 @@ class LayoutTarget(Target):
             raise DigestMismatchError(f"manifest {desc.digest}: stored bytes hash to {content.digest}")
         return content
 
-    def put_manifest(self, repo: str, content: Content, tag: str | None = None) -> None:
+    def put_manifest(self, repo: str, content: Content, tag: str | None = None, expect: Expect = None) -> None:
+        """``expect`` is compared under the ``index.json`` lock: one winner among processes sharing the layout."""
         path = self.blob_path(content.digest)
         if not path.exists():
             write_stream_verified(path, [content.data], content.digest, content.size, "manifest", self._tmp)
         if tag is not None:
             name = self.ref_name(repo, tag)
             with self._edit_index() as index:
+                if expect is not None:
+                    current = next((m.digest for m in reversed(index.manifests)
+                                    if (m.annotations or {}).get(ANNOTATION_REF_NAME) == name), None)
+                    check_expected(self._where(repo), tag, expect, current, content.digest)
                 index.manifests = [
                     m for m in index.manifests if (m.annotations or {}).get(ANNOTATION_REF_NAME) != name
                 ]
@@ -227,18 +232,6 @@ class LayoutTarget(Target):
             if len(keep) == len(index.manifests):
                 raise NotFoundError(f"{self._where(repo)}: tag {tag!r} not found")
             index.manifests = keep
-
-    def tag(self, repo: str, tag: str, desc: Descriptor, expect: Expect = None) -> None:
-        """Compare and move the tag under the ``index.json`` lock: one winner among processes sharing the layout."""
-        stored = self.resolve(repo, desc.digest)  # the manifest must be here already; nothing is copied
-        name = self.ref_name(repo, tag)
-        with self._edit_index() as index:
-            current = next((m.digest for m in reversed(index.manifests)
-                            if (m.annotations or {}).get(ANNOTATION_REF_NAME) == name), None)
-            check_expected(self._where(repo), tag, expect, current, desc.digest)
-            index.manifests = [m for m in index.manifests if (m.annotations or {}).get(ANNOTATION_REF_NAME) != name]
-            index.manifests.append(Descriptor(mediaType=stored.mediaType, digest=stored.digest, size=stored.size,
-                                              annotations={ANNOTATION_REF_NAME: name}))
 
     # -- listing (RepositoryLister, ManifestLister) ---------------------------------------------------
     def repositories(self) -> list[str]:

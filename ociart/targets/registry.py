@@ -494,8 +494,16 @@ class RegistryTarget(Target):
             raise DigestMismatchError(f"{what}: digest mismatch: expected {expected}, got {content.digest}")
         return content
 
-    def put_manifest(self, repo: str, content: Content, tag: str | None = None) -> None:
-        self._put_manifest(repo, content, tag)
+    def put_manifest(self, repo: str, content: Content, tag: str | None = None, expect: Expect = None) -> None:
+        """With ``tag`` and ``expect``, a conditional PUT (RFC 9110 §13.1): ``If-Match: "<digest>"`` (a manifest's
+        ETag is its quoted digest), ``If-None-Match: *`` for ABSENT. A registry that honours them answers 412 when
+        the tag moved (→ ConflictError); distribution 2.8.2 ignores them (the window in docs/transport.md)."""
+        conditions: dict[str, str] = {}
+        if tag is not None and expect is ABSENT:
+            conditions = {"If-None-Match": "*"}
+        elif tag is not None and expect is not None:
+            conditions = {"If-Match": f'"{expect}"'}
+        self._put_manifest(repo, content, tag, conditions)
 
     def _put_manifest(self, repo: str, content: Content, tag: str | None,
                       conditions: dict[str, str] | None = None) -> httpx.Response:
@@ -509,18 +517,6 @@ class RegistryTarget(Target):
         if got and got != content.digest:
             raise DigestMismatchError(f"{self.host}: registry stored manifest as {got}, expected {content.digest}")
         return resp
-
-    def put_tag(self, repo: str, content: Content, tag: str, expect: Expect) -> None:
-        """The manifest's exact bytes PUT under ``tag``; with ``expect``, conditional (RFC 9110 §13.1):
-        ``If-Match: "<digest>"`` (a manifest's ETag is its quoted digest) or ``If-None-Match: *`` for ABSENT. A
-        registry that honours them answers 412 when the tag moved (→ ConflictError); distribution 2.8.2 ignores
-        them, which leaves the window written down in docs/transport.md."""
-        conditions: dict[str, str] = {}
-        if expect is ABSENT:
-            conditions = {"If-None-Match": "*"}
-        elif expect is not None:
-            conditions = {"If-Match": f'"{expect}"'}
-        self._put_manifest(repo, content, tag, conditions)
 
     # -- listing -----------------------------------------------------------------------------------
     def repositories(self, page_size: int = 1000) -> list[str]:
