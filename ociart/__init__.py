@@ -36,11 +36,13 @@ if TYPE_CHECKING:
         Inspection,
         PullResult,
         PushResult,
+        TagResult,
     )
     from .lineage.graph import Node
     from .lineage.record import LineageOptions
     from .lineage.run import CheckpointUploader, Run, run
     from .lineage.statement import Statement
+    from .listing import ListedArtifact, Listing
     from .oci import Descriptor
     from .packaging.unpack import PulledFile
     from .reference import Reference, parse_reference
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from .signing.service import AttestResult, SignResult
     from .signing.signers import load_signing_key, load_verification_key
     from .signing.verify import Trust, TrustedKey
+    from .targets.base import ABSENT
 
 #: Public name -> module, imported on first use: `import ociart` stays cheap for the CLI.
 _LAZY = {
@@ -62,6 +65,7 @@ _LAZY = {
     "Verification": "signing.results", "Verified": "signing.results", "AttestResult": "signing.service",
     "SignResult": "signing.service", "load_signing_key": "signing.signers",
     "load_verification_key": "signing.signers", "Trust": "signing.verify", "TrustedKey": "signing.verify",
+    "TagResult": "client", "Listing": "listing", "ListedArtifact": "listing", "ABSENT": "targets.base",
 }
 
 __all__ = [

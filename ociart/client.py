@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, JsonValue
 
 from . import limits
-from .errors import InvalidContentError, NotFoundError, OciartError, UsageError
+from .errors import InvalidContentError, InvalidReferenceError, NotFoundError, OciartError, UsageError
 from .oci import Content, Descriptor, Index, Manifest
 from .progress import Progress
-from .reference import Reference, embedded_store_path, parse_reference
+from .reference import TAG_RE, Reference, check_digest, embedded_store_path, parse_reference
 from .targets.auth import Credentials, remove_credentials, store_credentials
 from .targets.base import Target
 from .targets.layout import SWEEP_GRACE_SECONDS, LayoutTarget
@@ -23,6 +23,8 @@ from .lineage.record import LineageOptions
 from .packaging.unpack import PulledFile
 from .signing.results import Verification
 from .transfer import collect_files, copy_graph, push_files
+from .listing import Listing, list_store, parse_scope
+from .targets.base import ABSENT, Absent, Expect, parse_expect  # noqa: F401 - re-exported for Client.tag
 
 if TYPE_CHECKING:
     import httpx
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     #: What ``sign=`` accepts: a signer, a private key, or the path of a cosign key file (password from
     #: ``COSIGN_PASSWORD``).
     SignWith = Signer | ec.EllipticCurvePrivateKey | str | Path
+
 
 class PushResult(Descriptor):
     """The pushed manifest's descriptor, and ``reference``: where it was pushed, pinned to its digest."""
@@ -108,6 +111,14 @@ class DeleteResult(BaseModel):
     #: Blobs freed in a local store (embedded store, ``oci:`` layouts) and their total size in bytes.
     blobs: int = 0
     freed_bytes: int = 0
+
+
+class TagResult(BaseModel):
+    #: The source, pinned to the digest it resolved to once.
+    reference: str
+    digest: str
+    #: The tags now pointing at ``digest``.
+    tags: list[str]
 
 
 class Client:
@@ -426,6 +437,42 @@ class Client:
         r = self.ref(repo)
         found = self.target(r, create=False).tags(r.repository)
         return found if all else [t for t in found if not is_scheme_tag(t)]
+
+    def tag(self, src: str | Reference, tags: str | Sequence[str], *, expect: Expect = None) -> TagResult:
+        """Point ``tags`` (in ``src``'s repository) at the manifest ``src`` resolves to, uploading nothing.
+
+        ``expect`` makes it a compare-and-set, for exactly one tag: the digest the tag must point at now, or
+        :data:`ABSENT` (it must not exist); a lost race raises :class:`~ociart.errors.ConflictError` whose
+        ``current`` is the digest now there. ``None``: no check.
+        """
+        names = [tags] if isinstance(tags, str) else list(tags)
+        if not names:
+            raise UsageError("give at least one tag")
+        for name in names:
+            if not TAG_RE.match(name):
+                raise InvalidReferenceError(f"invalid tag {name!r}: letters, digits, _ . - (up to 128)")
+        if expect is not None:
+            if len(names) != 1:
+                raise UsageError("a compare-and-set (expect) moves exactly one tag")
+            if isinstance(expect, str):
+                check_digest(expect)
+        r = self.ref(src)
+        target = self.target(r, create=False)
+        desc = target.resolve(r.repository, r.reference)  # once: every tag gets the same digest
+        if r.digest and desc.digest != r.digest:
+            raise InvalidContentError(f"{r}: resolved to {desc.digest}")
+        for name in names:
+            target.tag(r.repository, name, desc, expect)
+        return TagResult(reference=str(r.with_digest(desc.digest)), digest=desc.digest, tags=names)
+
+    def ls(self, where: str | None = None, *, all: bool = False) -> Listing:
+        """What a store holds: ``where`` None lists the default store (embedded, or ``OCIART_REGISTRY``),
+        ``HOST[:PORT]`` every repository of a registry (``/v2/_catalog``), ``oci:PATH`` a layout, anything else one
+        repository. ``all`` adds untagged manifests, referrers (signatures, attestations, provenance) and
+        ``sha256-*`` scheme tags. See :mod:`ociart.listing` for how sizes are counted."""
+        scope = parse_scope(where)
+        target = self.target(scope, create=False)
+        return list_store(target, [scope.repository] if scope.repository else None, all=all)
 
     def delete(self, ref: str | Reference, *, referrers: bool = True) -> DeleteResult:
         """Delete by digest (every tag on the manifest goes with it), or a tag alone where supported.

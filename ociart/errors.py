@@ -4,12 +4,14 @@
 |------|---------------------|-------------------------------------------------------------|
 | 1    | OciartError         | anything else (registry refused, unsupported operation)     |
 | 2    | UsageError          | bad arguments or reference, existing file without overwrite |
+|      |                     | (OverwriteError)                                            |
 | 3    | NotFoundError       | repository, tag, manifest, blob or file not found           |
 | 4    | AuthError           | missing or wrong credentials, access denied                 |
 | 5    | VerificationError   | digest or size mismatch, malformed or oversized content,    |
 |      |                     | unsafe path                                                 |
 | 6    | NetworkError        | connection, TLS or timeout failure after retries; a host    |
 |      |                     | that does not resolve or refuses (UnreachableError)         |
+| 7    | ConflictError       | compare-and-set lost: the tag is elsewhere (another writer) |
 | 8    | LocalIOError        | local disk full, permission denied, unusable output path    |
 | 130  | Interrupted         | interrupted by SIGINT (143: SIGTERM)                        |
 """
@@ -33,10 +35,10 @@ class InvalidReferenceError(UsageError):
     kind = "invalid-reference"
 
 
-class ConflictError(UsageError):
-    """A destination file exists with different content and overwriting was not allowed."""
+class OverwriteError(UsageError):
+    """A local destination (file, key) exists with different content and overwriting was not allowed."""
 
-    kind = "conflict"
+    kind = "exists"
 
 
 class NotFoundError(OciartError):
@@ -84,6 +86,20 @@ class UnreachableError(NetworkError):
     """The host name does not resolve or the host refuses the connection: not transient, never retried."""
 
     kind = "unreachable"
+
+
+class ConflictError(OciartError):
+    """A compare-and-set lost: a tag was not where the caller expected it (another writer moved it first).
+
+    ``current`` is the digest the tag points at now (the one that won), None when the tag does not exist.
+    """
+
+    exit_code = 7
+    kind = "conflict"
+
+    def __init__(self, message: str, current: str | None = None) -> None:
+        super().__init__(message)
+        self.current = current
 
 
 class LocalIOError(OciartError):

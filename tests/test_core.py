@@ -10,7 +10,7 @@ import pytest
 from helpers import run_cli, tree_digest, write_random
 
 import ociart
-from ociart.errors import ConflictError, NotFoundError, UnsupportedError
+from ociart.errors import NotFoundError, OverwriteError, UnsupportedError
 from ociart.oci import (
     EMPTY_JSON_DIGEST,
     OCI_EMPTY,
@@ -225,7 +225,7 @@ def test_pull_conflict_and_overwrite(registry, unique_repo: str, model_dir: Path
     (out / "config.json").write_text("local edit")
     with _client() as c:
         c.push(ref, [model_dir])
-        with pytest.raises(ConflictError):
+        with pytest.raises(OverwriteError):
             c.pull(ref, out)
         assert (out / "config.json").read_text() == "local edit"
         assert sorted(p.name for p in out.iterdir()) == ["config.json"]

@@ -33,11 +33,11 @@ from support.registry import USERNAME, RunningRegistry
 import ociart
 from ociart.errors import (
     AuthError,
-    ConflictError,
     DigestMismatchError,
     InvalidContentError,
     NetworkError,
     NotFoundError,
+    OverwriteError,
     UnsafePathError,
     VerificationError,
 )
@@ -665,7 +665,7 @@ def test_pull_onto_existing_different_file(pushed: tuple[str, str, dict[str, byt
     (out / "notes" / "readme.txt").write_bytes(mine)
     client = ociart.Client(plain_http=True)
 
-    with pytest.raises(ConflictError) as err:
+    with pytest.raises(OverwriteError) as err:
         client.pull(ref, out)
     msg = assert_one_line(err.value)
     assert "readme.txt" in msg and "overwrite" in msg, msg

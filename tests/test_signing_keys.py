@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from helpers import COSIGN_TEST_PASSWORD, cosign_test_key
 
 from ociart.errors import (
-    ConflictError,
     InvalidContentError,
+    OverwriteError,
     UsageError,
     VerificationError,
 )
@@ -156,11 +156,11 @@ def test_generate_key_pair(tmp_path: Path) -> None:
     key = keys.load_private_key(key_path, b"pw")
     assert keys.load_public_key(pub_path).public_numbers() == key.public_key().public_numbers()
     before = key_path.read_bytes()
-    with pytest.raises(ConflictError, match="already exists"):
+    with pytest.raises(OverwriteError, match="already exists"):
         keys.generate_key_pair(tmp_path / "k", b"pw")
     assert key_path.read_bytes() == before
     (tmp_path / "only.pub").write_text("keep")
-    with pytest.raises(ConflictError):
+    with pytest.raises(OverwriteError):
         keys.generate_key_pair(tmp_path / "only", b"pw")
     assert not (tmp_path / "only.key").exists() and (tmp_path / "only.pub").read_text() == "keep"
 

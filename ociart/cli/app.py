@@ -310,6 +310,48 @@ def tags(
 
 
 @app.command()
+def tag(
+    src: Annotated[str, typer.Argument(help="Source artifact, by tag or digest (e.g. models/bert:v1).")],
+    tags: Annotated[list[str], typer.Argument(help="Tags to point at it, in the source's repository.")],
+    expect: Annotated[Optional[str], typer.Option(
+        "--expect", help="Compare-and-set (one TAG only): the digest the tag must point at now, or 'absent'; "
+                         "exit 7 when another writer moved it.")] = None,
+    username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
+    insecure: InsecureOpt = False, ca_file: CaOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Point tags at an existing artifact without uploading it again; prints the digest."""
+    from ..client import parse_expect
+
+    with _client(username, password_stdin, plain_http, insecure, ca_file) as c:
+        result = c.tag(src, tags, expect=parse_expect(expect) if expect is not None else None)
+    if as_json:
+        _out(result)
+        return
+    _err(f"tagged {result.digest} as {', '.join(result.tags)}")
+    print(result.digest)
+
+
+@app.command("ls")
+def ls(
+    where: Annotated[Optional[str], typer.Argument(
+        help="HOST[:PORT] (every repository), a repository, or oci:PATH; default: the embedded store.")] = None,
+    all_: Annotated[bool, typer.Option(
+        "--all", help="Also untagged manifests, signatures, attestations, provenance and sha256-* tags.")] = False,
+    username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
+    insecure: InsecureOpt = False, ca_file: CaOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """List artifacts: one line each with its tags, digest, kind, creation time and size."""
+    with _client(username, password_stdin, plain_http, insecure, ca_file) as c:
+        listing = c.ls(where, all=all_)
+    if as_json:
+        _out(listing)
+        return
+    from .render import print_listing
+
+    print_listing(listing)
+
+
+@app.command()
 def delete(
     ref: Annotated[str, typer.Argument(help="REPO@sha256:... deletes the manifest; REPO:TAG only the tag.")],
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
@@ -589,10 +631,10 @@ METAVARS = {
     "--predicate": "FILE", "--type": "URI", "--certificate-identity": "IDENTITY",
     "--certificate-identity-regexp": "REGEXP", "--certificate-oidc-issuer": "URL",
     "--certificate-oidc-issuer-regexp": "REGEXP", "--require-attestation": "URI", "--repo": "REPO", "--depth": "N",
-    "--output-key-prefix": "PREFIX", "--expect": "DIGEST",
+    "--output-key-prefix": "PREFIX", "--expect": "DIGEST|absent",
 }
 #: Metavars of positional arguments by parameter name (else the name in capitals).
-ARG_METAVARS = {"paths": "PATH", "old": "OLD", "new": "NEW"}
+ARG_METAVARS = {"paths": "PATH", "old": "OLD", "new": "NEW", "tags": "TAG", "where": "HOST|REPO|oci:PATH"}
 #: One example per command, shown at the end of its --help.
 EXAMPLES = {
     "push": "ociart push localhost:5000/models/bert:v1 ./bert --kind model",

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from ..client import Inspection
     from ..lineage.graph import Node
+    from ..listing import Listing
     from ..signing.results import Verification
 
 
@@ -170,3 +171,27 @@ def print_verification(result: Verification, stream: TextIO | None = None) -> No
         for reason in result.rejected:
             err.write(f"  {escape(reason)}\n")
     print(result.digest)
+
+
+def _printable(text: str) -> str:
+    """Names and annotations come from the store: control characters are shown escaped, never sent raw."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def print_listing(listing: Listing) -> None:
+    """One line per artifact on stdout — ``repo:tag,tag``, digest, kind, created, size — in aligned columns that
+    are never cut; the count and total on stderr."""
+    rows = []
+    for a in listing.artifacts:
+        name = _printable(a.repository)
+        tags = ",".join(_printable(t) for t in a.tags) or "<none>"
+        ref = f"{name}:{tags}" if name else tags
+        rows.append([ref, a.digest, _printable(a.kind), _printable(a.created or "-"), _size(a.size)])
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(5)]
+    for r in rows:
+        cells = [r[i].ljust(widths[i]) for i in range(4)] + [r[4].rjust(widths[4])]
+        sys.stdout.write("  ".join(cells) + "\n")
+    where = _printable(listing.location)
+    sys.stderr.write(f"{len(rows)} artifact(s) in {len(listing.repositories)} repositor"
+                     f"{'y' if len(listing.repositories) == 1 else 'ies'} of {where}; {_size(listing.total)} "
+                     f"in all (shared blobs counted once)\n")

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel
 
-from ..errors import AuthError, ConflictError, InvalidContentError, NetworkError, UnsafePathError, UsageError
+from ..errors import AuthError, InvalidContentError, NetworkError, OverwriteError, UnsafePathError, UsageError
 from ..oci import Descriptor, Manifest
 from ..oci.digest import sha256_file
 from ..progress import Progress
@@ -205,9 +205,9 @@ def _check_dest(dest: Path, digest: str, size: int, overwrite: bool) -> bool:
     if _same(dest, digest, size):
         return True
     if dest.is_dir():
-        raise ConflictError(f"{dest} is a directory; cannot replace it with a file")
+        raise OverwriteError(f"{dest} is a directory; cannot replace it with a file")
     if not overwrite:
-        raise ConflictError(f"{dest} exists with different content; use --overwrite to replace it")
+        raise OverwriteError(f"{dest} exists with different content; use --overwrite to replace it")
     return False
 
 

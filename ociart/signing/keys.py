@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from ..errors import ConflictError, InvalidContentError, UsageError, VerificationError
+from ..errors import InvalidContentError, OverwriteError, UsageError, VerificationError
 
 SIGSTORE_PEM_TYPE = "ENCRYPTED SIGSTORE PRIVATE KEY"
 COSIGN_PEM_TYPE = "ENCRYPTED COSIGN PRIVATE KEY"  # older cosign keys; still read
@@ -192,7 +192,7 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError as exc:
-        raise ConflictError(f"{path} already exists; not overwriting it") from exc
+        raise OverwriteError(f"{path} already exists; not overwriting it") from exc
     try:
         os.fchmod(fd, mode)
         os.write(fd, data)
@@ -205,12 +205,12 @@ def generate_key_pair(prefix: Path | str = "cosign", password: bytes | str | Non
 
     ``password`` defaults to ``$COSIGN_PASSWORD`` (or a terminal prompt), as for ``ociart keygen``.
 
-    Refuses (:class:`ConflictError`) if either file exists. Returns (private key path, public key path).
+    Refuses (:class:`OverwriteError`) if either file exists. Returns (private key path, public key path).
     """
     key_path, pub_path = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
     for p in (key_path, pub_path):
         if p.exists() or p.is_symlink():
-            raise ConflictError(f"{p} already exists; not overwriting it")
+            raise OverwriteError(f"{p} already exists; not overwriting it")
     if password is None:
         password = read_password(confirm=True)
     key = ec.generate_private_key(ec.SECP256R1())

@@ -6,13 +6,15 @@ Copy, push and pull (see :mod:`ociart.transfer`) are written once against this i
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ..errors import DigestMismatchError, InvalidContentError, UsageError
+from ..errors import ConflictError, DigestMismatchError, InvalidContentError, NotFoundError, UsageError
 from ..oci import INDEX_TYPES, MANIFEST_TYPES, Content, Descriptor
 from ..oci.digest import sha256_bytes
 from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type
@@ -38,6 +40,67 @@ def check_manifest(content: Content) -> None:
         raise InvalidContentError(f"manifest {content.digest}: body's mediaType disagrees with {content.media_type}")
     if sha256_bytes(content.data) != content.digest:
         raise DigestMismatchError(f"manifest bytes hash to {sha256_bytes(content.data)}, not {content.digest}")
+
+
+class Absent(enum.Enum):
+    """Type of :data:`ABSENT`."""
+
+    ABSENT = "absent"
+
+
+#: ``expect=ABSENT`` in :meth:`Target.tag`: the tag must not exist yet.
+ABSENT = Absent.ABSENT
+#: What a compare-and-set expects a tag to point at: a digest, :data:`ABSENT`, or None (no check).
+Expect = str | Absent | None
+
+
+def parse_expect(value: str) -> Expect:
+    """``--expect``'s value: ``absent`` → :data:`ABSENT`, else a digest."""
+    if value == ABSENT.value:
+        return ABSENT
+    from ..reference import check_digest
+
+    return check_digest(value)
+
+
+def check_expected(where: str, tag: str, expect: Expect, current: str | None, wanted: str) -> None:
+    """Raise :class:`ConflictError` naming ``current`` unless the tag is where ``expect`` says.
+
+    A tag already at ``wanted`` passes whatever was expected: the caller's intent holds, and a retried request
+    whose first answer was lost stays a success.
+    """
+    if expect is None or current == wanted:
+        return
+    if expect is ABSENT and current is None:
+        return
+    if isinstance(expect, str) and current == expect:
+        return
+    was = "absent" if expect is ABSENT else expect
+    now = current if current is not None else "absent (no such tag)"
+    raise ConflictError(f"{where}: tag {tag!r} is at {now}, expected {was}; not moved", current)
+
+
+@dataclass(frozen=True)
+class ListedManifest:
+    """A manifest a store holds for a repository, with the tags that point at it (none: untagged)."""
+
+    descriptor: Descriptor
+    tags: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class RepositoryLister(Protocol):
+    """Optional capability: a store that can name its repositories (a registry's catalog, a layout's index)."""
+
+    def repositories(self) -> list[str]: ...
+
+
+@runtime_checkable
+class ManifestLister(Protocol):
+    """Optional capability: a store that knows every manifest of a repository, untagged ones included
+    (layouts). Registries do not: their manifests are found through tags and referrers."""
+
+    def manifests(self, repo: str) -> list[ListedManifest]: ...
 
 
 def file_opener(path: Path) -> Opener:
@@ -79,7 +142,8 @@ class Target(ABC):
     def get_manifest(self, repo: str, reference: str) -> Content:
         """Raw manifest bytes; verified against the digest when ``reference`` is a digest."""
 
-    def put_manifest(self, repo: str, content: Content, tag: str | None = None) -> Mapping[str, str]:
+    def put_manifest(self, repo: str, content: Content, tag: str | None = None,
+                     expect: Expect = None) -> Mapping[str, str]:
         """The one write path of manifests: store the bytes by digest, and point ``tag`` at them when given.
 
         Every writer (generic and typed push, signing, lineage, MLflow, copy, referrers) goes through here: the size
@@ -88,7 +152,7 @@ class Target(ABC):
         store's response headers (``OCI-Subject`` tells the referrers module whether a registry indexed a subject).
         """
         check_manifest(content)
-        headers = self._store_manifest(repo, content, tag)
+        headers = self._store_manifest(repo, content, tag, expect)
         got = headers.get("docker-content-digest")
         if got and got != content.digest:
             raise DigestMismatchError(f"{self.name}: stored manifest {repo}:{tag or content.digest} as {got}, "
@@ -96,9 +160,15 @@ class Target(ABC):
         return headers
 
     @abstractmethod
-    def _store_manifest(self, repo: str, content: Content, tag: str | None) -> Mapping[str, str]:
+    def _store_manifest(self, repo: str, content: Content, tag: str | None,
+                        expect: Expect = None) -> Mapping[str, str]:
         """Store checked manifest bytes (see :meth:`put_manifest`); returns the response headers (lower-case keys
-        or case-insensitive), or an empty mapping."""
+        or case-insensitive), or an empty mapping.
+
+        ``expect`` (with ``tag``): move the tag only if it points at that digest now (:data:`ABSENT`: only if it
+        does not exist), checked atomically where the store can (a layout's ``index.json`` lock, a registry's
+        ``If-Match``), raising :class:`ConflictError`; a registry that ignores the condition writes anyway, which
+        :meth:`tag` then detects by reading back."""
 
     @abstractmethod
     def has_blob(self, repo: str, desc: Descriptor) -> bool: ...
@@ -161,6 +231,36 @@ class Target(ABC):
 
     @abstractmethod
     def tags(self, repo: str) -> list[str]: ...
+
+    def current_tag(self, repo: str, tag: str) -> str | None:
+        """The digest ``tag`` points at now, None when it does not exist."""
+        try:
+            return self.resolve(repo, tag).digest
+        except NotFoundError:
+            return None
+
+    def tag(self, repo: str, tag: str, desc: Descriptor, expect: Expect = None) -> None:
+        """Point ``tag`` at the existing manifest ``desc`` (nothing is uploaded but the manifest's own bytes).
+
+        ``expect`` makes it a compare-and-set: a digest the tag must point at now, :data:`ABSENT` (it must not
+        exist), or None (no check). A lost compare-and-set raises :class:`ConflictError` naming the digest now
+        there: read and compare, write with the expectation (:meth:`put_manifest`, atomic where the store can),
+        read back (for registries that ignore conditional writes).
+        """
+        content = self.get_manifest(repo, desc.digest)  # the stored bytes, verified; never re-serialised
+        where = self._tag_where(repo)
+        if expect is not None:
+            check_expected(where, tag, expect, self.current_tag(repo, tag), desc.digest)
+        try:
+            self.put_manifest(repo, content, tag, expect)
+        except ConflictError:  # the store's own precondition check failed: name what is there now
+            check_expected(where, tag, desc.digest, self.current_tag(repo, tag), desc.digest)
+            return  # it is at our digest after all (e.g. a retried request)
+        if expect is not None:  # another writer's PUT may have replaced ours
+            check_expected(where, tag, desc.digest, self.current_tag(repo, tag), desc.digest)
+
+    def _tag_where(self, repo: str) -> str:
+        return f"{self.name}/{repo}" if repo else self.name
 
     @abstractmethod
     def delete_manifest(self, repo: str, digest: str) -> None: ...

@@ -24,7 +24,7 @@ from ..oci import ANNOTATION_REF_NAME, INDEX_TYPES, MANIFEST_TYPES, Content, Des
 from ..oci.digest import Digester
 from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type, parse_manifest_content
 from ..reference import is_digest
-from .base import Opener, ProgressFn, Target
+from .base import Expect, ListedManifest, Opener, ProgressFn, Target, check_expected
 from .ingest import Ingest
 from .referrers import Deletion, referrer_descriptor, scheme_tags
 
@@ -194,7 +194,9 @@ class LayoutTarget(Target):
     def writing(self) -> AbstractContextManager[None]:
         return self._lock.shared()
 
-    def _store_manifest(self, repo: str, content: Content, tag: str | None) -> Mapping[str, str]:
+    def _store_manifest(self, repo: str, content: Content, tag: str | None,
+                        expect: Expect = None) -> Mapping[str, str]:
+        """``expect`` is compared under the ``index.json`` lock: one winner among processes sharing the layout."""
         path = self.blob_path(content.digest)
         with self._lock.shared():
             if not path.exists():
@@ -202,6 +204,10 @@ class LayoutTarget(Target):
             if tag is not None:
                 name = self.ref_name(repo, tag)
                 with self._edit_index() as index:
+                    if expect is not None:
+                        current = next((m.digest for m in reversed(index.manifests)
+                                        if (m.annotations or {}).get(ANNOTATION_REF_NAME) == name), None)
+                        check_expected(self._where(repo), tag, expect, current, content.digest)
                     index.manifests = [
                         m for m in index.manifests if (m.annotations or {}).get(ANNOTATION_REF_NAME) != name
                     ]
@@ -436,8 +442,66 @@ class LayoutTarget(Target):
                 raise NotFoundError(f"{self._where(repo)}: tag {tag!r} not found")
             index.manifests = keep
 
+    # -- listing (RepositoryLister, ManifestLister) ---------------------------------------------------
+    def repositories(self) -> list[str]:
+        """The embedded store: the ``<repo>`` part of every ``<repo>:<tag>`` name. A plain layout is one
+        repository, ``''``."""
+        names = [(m.annotations or {}).get(ANNOTATION_REF_NAME) for m in self._read_index().manifests]
+        if not self.embedded:
+            return [""] if names else []
+        return sorted({n.rpartition(":")[0] for n in names if n and ":" in n})
+
+    def manifests(self, repo: str) -> list[ListedManifest]:
+        """Every manifest of ``repo`` in ``index.json``: tagged ones, and untagged entries (referrers) whose
+        subject chain leads to one of them. In a plain layout (``repo`` '') every entry."""
+        prefix = f"{repo}:" if repo else ""
+        order: list[str] = []
+        found: dict[str, tuple[Descriptor, list[str]]] = {}
+        untagged: list[Descriptor] = []
+        for entry in self._read_index().manifests:
+            name = (entry.annotations or {}).get(ANNOTATION_REF_NAME)
+            if name is None:
+                untagged.append(entry)
+                continue
+            if self.embedded and not name.startswith(prefix):
+                continue
+            if entry.digest not in found:
+                order.append(entry.digest)
+                found[entry.digest] = (entry, [])
+            found[entry.digest][1].append(name[len(prefix):])
+        pending = [e for e in untagged if e.digest not in found]
+        while pending:  # referrers of referrers (a signature on a provenance statement) join in later rounds
+            rest: list[Descriptor] = []
+            for entry in pending:
+                if repo and self.embedded and self._subject(entry) not in found:
+                    rest.append(entry)
+                    continue
+                if entry.digest not in found:
+                    order.append(entry.digest)
+                    found[entry.digest] = (entry, [])
+            if len(rest) == len(pending):
+                break
+            pending = rest
+        return [ListedManifest(descriptor=found[d][0].model_copy(update={"annotations": _without_ref_name(
+            found[d][0].annotations)}), tags=tuple(sorted(found[d][1]))) for d in order]
+
+    def _subject(self, entry: Descriptor) -> str | None:
+        path = self.blob_path(entry.digest)
+        try:
+            if path.stat().st_size > MAX_MANIFEST_BYTES:
+                return None
+            node = parse_manifest_content(path.read_bytes(), entry.mediaType)
+        except (FileNotFoundError, InvalidContentError):
+            return None
+        return node.subject.digest if node.subject is not None else None
+
     def same_store(self, other: Target) -> bool:
         return isinstance(other, LayoutTarget) and os.path.realpath(other.root) == os.path.realpath(self.root)
+
+
+def _without_ref_name(annotations: dict[str, str] | None) -> dict[str, str] | None:
+    rest = {k: v for k, v in (annotations or {}).items() if k != ANNOTATION_REF_NAME}
+    return rest or None
 
 
 def _counting(chunks: Iterator[bytes], progress: ProgressFn | None) -> Iterator[bytes]:

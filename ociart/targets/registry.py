@@ -36,6 +36,7 @@ import httpx
 
 from ..errors import (
     AuthError,
+    ConflictError,
     DigestMismatchError,
     InvalidContentError,
     NetworkError,
@@ -52,7 +53,7 @@ from ..oci.digest import Digester
 from ..oci.models import detect_media_type, parse_manifest_content
 from ..reference import canonical_host, is_digest
 from .auth import Challenge, Credentials, TokenCache, lookup_credentials, merge_scopes, parse_challenge
-from .base import Opener, ProgressFn, Target
+from .base import ABSENT, Expect, Opener, ProgressFn, Target
 from .ingest import Ingest, temporary
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -522,12 +523,54 @@ class RegistryTarget(Target):
             raise DigestMismatchError(f"{what}: digest mismatch: expected {expected}, got {content.digest}")
         return content
 
-    def _store_manifest(self, repo: str, content: Content, tag: str | None) -> Mapping[str, str]:
+    def _store_manifest(self, repo: str, content: Content, tag: str | None,
+                        expect: Expect = None) -> Mapping[str, str]:
+        """With ``tag`` and ``expect``, a conditional PUT (RFC 9110 §13.1): ``If-Match: "<digest>"`` (a manifest's
+        ETag is its quoted digest), ``If-None-Match: *`` for ABSENT. A registry that honours them answers 412 when
+        the tag moved (→ ConflictError); distribution 2.8.2 ignores them (the window in docs/transport.md)."""
+        conditions: dict[str, str] = {}
+        if tag is not None and expect is ABSENT:
+            conditions = {"If-None-Match": "*"}
+        elif tag is not None and expect is not None:
+            conditions = {"If-Match": f'"{expect}"'}
         ref = tag or content.digest
         resp = self.request("PUT", f"/v2/{repo}/manifests/{ref}", scopes=self._push(repo),
-                            headers={"Content-Type": content.media_type}, body=content.data)
+                            headers={"Content-Type": content.media_type, **(conditions or {})}, body=content.data)
+        if resp.status_code == 412:  # a precondition (If-Match, If-None-Match) the registry honours failed
+            raise ConflictError(f"{self.host}: {repo}:{ref} changed before the write (HTTP 412)")
         self._raise_for(resp, f"push manifest {repo}:{ref}")
         return resp.headers
+
+    # -- listing -----------------------------------------------------------------------------------
+    def repositories(self, page_size: int = 1000) -> list[str]:
+        """``GET /v2/_catalog?n=<page_size>``, following ``Link: rel="next"`` on the same origin (``last=``)."""
+        found: list[str] = []
+        seen: set[str] = set()
+        url: httpx.URL = self._url(f"/v2/_catalog?n={page_size}")
+        pages = _Pagination(f"{self.host}: repository catalog")
+        while True:
+            pages.next(len(found))
+            resp = self.request("GET", url, scopes=("registry:catalog:*",), max_body=limits.TAG_PAGE_BYTES)
+            if resp.status_code in (401, 403, 404, 405):
+                raise UnsupportedError(f"{self.host}: the registry does not list its repositories (/v2/_catalog "
+                                       f"answered HTTP {resp.status_code}); name a repository", resp.status_code)
+            self._raise_for(resp, "repository catalog")
+            try:
+                page = resp.json().get("repositories") or []
+                if not isinstance(page, list):
+                    raise ValueError("repositories is not a list")
+            except (ValueError, AttributeError):
+                raise InvalidContentError(f"{self.host}: malformed repository catalog") from None
+            new = [r for r in page if isinstance(r, str) and r not in seen]
+            seen.update(new)
+            found += new
+            nxt = resp.links.get("next", {}).get("url")
+            if not nxt or not new:
+                break
+            url = url.join(nxt)
+            if not self._same_origin(url):
+                break
+        return sorted(found)
 
     # -- referrers (distribution-spec v1.1.1): the API here; the sha256-<hex> tag schema in referrers.py ---------
     def native_referrers(self, repo: str, digest: str, artifact_type: str | None) -> list[Descriptor] | None:

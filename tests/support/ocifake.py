@@ -11,7 +11,11 @@ status, ``DELETE``; manifests GET/HEAD/PUT/DELETE by tag or digest (exact bytes 
 checks the referenced blobs/manifests exist and answers ``OCI-Subject`` when the manifest has a ``subject``);
 ``tags/list``; ``GET /v2/<name>/referrers/<digest>[?artifactType=]`` (paginated by ``Link`` when
 ``referrers_page_size`` is set; ``referrers_api=False`` answers it ``404 text/plain`` like distribution 2.8.2 while
-manifest PUTs still confirm ``OCI-Subject``, as ECR did). Anything else is answered 404/405 with an OCI error body.
+manifest PUTs still confirm ``OCI-Subject``, as ECR did). Manifest GET/HEAD send ``ETag: "<digest>"``; a manifest
+PUT honours ``If-Match: "<digest>"`` and ``If-None-Match: *`` against the tag's current digest, atomically (412 on
+mismatch), unless ``conditional=False`` (then they are ignored, as distribution 2.8.2 does). ``after_manifest_put``,
+when set, is called with (repository, reference, digest) after each manifest PUT is stored, outside the lock (tests
+use it to land another writer's PUT at an exact moment). Anything else is answered 404/405 with an OCI error body.
 No auth.
 """
 
@@ -22,6 +26,7 @@ import json
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -65,8 +70,11 @@ class Repo:
 class OciFake:
     """In-memory registry; ``repos`` maps repository name → :class:`Repo` (inspect it from tests)."""
 
-    def __init__(self, *, referrers_page_size: int | None = None, referrers_api: bool = True) -> None:
+    def __init__(self, *, referrers_page_size: int | None = None, referrers_api: bool = True,
+                 conditional: bool = True) -> None:
         self.repos: dict[str, Repo] = {}
+        self.conditional = conditional
+        self.after_manifest_put: Callable[[str, str, str], None] | None = None
         self.uploads: dict[str, tuple[str, bytearray]] = {}  # session id -> (repository, bytes so far)
         self.referrers_page_size = referrers_page_size
         self.referrers_api = referrers_api
@@ -176,8 +184,11 @@ class OciFake:
     def _manifests(self, method: str, name: str, ref: str, query: dict[str, str], headers: dict[str, str],
                    body: BodyReader) -> Response:
         if method == "PUT":
-            return self._put_manifest(name, ref, headers.get("content-type", "").split(";")[0].strip(),
-                                      body.read(MAX_MANIFEST + 1))
+            resp = self._put_manifest(name, ref, headers.get("content-type", "").split(";")[0].strip(),
+                                      body.read(MAX_MANIFEST + 1), headers)
+            if resp[0] == 201 and self.after_manifest_put is not None:
+                self.after_manifest_put(name, ref, dict(resp[1])["Docker-Content-Digest"])
+            return resp
         repo = self._repo(name) or Repo()
         with self._lock:
             digest = ref if _DIGEST.match(ref) else repo.tags.get(ref, "")
@@ -193,9 +204,25 @@ class OciFake:
             return _error(404, "MANIFEST_UNKNOWN", f"manifest {ref} unknown to {name}")
         if method not in ("GET", "HEAD"):
             return _error(405, "UNSUPPORTED", f"{method} on a manifest")
-        return 200, {"Content-Type": stored.media_type, "Docker-Content-Digest": digest}, stored.data
+        return 200, {"Content-Type": stored.media_type, "Docker-Content-Digest": digest, "ETag": f'"{digest}"'}, \
+            stored.data
 
-    def _put_manifest(self, name: str, ref: str, media_type: str, data: bytes) -> Response:
+    @staticmethod
+    def _precondition(headers: dict[str, str], current: str | None) -> bool:
+        """RFC 9110 §13.1.1/13.1.2 for a tag: If-Match needs the tag to exist with one of the listed ETags,
+        If-None-Match: * needs it not to exist."""
+        if "if-match" in headers:
+            tags = {t.strip().removeprefix("W/").strip('"') for t in headers["if-match"].split(",")}
+            if current is None or ("*" not in tags and current not in tags):
+                return False
+        if "if-none-match" in headers:
+            tags = {t.strip().removeprefix("W/").strip('"') for t in headers["if-none-match"].split(",")}
+            if current is not None and ("*" in tags or current in tags):
+                return False
+        return True
+
+    def _put_manifest(self, name: str, ref: str, media_type: str, data: bytes,
+                      headers: dict[str, str] | None = None) -> Response:
         if len(data) > MAX_MANIFEST:
             return _error(413, "MANIFEST_INVALID", "manifest over 4 MiB")
         digest = _sha256(data)
@@ -216,6 +243,8 @@ class OciFake:
             missing = [d.get("digest") for d, store in wanted if d.get("digest") not in store]
             if missing:
                 return _error(400, "MANIFEST_BLOB_UNKNOWN", f"unknown to {name}: {', '.join(map(str, missing))}")
+            if self.conditional and ref != digest and not self._precondition(headers or {}, repo.tags.get(ref)):
+                return _error(412, "PRECONDITION_FAILED", f"tag {ref} is at {repo.tags.get(ref) or 'nothing'}")
             repo.manifests[digest] = StoredManifest(data, media_type, obj)
             if ref != digest:
                 repo.tags[ref] = digest
