@@ -60,6 +60,9 @@ class PullResult(BaseModel):
     files: list[PulledFile]
     #: What verified before pulling (``keys``/``trust``/``policy`` given to :meth:`Client.pull`).
     verification: Verification | None = None
+    #: What a killed earlier pull of the same destination left in its staging store and this pull removed
+    #: (paths relative to the destination; partial blobs still wanted are kept and resumed instead).
+    cleaned: list[str] = []
 
 
 class FileInfo(BaseModel):
@@ -348,11 +351,14 @@ class Client:
 
     def pull(self, ref: str | Reference, out_dir: str | Path = ".", *, include: Sequence[str] = (),
              filters: Sequence[str] = (), overwrite: bool = False, keys: Sequence[str | Path] = (),
-             trust: Trust | None = None, policy: Policy | str | Path | None = None) -> PullResult:
+             trust: Trust | None = None, policy: Policy | str | Path | None = None,
+             max_size: int | None = None) -> PullResult:
         """Fetch (verified) and restore an artifact's files. ``filters``: weights, config, docs, code, dataset.
 
         With ``keys`` (public key files), ``trust`` or ``policy`` the signatures are verified first and exactly the
-        verified digest is pulled (``result.verification`` says what verified)."""
+        verified digest is pulled (``result.verification`` says what verified). ``max_size``: the most bytes the
+        restored files may add up to, replacing the default bound (the sizes the artifact declares; a gzip tar layer
+        may expand :data:`~ociart.packaging.unpack.GZIP_RATIO` times)."""
         from .packaging.unpack import check_filters
         from .packaging.unpack import pull as unpack
 
@@ -363,10 +369,13 @@ class Client:
             ref = self.ref(ref).with_digest(checked.digest)
         pinned, node = self._image_manifest(ref)
 
+        cleaned: list[str] = []
         with self._progress() as progress:
             files = unpack(self.target(pinned), pinned.repository, node, Path(out_dir), filters=filters,
-                           include=include, overwrite=overwrite, concurrency=self.concurrency, progress=progress)
-        return PullResult(reference=str(pinned), digest=pinned.digest or "", files=files, verification=checked)
+                           include=include, overwrite=overwrite, concurrency=self.concurrency, progress=progress,
+                           max_size=max_size, cleaned=cleaned)
+        return PullResult(reference=str(pinned), digest=pinned.digest or "", files=files, verification=checked,
+                          cleaned=cleaned)
 
     def _image_manifest(self, ref: str | Reference) -> tuple[Reference, Manifest]:
         """Resolve once; follow an index with a single child; return the pinned ref and the image manifest."""

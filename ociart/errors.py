@@ -71,6 +71,12 @@ class InvalidContentError(VerificationError):
     kind = "invalid-content"
 
 
+class TooLargeError(InvalidContentError):
+    """Restoring an artifact would write more than its declared sizes allow (or ``--max-size``)."""
+
+    kind = "too-large"
+
+
 class UnsafePathError(VerificationError):
     """A file name in an artifact would be written outside the target directory."""
 

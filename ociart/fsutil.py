@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -19,11 +21,25 @@ def verify(d: Digester, expected_digest: str | None, expected_size: int | None, 
         raise DigestMismatchError(f"{what}: digest mismatch: expected {expected_digest}, got {d.digest}")
 
 
+TEMP_PREFIX = ".ociart-"
+
+
 @contextmanager
-def temp_file(directory: Path, prefix: str = ".ociart-", suffix: str = ".partial") -> Iterator[tuple[int, Path]]:
-    """An open fd to a new temp file in ``directory``; the file is removed unless renamed away."""
+def temp_file(directory: Path, prefix: str = TEMP_PREFIX, suffix: str = ".partial") -> Iterator[tuple[int, Path]]:
+    """An open fd to a new temp file in ``directory``; the file is removed unless renamed away.
+
+    The file is locked (``flock``) while the fd is open, so :func:`sweep_temps` can tell the leftovers of a killed
+    process (lock free) from a live writer's file."""
     directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+    while True:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(name).st_ino == os.fstat(fd).st_ino:
+                break  # not swept between mkstemp and the lock
+        except FileNotFoundError:
+            pass
+        os.close(fd)
     path = Path(name)
     try:
         yield fd, path
@@ -33,6 +49,35 @@ def temp_file(directory: Path, prefix: str = ".ociart-", suffix: str = ".partial
         except OSError:
             pass
         path.unlink(missing_ok=True)
+
+
+def sweep_temps(directory: Path) -> list[Path]:
+    """Remove the temp files (:func:`temp_file`) in ``directory`` whose writer is gone (lock not held); returns
+    them. A live writer's file is never touched: staleness is the lock, not an age."""
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    removed: list[Path] = []
+    for name in names:
+        if not name.startswith(TEMP_PREFIX):
+            continue
+        path = directory / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its writer is alive
+        finally:
+            os.close(fd)
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:

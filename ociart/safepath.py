@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 from pathlib import Path, PurePosixPath
@@ -67,28 +68,80 @@ def safe_relpath(name: str) -> PurePosixPath:
 
 
 def safe_dest(root: Path, rel: PurePosixPath, checked: set[Path] | None = None) -> Path:
-    """The destination path, refusing symlinked parents that would lead outside ``root``.
+    """The destination path, refusing parents that are symlinks or not directories (an early check before
+    anything is fetched; :class:`DirTree` enforces the same at placement, immune to a swap in between).
 
     ``checked`` remembers parent directories already found safe during one restore (many files, few dirs).
     """
     check_name_length(rel.as_posix(), str(rel), root)
     cur = root
     parent = root.joinpath(*rel.parts[:-1])
-    if checked is not None and parent in checked:
-        dest = parent / rel.parts[-1]
-        if dest.is_symlink():
-            raise UnsafePathError(f"{rel}: destination {dest} is a symlink; refusing to write through it")
-        return dest
-    real_root = Path(os.path.realpath(root))
-    for part in rel.parts[:-1]:
-        cur = cur / part
-        if cur.is_symlink() or (cur.exists() and not cur.is_dir()):
-            real = Path(os.path.realpath(cur))
-            if not cur.is_dir() or not real.is_relative_to(real_root):
-                raise UnsafePathError(f"{rel}: parent {cur} is not a directory inside {root}")
-    if checked is not None:
-        checked.add(parent)
-    dest = cur / rel.parts[-1]
+    if checked is None or parent not in checked:
+        for part in rel.parts[:-1]:
+            cur = cur / part
+            if cur.is_symlink() or (cur.exists() and not cur.is_dir()):
+                raise UnsafePathError(f"{rel}: parent {cur} is a symlink or not a directory; refusing to write "
+                                      f"through it")
+        if checked is not None:
+            checked.add(parent)
+    dest = parent / rel.parts[-1]
     if dest.is_symlink():
         raise UnsafePathError(f"{rel}: destination {dest} is a symlink; refusing to write through it")
     return dest
+
+
+class DirTree:
+    """Directories below ``root`` opened by descriptor, each relative to its parent with ``O_NOFOLLOW``: a symlink
+    (or a file) anywhere below ``root`` is refused, not followed, even when swapped in after an earlier check.
+    ``root`` itself is the caller's (trusted) path."""
+
+    FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._fds: dict[tuple[str, ...], int] = {}
+        self._created: list[tuple[int, str]] = []  # (parent fd, name) of directories made here, in order
+
+    def __enter__(self) -> DirTree:
+        self._fds[()] = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def parent(self, rel: PurePosixPath, *, create: bool) -> int:
+        """The descriptor of ``rel``'s parent directory (cached), creating missing directories when asked."""
+        parts = rel.parts[:-1]
+        fd = self._fds[()]
+        for i, part in enumerate(parts):
+            key = parts[: i + 1]
+            if key in self._fds:
+                fd = self._fds[key]
+                continue
+            try:
+                sub = os.open(part, self.FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(part, 0o777, dir_fd=fd)
+                self._created.append((fd, part))
+                sub = os.open(part, self.FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                where = self.root.joinpath(*key)
+                raise UnsafePathError(f"{rel}: {where} is a symlink or not a directory (anymore); refusing to "
+                                      f"write through it") from None
+            self._fds[key] = fd = sub
+        return fd
+
+    def rollback(self) -> None:
+        """Remove the directories created here (deepest first; only while still empty)."""
+        for fd, name in reversed(self._created):
+            try:
+                os.rmdir(name, dir_fd=fd)
+            except OSError:
+                pass
+        self._created.clear()

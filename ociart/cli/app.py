@@ -236,6 +236,9 @@ def pull(
     filter_: Annotated[list[str], typer.Option(
         "--filter", help="Only these parts: weights,config,docs,code,dataset (comma-separated or repeated).")] = [],  # noqa: B006
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing different files.")] = False,
+    max_size: Annotated[Optional[int], typer.Option(
+        "--max-size", min=0, envvar="OCIART_MAX_SIZE",
+        help="Bytes the restored files may add up to (default: what the artifact declares).")] = None,
     verify_key: Annotated[list[str], typer.Option(
         "--verify-key", help="Verify the signature with this public key before pulling (repeatable).")] = [],  # noqa: B006
     policy: PolicyOpt = None,
@@ -248,9 +251,11 @@ def pull(
     With --verify-key or --policy the signatures are verified first and exactly the verified digest is pulled."""
     with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json, quiet) as c:
         result = c.pull(ref, output, include=include, filters=filter_, overwrite=overwrite, keys=verify_key,
-                        policy=policy)
+                        policy=policy, max_size=max_size)
     if result.verification is not None and not as_json:
         _err(f"verified {result.digest}: {len(result.verification.signatures)} signature(s)")
+    if result.cleaned:
+        _err(f"removed what an interrupted pull left in {output}: {', '.join(result.cleaned)}")
     if as_json:
         _out(result)
         return

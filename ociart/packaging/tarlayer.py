@@ -6,7 +6,9 @@ where ustar cannot hold a name or size); two zero blocks, padded to a 10240-byte
 ``tarfile`` writes for the same members.
 
 Reader: every member is checked before anything is written. Refused, with one error naming the member: absolute
-names, ``..`` components, symlinks and hardlinks, device files and FIFOs, and names that collide.
+names, ``..`` components, symlinks and hardlinks, device files and FIFOs, sparse files (``tarfile`` would expand
+them: 10 KiB of archive restoring as 1 GiB), and names that collide. What one layer may write is bounded
+(:class:`Budget`): the sum of the member sizes is checked against it before the first byte is written.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from ..errors import UnsafePathError, UsageError
+from ..errors import TooLargeError, UnsafePathError, UsageError
 from ..safepath import check_name_length
 
 BLOCK = 512
@@ -127,6 +129,8 @@ def check_members(members: list[tarfile.TarInfo], what: str) -> None:
             escapes = target.startswith("/") or ".." in PurePosixPath(target).parts
             why = "leaves the target directory" if escapes else "is not allowed in ociart layers"
             raise UnsafePathError(f"{what}: tar member {raw!r} is a {kind} to {target!r}, which {why}")
+        if m.issparse():
+            raise UnsafePathError(f"{what}: tar member {raw!r} is a sparse file, which ociart does not restore")
         if m.ischr() or m.isblk() or m.isfifo() or m.isdev():
             raise UnsafePathError(f"{what}: tar member {raw!r} is a device or FIFO")
         if not (m.isreg() or m.isdir()):
@@ -151,11 +155,29 @@ def tar_mode(media_type: str) -> Literal["r:gz", "r:"]:
     return "r:"
 
 
+class Budget:
+    """Bytes one pull may still write; :meth:`take` raises :class:`TooLargeError` once the bound is crossed."""
+
+    def __init__(self, limit: int, why: str) -> None:
+        self.limit = limit
+        self.used = 0
+        self.why = why  # what the limit is, for the error ("the sizes the artifact declares", "--max-size")
+
+    def take(self, n: int, what: str) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise TooLargeError(f"{what}: restoring it would write more than {self.limit} bytes ({self.why}); "
+                                f"pass --max-size (OCIART_MAX_SIZE) to allow more")
+
+
 def extract(tar_path: Path, dest: Path, media_type: str, what: str,
-            want: Callable[[str], bool] = lambda _: True) -> list[tuple[str, int, int, str]]:
+            want: Callable[[str], bool] = lambda _: True, budget: Budget | None = None,
+            layer_limit: int | None = None) -> list[tuple[str, int, int, str]]:
     """Extract the regular files ``want`` selects into ``dest``; returns (name, size, mode, sha256 digest).
 
     All members are validated first; files are written below ``dest`` only (created fresh, never through links).
+    ``layer_limit`` bounds this layer's members and ``budget`` the whole pull: both are checked against the sizes
+    the headers declare before anything is written (``tarfile`` reads exactly those sizes).
     """
     from ..oci.digest import Digester
 
@@ -166,10 +188,15 @@ def extract(tar_path: Path, dest: Path, media_type: str, what: str,
         with tarfile.open(tar_path, tar_mode(media_type)) as tf:
             members = tf.getmembers()
             check_members(members, what)
-            for m in members:
+            chosen = [m for m in members if m.isreg() and want(_clean_name(m.name))]
+            total = sum(m.size for m in chosen)
+            if layer_limit is not None and total > layer_limit:
+                raise TooLargeError(f"{what}: its files add up to {total} bytes, more than the {layer_limit} this "
+                                    f"layer may expand to; pass --max-size (OCIART_MAX_SIZE) to allow more")
+            if budget is not None:
+                budget.take(total, what)
+            for m in chosen:
                 name = _clean_name(m.name)
-                if not m.isreg() or not want(name):
-                    continue
                 check_name_length(name, f"{what}: tar member", dest)
                 target = os.path.join(base, name)  # plain strings: 10,000 members make pathlib costly
                 parent = os.path.dirname(target)

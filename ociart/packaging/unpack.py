@@ -26,13 +26,13 @@ from ..errors import AuthError, InvalidContentError, NetworkError, OverwriteErro
 from ..oci import Descriptor, Manifest
 from ..oci.digest import sha256_file
 from ..progress import Progress
-from ..safepath import safe_dest, safe_relpath
+from ..safepath import DirTree, safe_dest, safe_relpath
 from ..targets.base import Target
 from ..targets.layout import LayoutTarget
 from ..transfer import copy_blobs
 from .kinds import FILTERS, category, is_tar
 from .metadata import A_FILE_METADATA, A_FILEPATH, A_TITLE
-from .tarlayer import extract, member_digests
+from .tarlayer import Budget, extract, member_digests
 
 LEGACY_FILEPATH = "org.cnai.model.filepath"
 LEGACY_FILE_METADATA = "org.cnai.model.file.metadata+json"
@@ -129,16 +129,43 @@ def select(manifest: Manifest, filters: Sequence[str] = (), include: Sequence[st
     return chosen
 
 
+#: A gzip-compressed tar layer may expand to at most this many times its compressed size (an uncompressed tar
+#: layer to its own size): a bound on what a pull writes unless ``max_size`` overrides it.
+GZIP_RATIO = 100
+
+
+def layer_limit(desc: Descriptor) -> int:
+    """The most a tar layer may restore: its size, times :data:`GZIP_RATIO` when gzip-compressed."""
+    return desc.size * GZIP_RATIO if desc.mediaType.endswith("+gzip") else desc.size
+
+
 def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filters: Sequence[str] = (),
          include: Sequence[str] = (), overwrite: bool = False, concurrency: int = 4,
-         progress: Progress | None = None) -> list[PulledFile]:
+         progress: Progress | None = None, max_size: int | None = None,
+         cleaned: list[str] | None = None) -> list[PulledFile]:
     """Copy the selected layers from ``target`` into the staging store ``out_dir/.ociart-pull`` (verified, resumable
-    across processes), then restore files from it; nothing is moved into ``out_dir`` before everything checks out."""
+    across processes), then restore files from it; nothing is moved into ``out_dir`` before everything checks out.
+
+    What the pull writes is bounded by the sizes the artifact declares (raw layers: their size; tar layers:
+    :func:`layer_limit`) or, when given, by ``max_size`` bytes in all. What a killed earlier pull left in the staging
+    store and is not kept for resume is removed and named in ``cleaned``.
+    """
     entries = select(manifest, filters, include)
+    budget = Budget(max_size, "--max-size") if max_size is not None else None
+    if budget is not None:
+        for e in entries:
+            if not e.tar:
+                budget.take(e.desc.size, f"file {e.rel}")
     created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _restore(target, repo, entries, out_dir, _matcher(include), overwrite, concurrency, progress)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output directory {out_dir}: {exc.strerror or exc}") from None
+    if not out_dir.is_dir():
+        raise UsageError(f"output {out_dir} is not a directory")
+    try:
+        return _restore(target, repo, entries, out_dir, _matcher(include), overwrite, concurrency, progress,
+                        budget, cleaned if cleaned is not None else [])
     except BaseException:
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()  # leave no trace of a failed pull
@@ -152,16 +179,26 @@ RESUMABLE: tuple[type[BaseException], ...] = (NetworkError, AuthError, KeyboardI
 
 
 @contextmanager
-def staging_store(out_dir: Path, wanted: Sequence[Descriptor]) -> Iterator[LayoutTarget]:
-    """Lock and open ``out_dir/.ociart-pull`` as a layout holding only ``wanted`` blobs (what an earlier, interrupted
-    pull left is kept when wanted and still verifies; the rest is removed). Removed again on leaving, unless the
-    pull was interrupted by the network or a signal (:data:`RESUMABLE`)."""
+def staging_store(out_dir: Path, wanted: Sequence[Descriptor],
+                  cleaned: list[str] | None = None) -> Iterator[LayoutTarget]:
+    """Lock and open ``out_dir/.ociart-pull`` as a layout holding only ``wanted`` blobs; removed again on leaving,
+    unless the pull was interrupted by the network or a signal (:data:`RESUMABLE`).
+
+    The lock (``flock`` on the directory) is held for the whole pull, so the staging store is stale exactly when
+    its owner is gone: a concurrent pull of the same destination waits, never touches the live one. What a dead
+    pull left is taken over: partial and whole blobs still wanted (re-verified) are kept for resume, everything
+    else is removed and its name appended to ``cleaned``.
+    """
     root = out_dir / STAGING
+    removed: list[str] = cleaned if cleaned is not None else []
     while True:  # one pull at a time per destination; a finished one removes the directory under the next
         if root.is_symlink() or (root.exists() and not root.is_dir()):
             raise UnsafePathError(f"{root} is a symlink or a file, not pull's staging directory: remove it")
-        root.mkdir(exist_ok=True)
+        root.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)  # no symlink swapped in meanwhile
+        if os.fstat(fd).st_uid != os.getuid():
+            os.close(fd)
+            raise UnsafePathError(f"{root} belongs to another user, not to this pull: remove it")
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             if os.fstat(fd).st_ino == os.stat(root).st_ino:
@@ -173,17 +210,19 @@ def staging_store(out_dir: Path, wanted: Sequence[Descriptor]) -> Iterator[Layou
     try:
         store = LayoutTarget(root)
         want = {d.digest: d.size for d in wanted}
-        store.ingest.sweep(keep=set(want))
+        removed += [f"{STAGING}/{p.relative_to(root)}" for p in store.ingest.sweep(keep=set(want))]
         blobs = root / "blobs" / "sha256"
         blobs.mkdir(parents=True, exist_ok=True)
-        for name in os.listdir(root):
+        for name in sorted(os.listdir(root)):
             if name.startswith("restore-"):  # extraction trees of a killed pull
                 shutil.rmtree(root / name, ignore_errors=True)
-        for name in os.listdir(blobs):
+                removed.append(f"{STAGING}/{name}")
+        for name in sorted(os.listdir(blobs)):
             path = blobs / name
             digest = "sha256:" + name
             if digest not in want or sha256_file(path) != (digest, want[digest]):  # re-verified, never trusted
                 path.unlink()
+                removed.append(f"{STAGING}/blobs/sha256/{name}")
         yield store
     except RESUMABLE:
         keep = True
@@ -198,12 +237,14 @@ def _same(dest: Path, digest: str, size: int) -> bool:
     return dest.is_file() and dest.stat().st_size == size and sha256_file(dest)[0] == digest
 
 
-def _check_dest(dest: Path, digest: str, size: int, overwrite: bool) -> bool:
-    """True when ``dest`` already holds exactly this content; raise when it holds something else."""
+def _check_dest(dest: Path, digest: str, size: int, overwrite: bool, mode: int | None = None) -> bool:
+    """True when ``dest`` already holds exactly this content (and ``mode``, when given); raise when it holds
+    something else. An identical file of another mode is replaced, never chmod-ed (it may be a hardlink to a file
+    outside the target)."""
     if not dest.exists():
         return False
     if _same(dest, digest, size):
-        return True
+        return mode is None or (dest.lstat().st_mode & 0o777) == mode
     if dest.is_dir():
         raise OverwriteError(f"{dest} is a directory; cannot replace it with a file")
     if not overwrite:
@@ -212,9 +253,9 @@ def _check_dest(dest: Path, digest: str, size: int, overwrite: bool) -> bool:
 
 
 def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, match: Callable[[str], bool],
-             overwrite: bool, concurrency: int, progress: Progress | None) -> list[PulledFile]:
+             overwrite: bool, concurrency: int, progress: Progress | None, budget: Budget | None,
+             cleaned: list[str]) -> list[PulledFile]:
     results: list[PulledFile] = []
-    moves: list[tuple[Path, Path, int, bool]] = []  # staged, dest, mode, copy (blob used twice)
     fetch: dict[str, Descriptor] = {}
     raw_plan: list[tuple[Entry, Path]] = []
     checked: set[Path] = set()  # parent directories already found safe
@@ -224,65 +265,118 @@ def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, mat
             continue
         assert e.rel is not None
         dest = safe_dest(out_dir, e.rel, checked)
-        if _check_dest(dest, e.desc.digest, e.desc.size, overwrite):
+        if _check_dest(dest, e.desc.digest, e.desc.size, overwrite, e.mode):
             results.append(PulledFile(path=str(e.rel), digest=e.desc.digest, size=e.desc.size, mode=e.mode,
                                       skipped=True))
-            if (dest.stat().st_mode & 0o777) != e.mode:
-                os.chmod(dest, e.mode)
             continue
         fetch[e.desc.digest] = e.desc
         raw_plan.append((e, dest))
-    with staging_store(out_dir, list(fetch.values())) as store:
+    with staging_store(out_dir, list(fetch.values()), cleaned) as store:
         copy_blobs(target, repo, store, "", list(fetch.values()), concurrency, progress)
         staging = Path(tempfile.mkdtemp(prefix="restore-", dir=store.root))
         try:
-            _unpack_staged(store.root / "blobs" / "sha256", staging, entries, raw_plan, results, moves, out_dir,
-                           match, overwrite, checked)
+            moves = _unpack_staged(staging, entries, raw_plan, results, out_dir, match, overwrite, checked,
+                                   budget)
+            place(store.root, out_dir, moves)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return sorted(results, key=lambda r: r.path)
 
 
-def _unpack_staged(blobs: Path, staging: Path, entries: list[Entry], raw_plan: list[tuple[Entry, Path]],
-                   results: list[PulledFile], moves: list[tuple[Path, Path, int, bool]], out_dir: Path,
-                   match: Callable[[str], bool], overwrite: bool, checked: set[Path]) -> None:
-    """Extract tar layers and check every destination, then move everything into place."""
+@dataclass
+class Move:
+    """Staged file (relative to the staging store) -> destination (relative to the output directory)."""
+
+    staged: PurePosixPath
+    dest: PurePosixPath
+    mode: int  # -1: keep the staged file's mode
+    copy: bool  # the blob serves more than one file: place a copy
+
+
+def _collisions(names: Sequence[str]) -> None:
+    """Refuse a name that is a file in one place and a directory in another (raw ``x`` beside member ``x/y``)."""
+    files = set(names)
+    for name in sorted(files):
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent in files:
+                raise UnsafePathError(f"artifact has a file {parent!r} and a file {name!r} inside it "
+                                      f"(colliding names)")
+
+
+def _unpack_staged(staging: Path, entries: list[Entry], raw_plan: list[tuple[Entry, Path]],
+                   results: list[PulledFile], out_dir: Path, match: Callable[[str], bool], overwrite: bool,
+                   checked: set[Path], budget: Budget | None) -> list[Move]:
+    """Extract tar layers (bounded) and check every destination and every name; returns what to move in place."""
+    moves: list[Move] = []
     uses: dict[str, int] = {}
     for e, _ in raw_plan:
         uses[e.desc.digest] = uses.get(e.desc.digest, 0) + 1
     names = {str(e.rel) for e, _ in raw_plan} | {r.path for r in results}
-    for e, dest in raw_plan:
-        moves.append((blobs / e.desc.digest.removeprefix("sha256:"), dest, e.mode, uses[e.desc.digest] > 1))
+    for e, _ in raw_plan:
+        assert e.rel is not None
+        moves.append(Move(PurePosixPath("blobs", "sha256", e.desc.digest.removeprefix("sha256:")), e.rel, e.mode,
+                          uses[e.desc.digest] > 1))
         results.append(PulledFile(path=str(e.rel), digest=e.desc.digest, size=e.desc.size, mode=e.mode))
+    blobs = staging.parent / "blobs" / "sha256"
     for i, e in enumerate(x for x in entries if x.tar):
         tree = staging / f"tree{i}"
         what = f"layer {e.desc.digest} ({layer_path(e.desc) or 'tar'})"
         for name, size, mode, digest in extract(blobs / e.desc.digest.removeprefix("sha256:"), tree,
-                                                e.desc.mediaType, what, match):
+                                                e.desc.mediaType, what, match, budget,
+                                                None if budget is not None else layer_limit(e.desc)):
             if name in names:
                 raise UnsafePathError(f"{what}: {name!r} is also in another layer (colliding names)")
             names.add(name)
             rel = safe_relpath(name)
-            staged = tree / name
             dest = safe_dest(out_dir, rel, checked)
             if _check_dest(dest, digest, size, overwrite):
                 results.append(PulledFile(path=name, digest=digest, size=size, mode=mode, skipped=True))
                 continue
-            moves.append((staged, dest, -1, False))  # created with its mode by extract
+            moves.append(Move(PurePosixPath(staging.name, tree.name, *rel.parts), rel, -1, False))
             results.append(PulledFile(path=name, digest=digest, size=size, mode=mode))
-    # everything fetched, verified and checked: make it visible
-    made: set[Path] = set()
-    for staged, dest, mode, copy in moves:
-        if dest.parent not in made:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            made.add(dest.parent)
-        if copy:
-            tmp = staging / "copy.tmp"
-            shutil.copyfile(staged, tmp)
-            staged = tmp
-        if mode >= 0:
-            os.chmod(staged, mode)
-        os.replace(staged, dest)
+    _collisions(sorted(names))
+    return moves
+
+
+def place(staging_root: Path, out_dir: Path, moves: Sequence[Move]) -> None:
+    """Move staged files into ``out_dir``, immune to directories swapped for symlinks meanwhile.
+
+    Every directory is opened relative to its parent's descriptor with ``O_NOFOLLOW`` (created if missing), on both
+    sides; files are renamed between directory descriptors (``renameat``), which replaces whatever entry is at the
+    destination (a symlink, a hardlink to a file elsewhere) instead of writing through it. All destination
+    directories are opened before the first file moves; if one is not a plain directory (anymore), the
+    directories this pull created are removed again and nothing is moved.
+    """
+    with DirTree(out_dir) as dst, DirTree(staging_root) as src:
+        try:
+            parents = [dst.parent(m.dest, create=True) for m in moves]
+        except BaseException:
+            dst.rollback()
+            raise
+        for m, dfd in zip(moves, parents, strict=True):
+            sfd = src.parent(m.staged, create=False)
+            name = m.staged.name
+            if m.copy:
+                name = _copy_at(sfd, name)
+            if m.mode >= 0:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=sfd)
+                try:
+                    os.fchmod(fd, m.mode)
+                finally:
+                    os.close(fd)
+            os.rename(name, m.dest.name, src_dir_fd=sfd, dst_dir_fd=dfd)
+
+
+def _copy_at(dir_fd: int, name: str) -> str:
+    """Copy ``name`` to a new file beside it (all relative to ``dir_fd``); returns the copy's name."""
+    tmp = f"{name}.copy"
+    with os.fdopen(os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd), "rb") as f, \
+            os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd),
+                      "wb") as g:
+        shutil.copyfileobj(f, g, 1 << 20)
+    return tmp
 
 
 def file_digests(target: Target, repo: str, manifest: Manifest) -> dict[str, tuple[str, int]]:

@@ -160,22 +160,41 @@ class Ingest:
         record.unlink(missing_ok=True)
         path.unlink(missing_ok=True)
 
-    def sweep(self, keep: set[str] | None = None, max_age: float = MAX_AGE) -> None:
-        """Remove partials older than ``max_age`` seconds and, when ``keep`` is given, those of other digests."""
+    def sweep(self, keep: set[str] | None = None, max_age: float = MAX_AGE) -> list[Path]:
+        """Remove partials older than ``max_age`` seconds and, when ``keep`` is given, those of other digests;
+        a partial another process holds (locked) is left alone. Returns what was removed."""
         try:
             names = os.listdir(self.root)
         except FileNotFoundError:
-            return
+            return []
         now = time.time()
-        for name in names:
+        removed: list[Path] = []
+        for name in sorted(names):
             hexd = name.split(".", 1)[0]
             p = self.root / name
             try:
                 stale = now - p.stat().st_mtime > max_age
             except FileNotFoundError:
                 continue
-            if stale or (keep is not None and "sha256:" + hexd not in keep):
+            if (stale or (keep is not None and "sha256:" + hexd not in keep)) and not _in_use(self.root / (hexd + PARTIAL)):
                 p.unlink(missing_ok=True)
+                removed.append(p)
+        return removed
+
+
+def _in_use(partial: Path) -> bool:
+    """Whether another process holds ``partial`` open for writing (its lock is taken)."""
+    try:
+        fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 @contextmanager

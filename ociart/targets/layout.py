@@ -11,6 +11,7 @@ concurrent pushes never wait for each other (see docs/transport.md, "Deleting fr
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -19,7 +20,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from ..errors import DigestMismatchError, InvalidContentError, NotFoundError
-from ..fsutil import publish, read_file_chunks, temp_file, write_all, write_stream_verified
+from ..fsutil import publish, read_file_chunks, sweep_temps, temp_file, write_all, write_stream_verified
 from ..oci import ANNOTATION_REF_NAME, INDEX_TYPES, MANIFEST_TYPES, Content, Descriptor, ImageLayout, Index
 from ..oci.digest import Digester
 from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type, parse_manifest_content
@@ -100,6 +101,8 @@ class StoreLock:
                 self._writer = False
                 self._cond.notify_all()
 
+log = logging.getLogger("ociart")
+
 
 class LayoutTarget(Target):
     def __init__(self, root: Path, *, create: bool = True, embedded: bool = False) -> None:
@@ -116,6 +119,11 @@ class LayoutTarget(Target):
             if not create:
                 raise NotFoundError(f"{self.root}: not an OCI image layout (no oci-layout file)")
             self._init()
+        #: Temp files a killed writer (push, copy) left in ``.ociart-tmp`` (lock free), removed on opening.
+        self.swept = sweep_temps(self._tmp)
+        if self.swept:
+            log.warning("removed %d stale temp file(s) left by an interrupted write in %s: %s", len(self.swept),
+                        self.name, ", ".join(p.name for p in self.swept))
 
     # -- layout files -------------------------------------------------------------------------------
     def _init(self) -> None:
