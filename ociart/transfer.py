@@ -23,14 +23,14 @@ from typing import TypeVar
 
 from .cache import DigestCache, StatKey, check_unchanged, stat_key
 from .safepath import safe_relpath
-from .errors import DigestMismatchError, NotFoundError, UsageError
+from .errors import DigestMismatchError, NotFoundError, TooLargeError, UsageError
 from .oci import ANNOTATION_TITLE, EMPTY_JSON, OCI_EMPTY, Content, Descriptor, Index, Manifest
 from .oci.digest import sha256_file
 from .oci.mediatypes import DEFAULT_ARTIFACT_TYPE, DEFAULT_FILE_TYPE
 from .progress import Progress
 from .targets.base import Target, bytes_opener
 from .targets.layout import LayoutTarget
-from .targets.referrers import attach, list_referrers
+from .targets.referrers import attach, attach_many, list_referrers
 from .text import escaped_name
 
 log = logging.getLogger("ociart")
@@ -81,35 +81,87 @@ def copy_blobs(src: Target, src_repo: str, dst: Target, dst_repo: str, descs: Se
     parallel(lambda d: copy_blob(src, src_repo, dst, dst_repo, d, progress), _unique(descs), concurrency)
 
 
+#: ``copy`` follows referrers at most this deep (a signature of a signature of …) and copies at most this many
+#: manifests in one graph; a source that offers more is refused with a clear error (no endless walk).
+MAX_GRAPH_DEPTH = 64
+MAX_GRAPH_MANIFESTS = 10_000
+
+
 def copy_graph(src: Target, src_repo: str, dst: Target, dst_repo: str, root: Descriptor, *,
                tag: str | None = None, concurrency: int = 4, progress: Progress | None = None,
-               referrers: bool = False, _seen: set[str] | None = None) -> Content:
+               referrers: bool = False) -> Content:
     """Copy ``root`` (a manifest or index) and all it references; tag it at the destination if asked.
 
-    A manifest with a ``subject`` is attached at the destination (its store's referrers list or the tag-schema
-    index) whether or not it is also tagged, so it stays a referrer of its subject. With ``referrers``, manifests
-    that refer to ``root`` (signatures, attestations, provenance, reports) are copied too, recursively.
+    With ``referrers``, manifests that refer to ``root`` (signatures, attestations, provenance, reports) are copied
+    too, recursively, and attached at the destination (through the referrers API or the tag-schema index, which is
+    updated once per subject for all of them). The graph is discovered first, iteratively, with a visited set and
+    the :data:`MAX_GRAPH_DEPTH` / :data:`MAX_GRAPH_MANIFESTS` bounds, so a refused graph writes nothing.
     """
-    seen = _seen if _seen is not None else set()
-    seen.add(root.digest)
+    seen = {root.digest}
+    order = [root]  # graph roots in copy order: subjects before their referrers (breadth first)
+    level = [root]
+    depth = 0
+    while referrers and level:
+        depth += 1
+        nxt: list[Descriptor] = []
+        for d in level:
+            for ref in list_referrers(src, src_repo, d.digest):
+                if ref.digest in seen:
+                    continue
+                if depth > MAX_GRAPH_DEPTH:
+                    raise TooLargeError(f"{root.digest}: referrers nest deeper than {MAX_GRAPH_DEPTH} levels; "
+                                        f"copy with --no-referrers")
+                seen.add(ref.digest)
+                nxt.append(ref)
+                if len(seen) > MAX_GRAPH_MANIFESTS:
+                    raise TooLargeError(f"{root.digest}: more than {MAX_GRAPH_MANIFESTS} referrers; copy with "
+                                        f"--no-referrers")
+        order += nxt
+        level = nxt
     with dst.writing():
-        content = src.get_manifest(src_repo, root.digest)
-        node = content.parse()
-        if isinstance(node, Index):
-            for child in node.manifests:
-                copy_graph(src, src_repo, dst, dst_repo, child, concurrency=concurrency, progress=progress)
-        else:
-            copy_blobs(src, src_repo, dst, dst_repo, [node.config, *node.layers], concurrency, progress)
-        if node.subject is not None:
-            attach(dst, dst_repo, content, tag)
-        else:
-            dst.put_manifest(dst_repo, content, tag)
-    if referrers:
-        for ref in list_referrers(src, src_repo, root.digest):
-            if ref.digest not in seen:
-                copy_graph(src, src_repo, dst, dst_repo, ref, concurrency=concurrency, progress=progress,
-                           referrers=True, _seen=seen)
+        content = _copy_tree(src, src_repo, dst, dst_repo, root, tag, concurrency, progress)
+        attached = [_copy_tree(src, src_repo, dst, dst_repo, d, None, concurrency, progress, write_referrer=False)
+                    for d in order[1:]]
+        attach_many(dst, dst_repo, [c for c in attached if c.parse().subject is not None])
     return content
+
+
+def _copy_tree(src: Target, src_repo: str, dst: Target, dst_repo: str, root: Descriptor, tag: str | None,
+               concurrency: int, progress: Progress | None, *, write_referrer: bool = True) -> Content:
+    """Copy one manifest and, for an index, its children first (iteratively, bounded like the referrer walk).
+    The manifest itself is written unless it is an untagged referrer and ``write_referrer`` is False (the
+    caller batches those)."""
+    stack: list[tuple[Descriptor, int, Content | None]] = [(root, 0, None)]
+    result: Content | None = None
+    count = 0
+    while stack:
+        desc, depth, content = stack.pop()
+        if content is None:  # first visit: fetch, then its children (if any) before it
+            count += 1
+            if depth > MAX_GRAPH_DEPTH or count > MAX_GRAPH_MANIFESTS:
+                raise TooLargeError(f"{root.digest}: index nests deeper than {MAX_GRAPH_DEPTH} levels or holds more "
+                                    f"than {MAX_GRAPH_MANIFESTS} manifests")
+            content = src.get_manifest(src_repo, desc.digest)
+            node = content.parse()
+            stack.append((desc, depth, content))
+            if isinstance(node, Index):
+                stack += [(child, depth + 1, None) for child in reversed(node.manifests)]
+            else:
+                copy_blobs(src, src_repo, dst, dst_repo, [node.config, *node.layers], concurrency, progress)
+            continue
+        node = content.parse()
+        if desc is root:
+            result = content
+            if node.subject is not None:  # a referrer stays attached even when also tagged
+                if write_referrer or tag is not None:
+                    attach(dst, dst_repo, content, tag)
+                continue
+        elif node.subject is not None:
+            attach(dst, dst_repo, content)
+            continue
+        dst.put_manifest(dst_repo, content, tag if desc is root else None)
+    assert result is not None
+    return result
 
 
 def push_manifest(target: Target, repo: str, *, artifact_type: str | None, layers: Sequence[Descriptor],

@@ -4,12 +4,13 @@ it (downstream, from the ``dev.ociart.inputs+json`` summaries of artifacts in th
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, JsonValue
 
-from ..errors import OciartError
-from ..oci import Manifest
+from ..errors import OciartError, UsageError
+from ..oci import Content, Manifest
 from ..packaging.kinds import KIND_SPECS, Kind
 from ..packaging.metadata import A_METRICS
 from ..targets.referrers import list_referrers
@@ -33,8 +34,16 @@ class Node(BaseModel):
     children: list[Node] = Field(default_factory=list)
 
 
+#: The most nodes one lineage query builds (a clear error beyond, never an endless walk).
+MAX_NODES = 10_000
+
+
 def _artifact_node(client: Client, ref: str) -> tuple[Node, str, Any]:
     pinned, content = client.manifest(ref)
+    return _node_of(pinned, content), content.digest, pinned
+
+
+def _node_of(pinned: Any, content: Content) -> Node:
     node = content.parse()
     annotations = node.annotations or {}
     artifact_type = node.artifactType if not isinstance(node, Manifest) else (
@@ -42,9 +51,8 @@ def _artifact_node(client: Client, ref: str) -> tuple[Node, str, Any]:
     from ..packaging.kinds import detect_kind
 
     kind = detect_kind(artifact_type, node.config.mediaType if isinstance(node, Manifest) else "", annotations)
-    n = Node(kind=kind, name=annotations.get("org.opencontainers.image.title") or pinned.repository or str(pinned),
-             ref=str(pinned), digest=content.digest, artifactType=artifact_type)
-    return n, content.digest, pinned
+    return Node(kind=kind, name=annotations.get("org.opencontainers.image.title") or pinned.repository or str(pinned),
+                ref=str(pinned), digest=content.digest, artifactType=artifact_type)
 
 
 def upstream(client: Client, ref: str, depth: int = 10, _seen: set[str] | None = None) -> Node:
@@ -91,36 +99,62 @@ def upstream(client: Client, ref: str, depth: int = 10, _seen: set[str] | None =
     return node
 
 
-def downstream(client: Client, ref: str, repositories: list[str], depth: int = 10,
-               _seen: set[str] | None = None) -> Node:
-    """The artifact and, recursively, the artifacts in ``repositories`` whose recorded inputs include it."""
-    seen = _seen if _seen is not None else set()
-    node, digest, _ = _artifact_node(client, ref)
-    if digest in seen or depth <= 0:
-        return node
-    seen.add(digest)
-    listed: set[str] = set()  # once per parent (several tags, one manifest); again under other parents
+def downstream(client: Client, ref: str, repositories: list[str], depth: int = 10) -> Node:
+    """The artifact and, level by level up to ``depth``, the artifacts in ``repositories`` whose recorded inputs
+    include it. Each repository's tags are listed and each manifest fetched once per query (:func:`consumers`);
+    the walk is iterative, expands each artifact once, and stops with an error beyond :data:`MAX_NODES` nodes."""
+    root, digest, _ = _artifact_node(client, ref)
+    index = consumers(client, repositories)
+    expanded = {digest}
+    queue: deque[tuple[Node, str, int]] = deque([(root, digest, depth)])
+    count = 1
+    while queue:
+        node, d, left = queue.popleft()
+        if left <= 0:
+            continue
+        for pinned, content in index.get(d, []):
+            child = _node_of(pinned, content)
+            node.children.append(child)
+            count += 1
+            if count > MAX_NODES:
+                raise UsageError(f"lineage of {ref} has more than {MAX_NODES} nodes; narrow it with --depth or --repo")
+            if content.digest not in expanded:  # shown again under other parents, expanded once
+                expanded.add(content.digest)
+                queue.append((child, content.digest, left - 1))
+    return root
+
+
+def consumers(client: Client, repositories: list[str]) -> dict[str, list[tuple[Any, Content]]]:
+    """input digest -> the artifacts in ``repositories`` that record it as an input (``dev.ociart.inputs+json``),
+    each once (several tags of one manifest count once): every tag resolved and every manifest fetched once."""
+    out: dict[str, list[tuple[Any, Content]]] = {}
+    listed: set[tuple[str, str]] = set()
     for repo in repositories:
         r = client.ref(repo)
         target = client.target(r, create=False)
+        fetched: set[str] = set()
         for tag in client.tags(r):
             try:
-                content = target.get_manifest(r.repository, target.resolve(r.repository, tag).digest)
+                desc = target.resolve(r.repository, tag)
+                if desc.digest in fetched:
+                    continue
+                fetched.add(desc.digest)
+                content = target.get_manifest(r.repository, desc.digest)
             except OciartError:
                 continue
-            m = content.parse()
-            raw = (m.annotations or {}).get(A_INPUTS)
-            if not raw or content.digest in listed:
+            raw = (content.parse().annotations or {}).get(A_INPUTS)
+            if not raw:
                 continue
             try:
                 inputs = json.loads(raw)
             except ValueError:
                 continue
-            if any(isinstance(i, dict) and i.get("digest") == digest for i in inputs):
-                listed.add(content.digest)
-                child_ref = str(r.with_digest(content.digest))
-                node.children.append(downstream(client, child_ref, repositories, depth - 1, seen))
-    return node
+            for i in inputs if isinstance(inputs, list) else []:
+                d = i.get("digest") if isinstance(i, dict) else None
+                if isinstance(d, str) and (d, content.digest) not in listed:
+                    listed.add((d, content.digest))
+                    out.setdefault(d, []).append((r.with_digest(content.digest), content))
+    return out
 
 
 def _dot_text(text: str) -> str:

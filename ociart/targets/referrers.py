@@ -20,6 +20,7 @@ import hashlib
 import random
 import re
 import time
+from collections.abc import Sequence
 
 from pydantic import BaseModel
 
@@ -102,6 +103,20 @@ def attach(target: Target, repo: str, content: Content, tag: str | None = None) 
     _edit_fallback(target, repo, node.subject.digest, add=referrer_descriptor(content))
 
 
+def attach_many(target: Target, repo: str, contents: Sequence[Content]) -> None:
+    """:func:`attach` each of ``contents`` (untagged, in order), with one ``sha256-<hex>`` index update per subject
+    for all of them rather than one per referrer (``copy`` of many referrers)."""
+    pending: dict[str, list[Descriptor]] = {}
+    for content in contents:
+        node = content.parse()
+        if node.subject is None:
+            raise InvalidContentError(f"manifest {content.digest} has no subject to attach to")
+        if not target.attach_native(repo, content, None):
+            pending.setdefault(node.subject.digest, []).append(referrer_descriptor(content))
+    for subject, entries in pending.items():
+        _edit_fallback(target, repo, subject, add=entries)
+
+
 def detach(target: Target, repo: str, subject: str, referrer: str) -> bool:
     """Remove ``referrer`` from ``subject``'s ``sha256-<hex>`` index (deleted when it becomes empty); True when an
     entry went. The referrer manifest itself is left alone (see :func:`delete`)."""
@@ -119,9 +134,9 @@ def _fallback_entries(target: Target, repo: str, subject: str) -> list[Descripto
     return list(index.manifests) if isinstance(index, Index) else []
 
 
-def _edit_fallback(target: Target, repo: str, subject: str, *, add: Descriptor | None = None,
-                   remove: str | None = None) -> None:
-    """Add or remove one entry of the ``sha256-<hex>`` index. Writers on this machine are serialised by a file lock;
+def _edit_fallback(target: Target, repo: str, subject: str, *,
+                   add: Descriptor | Sequence[Descriptor] | None = None, remove: str | None = None) -> None:
+    """Add entries to (one write for all) or remove one entry from the ``sha256-<hex>`` index. Writers on this machine are serialised by a file lock;
     across machines the index is read back after each write and the update retried when another writer's version
     replaced it (the remaining window: two machines writing within one read-back)."""
     from filelock import FileLock
@@ -132,10 +147,11 @@ def _edit_fallback(target: Target, repo: str, subject: str, *, add: Descriptor |
     lock_dir = default_home() / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(f"{target.name}/{repo}@{subject}".encode()).hexdigest()[:32]
-    want = add.digest if add is not None else remove
+    adds = [add] if isinstance(add, Descriptor) else list(add or [])
 
     def done(entries: list[Descriptor]) -> bool:
-        return any(e.digest == want for e in entries) == (add is not None)
+        have = {e.digest for e in entries}
+        return all(a.digest in have for a in adds) if adds else remove not in have
 
     with FileLock(str(lock_dir / f"referrers-{key}.lock")):
         for _ in range(8):
@@ -147,7 +163,9 @@ def _edit_fallback(target: Target, repo: str, subject: str, *, add: Descriptor |
             entries = list(node.manifests) if isinstance(node, Index) else []
             if done(entries):
                 return
-            entries = [*entries, add] if add is not None else [e for e in entries if e.digest != remove]
+            have = {e.digest for e in entries}
+            entries = ([*entries, *(a for a in adds if a.digest not in have)] if adds
+                       else [e for e in entries if e.digest != remove])
             if entries:
                 target.put_manifest(repo, Content.from_model(Index(manifests=entries)), tag)
             elif current is not None:
