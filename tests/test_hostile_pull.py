@@ -337,3 +337,15 @@ def test_killed_writer_temp_files_are_swept_live_ones_kept(tmp_path: Path) -> No
     finally:
         live.kill()
         live.wait(30)
+
+
+def test_output_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    with ociart.Client() as c:
+        push_layers(c, "hostile/outfile:v1", [titled("f.txt", b"x\n")])
+    target = tmp_path / "a-file"
+    target.write_text("mine")
+    proc = run_cli("pull", "hostile/outfile:v1", "-o", str(target))
+    assert proc.returncode == 2 and "not a directory" in one_error_line(proc)
+    proc = run_cli("pull", "hostile/outfile:v1", "-o", str(target / "below"))
+    assert proc.returncode == 2 and "cannot create output directory" in one_error_line(proc)
+    assert target.read_text() == "mine"

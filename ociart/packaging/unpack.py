@@ -157,12 +157,12 @@ def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filter
             if not e.tar:
                 budget.take(e.desc.size, f"file {e.rel}")
     created = not out_dir.exists()
+    if not created and not out_dir.is_dir():
+        raise UsageError(f"output {out_dir} is not a directory")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create output directory {out_dir}: {exc.strerror or exc}") from None
-    if not out_dir.is_dir():
-        raise UsageError(f"output {out_dir} is not a directory")
     try:
         return _restore(target, repo, entries, out_dir, _matcher(include), overwrite, concurrency, progress,
                         budget, cleaned if cleaned is not None else [])
