@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import cancel
 from .errors import DigestMismatchError
 from .oci.digest import CHUNK, Digester
 
@@ -118,4 +119,5 @@ def write_stream_verified(
 def read_file_chunks(path: Path, chunk: int = CHUNK) -> Iterator[bytes]:
     with open(path, "rb", buffering=0) as f:
         while data := f.read(chunk):
+            cancel.check()  # a push's blob threads stop between chunks when the fan-out is cancelled
             yield data

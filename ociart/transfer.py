@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from . import cancel
 from .cache import DigestCache, StatKey, check_unchanged, stat_key
 from .safepath import safe_relpath
 from .errors import DigestMismatchError, NotFoundError, TooLargeError, UsageError
@@ -41,21 +42,28 @@ R = TypeVar("R")
 def parallel(fn: Callable[[T], R], items: Sequence[T], concurrency: int) -> list[R]:
     """``[fn(item) for item in items]`` on up to ``concurrency`` threads, results in order: the one fan-out.
 
-    The first error cancels the tasks not started yet, waits for the running ones to end, and is re-raised (an
-    interrupt of the waiting caller does the same); no task is left running behind the caller.
+    The first error cancels the tasks not started yet and stops the running ones between two chunks
+    (:mod:`ociart.cancel`), waits for them to end, and is re-raised; an interrupt of the waiting caller (SIGINT,
+    SIGTERM) does the same, so Ctrl-C takes effect within about a chunk. No task is left running behind the caller.
     """
     if len(items) <= 1 or concurrency <= 1:
         return [fn(item) for item in items]
+    token = cancel.Token(cancel.current())
+    task = cancel.bind(token, fn)
     pool = ThreadPoolExecutor(max_workers=min(concurrency, len(items)), thread_name_prefix="ociart-transfer")
     try:
-        futures = [pool.submit(fn, item) for item in items]
+        futures = [pool.submit(task, item) for item in items]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         for f in futures:  # the first failure in submission order
             exc = f.exception() if f in done else None
             if exc is not None:
+                token.cancel()
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise exc
         return [f.result() for f in futures]
+    except BaseException:
+        token.cancel()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -345,7 +345,50 @@ def test_output_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     target = tmp_path / "a-file"
     target.write_text("mine")
     proc = run_cli("pull", "hostile/outfile:v1", "-o", str(target))
-    assert proc.returncode == 2 and "not a directory" in one_error_line(proc)
+    assert proc.returncode == 8 and "not a directory" in one_error_line(proc)
     proc = run_cli("pull", "hostile/outfile:v1", "-o", str(target / "below"))
-    assert proc.returncode == 2 and "cannot create output directory" in one_error_line(proc)
+    assert proc.returncode == 8 and "cannot create output directory" in one_error_line(proc)
     assert target.read_text() == "mine"
+
+
+# -- interrupts -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_stops_running_blob_threads_and_keeps_partials_for_resume(
+        registry, unique_repo: str, tmp_path: Path, signum: int, code: int) -> None:
+    """Two 16 MiB blobs pulled in parallel through a proxy sending 2 MiB/s each: a signal stops both threads
+    between chunks (the proxy sends little more), exit 130/143 with `interrupted`; the staging keeps only the
+    partials for resume, and the next pull completes them."""
+    src = tmp_path / "src"
+    write_random(src / "a.bin", 16 * MiB, seed=11)
+    write_random(src / "b.bin", 16 * MiB, seed=12)
+    ref = f"{registry.host}/{unique_repo}:v1"
+    assert run_cli("push", "--plain-http", ref, str(src)).returncode == 0
+    out = tmp_path / "out"
+    with FaultProxy(registry.url) as proxy:
+        via = ref.replace(registry.host, proxy.host)
+        proxy.limit_rate(2 * MiB, "/blobs/sha256:")
+        started = proxy.when_sent("/blobs/sha256:", 4 * MiB)
+        proc = subprocess.Popen([sys.executable, "-m", "ociart", "pull", "--plain-http", "--concurrency", "2",
+                                 "-o", str(out), via], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert started.wait(120), "the pull never got going"
+            at_signal = proxy.sent("/blobs/sha256:")
+            proc.send_signal(signum)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        after = proxy.sent("/blobs/sha256:") - at_signal
+        assert proc.returncode == code, err
+        assert err == "error: interrupted\n"
+        # both threads stopped at once: far less than the ~24 MiB still to come was sent after the signal
+        assert after < 8 * MiB, after
+        assert snapshot(out) and all(p.startswith(STAGING) for p in snapshot(out))
+        staged = snapshot(out / STAGING)
+        assert not [p for p in staged if p.startswith("restore-")]
+        partials = [p for p in staged if p.endswith(".partial")]
+        assert len(partials) == 2 and all(p.startswith(".ociart-tmp/ingest/") for p in partials), staged
+        proxy.clear()
+        done = run_cli("pull", "--plain-http", "-o", str(out), via)
+    assert done.returncode == 0, done.stderr
+    assert snapshot(out) == ["a.bin", "b.bin"]
+    assert (out / "a.bin").read_bytes() == (src / "a.bin").read_bytes()

@@ -22,7 +22,8 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel
 
-from ..errors import AuthError, InvalidContentError, NetworkError, OverwriteError, UnsafePathError, UsageError
+from ..errors import (AuthError, InvalidContentError, LocalIOError, NetworkError, OverwriteError,
+                      UnsafePathError, UsageError)
 from ..oci import Descriptor, Manifest
 from ..oci.digest import sha256_file
 from ..progress import Progress
@@ -158,11 +159,11 @@ def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filter
                 budget.take(e.desc.size, f"file {e.rel}")
     created = not out_dir.exists()
     if not created and not out_dir.is_dir():
-        raise UsageError(f"output {out_dir} is not a directory")
+        raise LocalIOError(f"output {out_dir} is not a directory")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create output directory {out_dir}: {exc.strerror or exc}") from None
+        raise LocalIOError(f"cannot create output directory {out_dir}: {exc.strerror or exc}") from None
     try:
         return _restore(target, repo, entries, out_dir, _matcher(include), overwrite, concurrency, progress,
                         budget, cleaned if cleaned is not None else [])

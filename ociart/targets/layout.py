@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from .. import cancel
 from ..errors import DigestMismatchError, InvalidContentError, NotFoundError
 from ..fsutil import publish, read_file_chunks, sweep_temps, temp_file, write_all, write_stream_verified
 from ..oci import ANNOTATION_REF_NAME, INDEX_TYPES, MANIFEST_TYPES, Content, Descriptor, ImageLayout, Index
@@ -514,6 +515,7 @@ def _without_ref_name(annotations: dict[str, str] | None) -> dict[str, str] | No
 
 def _counting(chunks: Iterator[bytes], progress: ProgressFn | None) -> Iterator[bytes]:
     for c in chunks:
+        cancel.check()
         if progress:
             progress(len(c))
         yield c

@@ -46,7 +46,7 @@ from ..errors import (
     UnreachableError,
     UnsupportedError,
 )
-from .. import limits
+from .. import cancel, limits
 from ..fsutil import verify, write_all
 from ..oci import MANIFEST_ACCEPT, OCI_INDEX, Content, Descriptor, Index
 from ..oci.digest import Digester
@@ -641,6 +641,7 @@ class RegistryTarget(Target):
                     d = Digester()
                     try:
                         for c in resp.iter_raw():
+                            cancel.check()
                             d.update(c)
                             yield c
                     except httpx.TransportError as exc:
@@ -953,6 +954,7 @@ def _pump(resp: httpx.Response, fd: int, d: Digester, size: int, what: str, prog
     pending = 0
     advise = getattr(os, "posix_fadvise", None)
     for chunk in resp.iter_raw():
+        cancel.check()
         if d.size + len(chunk) > size:
             raise DigestMismatchError(f"{what}: registry sent more than the expected {size} bytes")
         d.update(chunk)
