@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel
 
-from ..errors import (AuthError, InvalidContentError, LocalIOError, NetworkError, OverwriteError,
+from ..errors import (AuthError, Interrupted, InvalidContentError, LocalIOError, NetworkError, OverwriteError,
                       UnsafePathError, UsageError)
 from ..oci import Descriptor, Manifest
 from ..oci.digest import sha256_file
@@ -176,7 +176,7 @@ def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filter
 #: Pull's staging store inside the destination: an OCI layout whose ingest area holds resumable partial blobs.
 STAGING = ".ociart-pull"
 #: Failures after which the staging store stays for the next pull to resume; any other removes it.
-RESUMABLE: tuple[type[BaseException], ...] = (NetworkError, AuthError, KeyboardInterrupt, SystemExit)
+RESUMABLE: tuple[type[BaseException], ...] = (NetworkError, AuthError, Interrupted, KeyboardInterrupt, SystemExit)
 
 
 @contextmanager
