@@ -176,7 +176,8 @@ class Ingest:
                 stale = now - p.stat().st_mtime > max_age
             except FileNotFoundError:
                 continue
-            if (stale or (keep is not None and "sha256:" + hexd not in keep)) and not _in_use(self.root / (hexd + PARTIAL)):
+            unwanted = keep is not None and "sha256:" + hexd not in keep
+            if (stale or unwanted) and not _in_use(self.root / (hexd + PARTIAL)):
                 p.unlink(missing_ok=True)
                 removed.append(p)
         return removed
