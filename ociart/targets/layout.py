@@ -102,6 +102,7 @@ class StoreLock:
                 self._writer = False
                 self._cond.notify_all()
 
+
 log = logging.getLogger("ociart")
 
 
