@@ -1,8 +1,8 @@
 """The architecture's layering, checked on the import graph (ast, no imports executed).
 
 * ``ociart.targets`` (registry, layout, referrers, auth, ingest) sits on the foundations only: errors, wire formats,
-  limits, file utilities, reference parsing, text escaping. Nothing above it (transfer, packaging, lineage, signing,
-  client, CLI).
+  limits, file utilities, cooperative cancellation, reference parsing, text escaping. Nothing above it (transfer,
+  packaging, lineage, signing, client, CLI).
 * ``ociart.oci`` (wire formats) sits below the targets.
 """
 
@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "ociart"
-FOUNDATIONS = {"ociart.errors", "ociart.oci", "ociart.limits", "ociart.fsutil", "ociart.reference", "ociart.text"}
+FOUNDATIONS = {"ociart.errors", "ociart.oci", "ociart.limits", "ociart.fsutil", "ociart.reference", "ociart.text",
+               "ociart.cancel"}
 
 
 def imported_modules(path: Path) -> set[str]:
