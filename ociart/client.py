@@ -458,7 +458,7 @@ class Client:
         if not names:
             raise UsageError("give at least one tag")
         for name in names:
-            if not TAG_RE.match(name):
+            if not TAG_RE.fullmatch(name):
                 raise InvalidReferenceError(f"invalid tag {name!r}: letters, digits, _ . - (up to 128)")
         if expect is not None:
             if len(names) != 1:
