@@ -143,16 +143,16 @@ class _ProxyHandler(QuietHandler):
             if limit is not None and entry["bytes_out"] + len(piece) >= limit:
                 piece = piece[: limit - entry["bytes_out"]]
                 entry["bytes_out"] += len(piece)
+                proxy._count(self.path, len(piece))  # before writing: a reader never sees bytes not yet counted
                 self.write_chunk(piece) if chunked and piece else self.wfile.write(piece)
-                proxy._count(self.path, len(piece))
                 raise _Abort
             if rate is not None:  # hold the average at ``rate`` bytes per second
                 ahead = (entry["bytes_out"] + len(piece)) / rate - (time.monotonic() - start)
                 if ahead > 0:
                     time.sleep(ahead)
             entry["bytes_out"] += len(piece)
+            proxy._count(self.path, len(piece))  # before writing (see above)
             self.write_chunk(piece) if chunked else self.wfile.write(piece)
-            proxy._count(self.path, len(piece))
         if chunked:
             self.write_chunk(b"")
 
