@@ -358,7 +358,7 @@ class Client:
         With ``keys`` (public key files), ``trust`` or ``policy`` the signatures are verified first and exactly the
         verified digest is pulled (``result.verification`` says what verified). ``max_size``: the most bytes the
         restored files may add up to, replacing the default bound (the sizes the artifact declares; a gzip tar layer
-        may expand :data:`~ociart.packaging.unpack.GZIP_RATIO` times)."""
+        may expand :data:`~ociart.limits.GZIP_RATIO` times)."""
         from .packaging.unpack import check_filters
         from .packaging.unpack import pull as unpack
 

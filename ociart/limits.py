@@ -26,3 +26,15 @@ CONFIG_BYTES = 4 << 20
 PAGES = 10_000
 PAGE_ENTRIES = 1_000_000
 PAGINATION_SECONDS = 120.0
+
+# -- what an artifact may make ociart write or walk ---------------------------------------------------------------
+#: A gzip tar layer may restore at most this many times its compressed size (without ``--max-size``); an
+#: uncompressed tar layer its own size, a raw layer its declared size.
+GZIP_RATIO = 100
+#: A referrer graph or index tree that ``copy`` follows: at most this deep and this many manifests.
+GRAPH_DEPTH = 64
+GRAPH_MANIFESTS = 10_000
+#: A lineage query stops with an error beyond this many nodes.
+LINEAGE_NODES = 10_000
+#: How deep ``ls`` follows indexes nested in indexes.
+INDEX_DEPTH = 4

@@ -20,6 +20,7 @@ import re
 
 from pydantic import BaseModel
 
+from . import limits
 from .errors import InvalidContentError, NotFoundError, UsageError
 from .oci import Content, Descriptor, Index, Manifest
 from .oci.mediatypes import ANNOTATION_CREATED
@@ -27,8 +28,6 @@ from .reference import Reference, _is_host, parse_reference
 from .targets.base import ManifestLister, RepositoryLister, Target
 from .targets.referrers import is_scheme_tag, list_referrers
 
-#: How deep an index may nest other indexes before listing stops following it.
-MAX_INDEX_DEPTH = 4
 #: The fallback tag of the referrers tag schema: exactly ``sha256-<hex>``.
 _FALLBACK_TAG = re.compile(r"sha256-[a-f0-9]{64}")
 #: Layer media type of cosign's legacy ``.att`` attestations (a DSSE envelope).
@@ -157,7 +156,7 @@ def _parts(target: Target, repo: str, content: Content, node: Manifest | Index, 
     for child in node.manifests:
         if child.digest in parts:
             continue
-        if depth >= MAX_INDEX_DEPTH:
+        if depth >= limits.INDEX_DEPTH:
             parts[child.digest] = child.size
             continue
         try:

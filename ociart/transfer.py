@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from . import cancel
+from . import cancel, limits
 from .cache import DigestCache, StatKey, check_unchanged, stat_key
 from .safepath import safe_relpath
 from .errors import DigestMismatchError, NotFoundError, TooLargeError, UsageError
@@ -89,12 +89,6 @@ def copy_blobs(src: Target, src_repo: str, dst: Target, dst_repo: str, descs: Se
     parallel(lambda d: copy_blob(src, src_repo, dst, dst_repo, d, progress), _unique(descs), concurrency)
 
 
-#: ``copy`` follows referrers at most this deep (a signature of a signature of …) and copies at most this many
-#: manifests in one graph; a source that offers more is refused with a clear error (no endless walk).
-MAX_GRAPH_DEPTH = 64
-MAX_GRAPH_MANIFESTS = 10_000
-
-
 def copy_graph(src: Target, src_repo: str, dst: Target, dst_repo: str, root: Descriptor, *,
                tag: str | None = None, concurrency: int = 4, progress: Progress | None = None,
                referrers: bool = False) -> Content:
@@ -103,7 +97,7 @@ def copy_graph(src: Target, src_repo: str, dst: Target, dst_repo: str, root: Des
     With ``referrers``, manifests that refer to ``root`` (signatures, attestations, provenance, reports) are copied
     too, recursively, and attached at the destination (through the referrers API or the tag-schema index, which is
     updated once per subject for all of them). The graph is discovered first, iteratively, with a visited set and
-    the :data:`MAX_GRAPH_DEPTH` / :data:`MAX_GRAPH_MANIFESTS` bounds, so a refused graph writes nothing.
+    the :data:`ociart.limits.GRAPH_DEPTH` / :data:`ociart.limits.GRAPH_MANIFESTS` bounds, so a refused graph writes nothing.
     """
     seen = {root.digest}
     order = [root]  # graph roots in copy order: subjects before their referrers (breadth first)
@@ -116,13 +110,13 @@ def copy_graph(src: Target, src_repo: str, dst: Target, dst_repo: str, root: Des
             for ref in list_referrers(src, src_repo, d.digest):
                 if ref.digest in seen:
                     continue
-                if depth > MAX_GRAPH_DEPTH:
-                    raise TooLargeError(f"{root.digest}: referrers nest deeper than {MAX_GRAPH_DEPTH} levels; "
+                if depth > limits.GRAPH_DEPTH:
+                    raise TooLargeError(f"{root.digest}: referrers nest deeper than {limits.GRAPH_DEPTH} levels; "
                                         f"copy with --no-referrers")
                 seen.add(ref.digest)
                 nxt.append(ref)
-                if len(seen) > MAX_GRAPH_MANIFESTS:
-                    raise TooLargeError(f"{root.digest}: more than {MAX_GRAPH_MANIFESTS} referrers; copy with "
+                if len(seen) > limits.GRAPH_MANIFESTS:
+                    raise TooLargeError(f"{root.digest}: more than {limits.GRAPH_MANIFESTS} referrers; copy with "
                                         f"--no-referrers")
         order += nxt
         level = nxt
@@ -146,9 +140,9 @@ def _copy_tree(src: Target, src_repo: str, dst: Target, dst_repo: str, root: Des
         desc, depth, content = stack.pop()
         if content is None:  # first visit: fetch, then its children (if any) before it
             count += 1
-            if depth > MAX_GRAPH_DEPTH or count > MAX_GRAPH_MANIFESTS:
-                raise TooLargeError(f"{root.digest}: index nests deeper than {MAX_GRAPH_DEPTH} levels or holds more "
-                                    f"than {MAX_GRAPH_MANIFESTS} manifests")
+            if depth > limits.GRAPH_DEPTH or count > limits.GRAPH_MANIFESTS:
+                raise TooLargeError(f"{root.digest}: index nests deeper than {limits.GRAPH_DEPTH} levels or holds more "
+                                    f"than {limits.GRAPH_MANIFESTS} manifests")
             content = src.get_manifest(src_repo, desc.digest)
             node = content.parse()
             stack.append((desc, depth, content))

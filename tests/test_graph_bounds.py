@@ -17,11 +17,11 @@ from support.faultproxy import FaultProxy
 from support.ocifake import OciFake, Repo, StoredManifest
 
 import ociart
-import ociart.lineage.graph as graph_mod
+from ociart import limits
 from ociart.errors import UsageError
 from ociart.lineage.record import A_INPUTS
 from ociart.oci import EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Manifest
-from ociart.transfer import MAX_GRAPH_DEPTH
+from ociart.limits import GRAPH_DEPTH as MAX_GRAPH_DEPTH
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 SIG_TYPE = "application/vnd.example.signature"
@@ -121,7 +121,7 @@ def test_lineage_downstream_fetches_each_manifest_once(registry, unique_repo: st
     assert chain == digests
     assert gets + heads <= 2 * n + 4, (gets, heads)  # every tag once per query, not once per node (n * n)
     # and a bound on the size of the answer, with a clear error
-    monkeypatch.setattr(graph_mod, "MAX_NODES", 5)
+    monkeypatch.setattr(limits, "LINEAGE_NODES", 5)
     with ociart.Client(plain_http=True) as c, pytest.raises(UsageError, match="more than 5 nodes"):
         c.lineage(f"{repo}:a0", downstream=[repo], depth=n + 5)
 

@@ -28,6 +28,7 @@ from support.faultproxy import FaultProxy
 
 import ociart
 import ociart.packaging.unpack as unpack_mod
+from ociart import limits
 from ociart.errors import TooLargeError, UnsafePathError
 from ociart.oci import EMPTY_JSON, EMPTY_JSON_DIGEST, OCI_EMPTY, Content, Descriptor, Manifest
 from ociart.packaging.metadata import A_FILE_METADATA, A_FILEPATH, A_TITLE
@@ -140,7 +141,7 @@ def test_sparse_member_is_refused_before_anything_is_written(tmp_path: Path) -> 
 
 def test_gzip_bomb_is_bounded_and_max_size_overrides(tmp_path: Path) -> None:
     bomb = gzip_bomb("code/zeros.bin", 24 * MiB)
-    assert len(bomb) * unpack_mod.GZIP_RATIO < 24 * MiB  # far beyond the ratio cap
+    assert len(bomb) * limits.GZIP_RATIO < 24 * MiB  # far beyond the ratio cap
     other = b"a raw file\n" * 1000
     with ociart.Client() as c:
         push_layers(c, "hostile/bomb:v1", [titled("readme.txt", other), (bomb, CODE_TGZ, {A_FILEPATH: "code"})])

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, JsonValue
 
+from .. import limits
 from ..errors import OciartError, UsageError
 from ..oci import Content, Manifest
 from ..packaging.kinds import KIND_SPECS, Kind
@@ -32,10 +33,6 @@ class Node(BaseModel):
     artifactType: str | None = None
     details: dict[str, JsonValue] = Field(default_factory=dict)
     children: list[Node] = Field(default_factory=list)
-
-
-#: The most nodes one lineage query builds (a clear error beyond, never an endless walk).
-MAX_NODES = 10_000
 
 
 def _artifact_node(client: Client, ref: str) -> tuple[Node, str, Any]:
@@ -102,7 +99,7 @@ def upstream(client: Client, ref: str, depth: int = 10, _seen: set[str] | None =
 def downstream(client: Client, ref: str, repositories: list[str], depth: int = 10) -> Node:
     """The artifact and, level by level up to ``depth``, the artifacts in ``repositories`` whose recorded inputs
     include it. Each repository's tags are listed and each manifest fetched once per query (:func:`consumers`);
-    the walk is iterative, expands each artifact once, and stops with an error beyond :data:`MAX_NODES` nodes."""
+    the walk is iterative, expands each artifact once, and stops with an error beyond :data:`ociart.limits.LINEAGE_NODES` nodes."""
     root, digest, _ = _artifact_node(client, ref)
     index = consumers(client, repositories)
     expanded = {digest}
@@ -116,8 +113,8 @@ def downstream(client: Client, ref: str, repositories: list[str], depth: int = 1
             child = _node_of(pinned, content)
             node.children.append(child)
             count += 1
-            if count > MAX_NODES:
-                raise UsageError(f"lineage of {ref} has more than {MAX_NODES} nodes; narrow it with --depth or --repo")
+            if count > limits.LINEAGE_NODES:
+                raise UsageError(f"lineage of {ref} has more than {limits.LINEAGE_NODES} nodes; narrow it with --depth or --repo")
             if content.digest not in expanded:  # shown again under other parents, expanded once
                 expanded.add(content.digest)
                 queue.append((child, content.digest, left - 1))

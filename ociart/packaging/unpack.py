@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel
 
+from .. import limits
 from ..errors import (AuthError, Interrupted, InvalidContentError, LocalIOError, NetworkError, OverwriteError,
                       UnsafePathError, UsageError)
 from ..oci import Descriptor, Manifest
@@ -130,14 +131,9 @@ def select(manifest: Manifest, filters: Sequence[str] = (), include: Sequence[st
     return chosen
 
 
-#: A gzip-compressed tar layer may expand to at most this many times its compressed size (an uncompressed tar
-#: layer to its own size): a bound on what a pull writes unless ``max_size`` overrides it.
-GZIP_RATIO = 100
-
-
 def layer_limit(desc: Descriptor) -> int:
-    """The most a tar layer may restore: its size, times :data:`GZIP_RATIO` when gzip-compressed."""
-    return desc.size * GZIP_RATIO if desc.mediaType.endswith("+gzip") else desc.size
+    """The most a tar layer may restore: its size, times :data:`ociart.limits.GZIP_RATIO` when gzip-compressed."""
+    return desc.size * limits.GZIP_RATIO if desc.mediaType.endswith("+gzip") else desc.size
 
 
 def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filters: Sequence[str] = (),
