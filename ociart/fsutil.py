@@ -52,6 +52,24 @@ def temp_file(directory: Path, prefix: str = TEMP_PREFIX, suffix: str = ".partia
         path.unlink(missing_ok=True)
 
 
+def writer_alive(path: Path) -> bool | None:
+    """Whether the process that wrote ``path`` (holding its ``flock``, as :func:`temp_file` and partial downloads
+    do) is still at it: True (lock held), False (lock free: a leftover), None (not an openable regular file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def sweep_temps(directory: Path) -> list[Path]:
     """Remove the temp files (:func:`temp_file`) in ``directory`` whose writer is gone (lock not held); returns
     them. A live writer's file is never touched: staleness is the lock, not an age."""
@@ -64,18 +82,8 @@ def sweep_temps(directory: Path) -> list[Path]:
         if not name.startswith(TEMP_PREFIX):
             continue
         path = directory / name
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            continue
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                continue
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # its writer is alive
-        finally:
-            os.close(fd)
+        if writer_alive(path) is not False:
+            continue  # its writer is alive, or it is no temp file of ours
         path.unlink(missing_ok=True)
         removed.append(path)
     return removed

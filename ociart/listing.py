@@ -16,8 +16,6 @@ A report pushed by tag with a subject is listed, since it has a tag.
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel
 
 from . import limits
@@ -26,10 +24,8 @@ from .oci import Content, Descriptor, Index, Manifest
 from .oci.mediatypes import ANNOTATION_CREATED
 from .reference import Reference, _is_host, parse_reference
 from .targets.base import ManifestLister, RepositoryLister, Target
-from .targets.referrers import is_scheme_tag, list_referrers
+from .targets.referrers import is_fallback_tag, is_scheme_tag, list_referrers
 
-#: The fallback tag of the referrers tag schema: exactly ``sha256-<hex>``.
-_FALLBACK_TAG = re.compile(r"sha256-[a-f0-9]{64}")
 #: Layer media type of cosign's legacy ``.att`` attestations (a DSSE envelope).
 DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
 
@@ -175,7 +171,7 @@ def artifact_kind(node: Manifest | Index, tags: list[str] | None = None) -> str:
 
     annotations = node.annotations or {}
     if isinstance(node, Index):
-        return "referrers-index" if any(_FALLBACK_TAG.fullmatch(t) for t in tags or []) else "index"
+        return "referrers-index" if any(is_fallback_tag(t) for t in tags or []) else "index"
     artifact_type = node.artifactType or node.config.mediaType
     if artifact_type == SIGSTORE_BUNDLE:
         from .signing.bundle import COSIGN_SIGN_PREDICATE

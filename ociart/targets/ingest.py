@@ -27,7 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ..errors import InvalidContentError, VerificationError
-from ..fsutil import publish, temp_file
+from ..fsutil import publish, temp_file, writer_alive
 from ..oci import Descriptor
 from ..oci.digest import CHUNK, Digester
 from ..reference import is_digest
@@ -177,25 +177,10 @@ class Ingest:
             except FileNotFoundError:
                 continue
             unwanted = keep is not None and "sha256:" + hexd not in keep
-            if (stale or unwanted) and not _in_use(self.root / (hexd + PARTIAL)):
+            if (stale or unwanted) and not writer_alive(self.root / (hexd + PARTIAL)):
                 p.unlink(missing_ok=True)
                 removed.append(p)
         return removed
-
-
-def _in_use(partial: Path) -> bool:
-    """Whether another process holds ``partial`` open for writing (its lock is taken)."""
-    try:
-        fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 @contextmanager

@@ -30,7 +30,8 @@ from .base import Target
 
 #: Suffixes of cosign's tag-based attachments (signatures, attestations) next to ``sha256-<hex>``.
 LEGACY_SUFFIXES = (".sig", ".att")
-_SCHEME_TAG = re.compile(r"^sha(256|512)-[0-9a-f]{64,128}(\.[a-z]+)?$")
+_SCHEME_TAG = re.compile(r"sha(256|512)-[0-9a-f]{64,128}(\.[a-z]+)?")
+_FALLBACK_TAG = re.compile(r"sha256-[0-9a-f]{64}")
 
 
 def fallback_tag(digest: str) -> str:
@@ -51,7 +52,12 @@ def scheme_tags(digest: str) -> list[str]:
 
 def is_scheme_tag(tag: str) -> bool:
     """A tag of a referrer or signature scheme (``sha256-<hex>``, ``sha256-<hex>.sig``, ...), not a version."""
-    return bool(_SCHEME_TAG.match(tag))
+    return bool(_SCHEME_TAG.fullmatch(tag))
+
+
+def is_fallback_tag(tag: str) -> bool:
+    """A tag of the referrers tag schema itself: exactly ``sha256-<hex>`` (no ``.sig``/``.att`` suffix)."""
+    return bool(_FALLBACK_TAG.fullmatch(tag))
 
 
 def referrer_descriptor(content: Content) -> Descriptor:
