@@ -11,6 +11,7 @@ concurrent pushes never wait for each other (see docs/transport.md, "Deleting fr
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
@@ -51,13 +52,6 @@ class StoreLock:
     def _open(self) -> int:
         return os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
 
-    def _flock(self, fd: int, op: str) -> None:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX
-            return
-        fcntl.flock(fd, getattr(fcntl, op))
-
     @contextmanager
     def shared(self) -> Iterator[None]:
         with self._cond:
@@ -66,7 +60,7 @@ class StoreLock:
             if self._readers == 0:
                 fd = self._open()
                 try:
-                    self._flock(fd, "LOCK_SH")
+                    fcntl.flock(fd, fcntl.LOCK_SH)
                 except BaseException:
                     os.close(fd)
                     raise
@@ -78,7 +72,7 @@ class StoreLock:
             with self._cond:
                 self._readers -= 1
                 if self._readers == 0 and self._fd is not None:
-                    self._flock(self._fd, "LOCK_UN")
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
                     os.close(self._fd)
                     self._fd = None
                     self._cond.notify_all()
@@ -92,10 +86,10 @@ class StoreLock:
         try:
             fd = self._open()
             try:
-                self._flock(fd, "LOCK_EX")
+                fcntl.flock(fd, fcntl.LOCK_EX)
                 yield
             finally:
-                self._flock(fd, "LOCK_UN")
+                fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
         finally:
             with self._cond:
