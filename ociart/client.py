@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, JsonValue
 
-from . import limits
+from . import audit, limits
 from .errors import InvalidContentError, InvalidReferenceError, NotFoundError, OciartError, UsageError
 from .oci import Content, Descriptor, Index, Manifest
 from .progress import Progress
@@ -41,6 +42,19 @@ if TYPE_CHECKING:
     #: What ``sign=`` accepts: a signer, a private key, or the path of a cosign key file (password from
     #: ``COSIGN_PASSWORD``).
     SignWith = Signer | ec.EllipticCurvePrivateKey | str | Path
+
+
+def _audited(action: str, facts: Callable[[Any], dict[str, Any]]) -> Callable[[Any], Any]:
+    """Log the decorated Client verb to the audit log (:mod:`ociart.audit`) when it returns or raises."""
+    def wrap(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def run(self: Any, ref: Any, *args: Any, **kwargs: Any) -> Any:
+            with audit.action(action, str(ref)) as logged:
+                result = fn(self, ref, *args, **kwargs)
+                logged.update(facts(result))
+            return result
+        return run
+    return wrap
 
 
 class PushResult(Descriptor):
@@ -225,6 +239,7 @@ class Client:
         digest = r.digest or target.resolve(r.repository, r.reference).digest
         return r.with_digest(digest), target.get_manifest(r.repository, digest)
 
+    @_audited("push", lambda r: {"reference": r.reference, "after": r.digest})
     def push(
         self,
         ref: str | Reference,
@@ -471,7 +486,11 @@ class Client:
         if r.digest and desc.digest != r.digest:
             raise InvalidContentError(f"{r}: resolved to {desc.digest}")
         for name in names:
-            target.tag(r.repository, name, desc, expect)
+            with audit.action("tag", str(r.with_tag(name))) as logged:
+                logged["before"] = _tag_digest(target, r.repository, name) if expect is None else \
+                    (None if isinstance(expect, Absent) else expect)
+                target.tag(r.repository, name, desc, expect)
+                logged["after"] = desc.digest
         return TagResult(reference=str(r.with_digest(desc.digest)), digest=desc.digest, tags=names)
 
     def ls(self, where: str | None = None, *, all: bool = False) -> Listing:
@@ -483,6 +502,8 @@ class Client:
         target = self.target(scope, create=False)
         return list_store(target, [scope.repository] if scope.repository else None, all=all)
 
+    @_audited("delete", lambda r: {"reference": r.reference, "before": r.digest,
+                                   **({"tags": r.tags} if r.tags else {}), **({"tag_only": True} if r.tag_only else {})})
     def delete(self, ref: str | Reference, *, referrers: bool = True) -> DeleteResult:
         """Delete by digest (every tag on the manifest goes with it), or a tag alone where supported.
 
@@ -647,6 +668,13 @@ def _tag_mlflow_run(run_id: str, ref: Reference, digest: str) -> None:
         mlflow.MlflowClient().set_tag(run_id, f"ociart.{ref.repository}", str(ref.with_digest(digest)))
     except Exception:  # noqa: BLE001 - tracking is best effort; the push itself succeeded
         pass
+
+
+def _tag_digest(target: Target, repo: str, tag: str) -> str | None:
+    try:
+        return target.resolve(repo, tag).digest
+    except NotFoundError:
+        return None
 
 
 def _tag_points_at(target: Target, repo: str, tag: str, digest: str) -> bool:

@@ -38,3 +38,5 @@ GRAPH_MANIFESTS = 10_000
 LINEAGE_NODES = 10_000
 #: How deep ``ls`` follows indexes nested in indexes.
 INDEX_DEPTH = 4
+#: One audit-log line (ociart/audit.py): longer lines are refused when written and when read.
+AUDIT_LINE_BYTES = 64 << 10

@@ -681,3 +681,28 @@ def test_pull_onto_existing_different_file(pushed: tuple[str, str, dict[str, byt
     assert {f.path for f in result.files} == set(files)
     assert {p: (out / p).read_bytes() for p in files} == files
     assert tree(out) == ["model.bin", "notes", "notes/readme.txt"]
+
+
+def test_manifest_put_rides_out_a_torn_blob_link(fake_registry: Any, tmp_path: Path) -> None:
+    """distribution answers DIGEST_INVALID + MANIFEST_BLOB_UNKNOWN while another upload of the same blob rewrites its
+    link file (seen in CI: a checkpoint upload beside the final push); the manifest PUT is asked again."""
+    (tmp_path / "w.bin").write_bytes(b"weights")
+    fake_registry.torn_link_puts = 2
+    pushed = ociart.Client().push(f"{fake_registry.host}/models/a:v1", [tmp_path / "w.bin"])
+    assert len(fake_registry.requests("PUT", "/manifests/v1")) == 3
+    assert fake_registry.repos["models/a"].tags["v1"] == pushed.digest
+
+
+def test_manifest_put_with_a_blob_really_missing_still_fails(fake_registry: Any) -> None:
+    from ociart.oci import Content
+    from ociart.targets.registry import RegistryTarget
+
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
+                           "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},
+                "layers": []}
+    content = Content.of(json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
+    target = RegistryTarget(fake_registry.host, plain_http=True)
+    with pytest.raises(ociart.errors.RegistryError, match="MANIFEST_BLOB_UNKNOWN"):
+        target.put_manifest("models/b", content, "v1")
+    assert 1 < len(fake_registry.requests("PUT", "/manifests/v1")) <= 6

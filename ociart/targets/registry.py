@@ -137,6 +137,10 @@ def _retry_after(resp: httpx.Response | None) -> float | None:
             return None
 
 
+#: How long a manifest PUT answered MANIFEST_BLOB_UNKNOWN is retried (see ``_store_manifest``).
+BLOB_UNKNOWN_RETRY_SECONDS = 3.0
+
+
 class _Retry:
     """Exponential backoff with full jitter, bounded by a total time budget."""
 
@@ -534,8 +538,18 @@ class RegistryTarget(Target):
         elif tag is not None and expect is not None:
             conditions = {"If-Match": f'"{expect}"'}
         ref = tag or content.digest
-        resp = self.request("PUT", f"/v2/{repo}/manifests/{ref}", scopes=self._push(repo),
-                            headers={"Content-Type": content.media_type, **(conditions or {})}, body=content.data)
+        retrier = _Retry(BLOB_UNKNOWN_RETRY_SECONDS, base=0.05, cap=1.0, max_attempts=6)
+        while True:
+            resp = self.request("PUT", f"/v2/{repo}/manifests/{ref}", scopes=self._push(repo),
+                                headers={"Content-Type": content.media_type, **(conditions or {})}, body=content.data)
+            # distribution's filesystem driver rewrites a repository's blob link in place (truncate, write) each
+            # time an upload of that blob commits; a manifest PUT that reads the link meanwhile sees it empty and
+            # answers 400 DIGEST_INVALID + MANIFEST_BLOB_UNKNOWN for a blob that exists (two pushes of shared
+            # bytes at once: a checkpoint thread and the final push). Object-store backends can lag the same way.
+            # A manifest PUT is idempotent: ask again, briefly; a blob really missing fails the same way after.
+            if not (resp.status_code == 400 and "MANIFEST_BLOB_UNKNOWN" in _oci_errors(resp)[0]
+                    and retrier.wait(resp)):
+                break
         if resp.status_code == 412:  # a precondition (If-Match, If-None-Match) the registry honours failed
             raise ConflictError(f"{self.host}: {repo}:{ref} changed before the write (HTTP 412)")
         self._raise_for(resp, f"push manifest {repo}:{ref}")

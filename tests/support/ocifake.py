@@ -75,6 +75,9 @@ class OciFake:
         self.repos: dict[str, Repo] = {}
         self.conditional = conditional
         self.after_manifest_put: Callable[[str, str, str], None] | None = None
+        #: Answer this many of the next manifest PUTs as distribution does when it reads a blob link that another
+        #: upload of the same blob is rewriting in place: 400 DIGEST_INVALID + MANIFEST_BLOB_UNKNOWN.
+        self.torn_link_puts = 0
         self.uploads: dict[str, tuple[str, bytearray]] = {}  # session id -> (repository, bytes so far)
         self.referrers_page_size = referrers_page_size
         self.referrers_api = referrers_api
@@ -241,6 +244,12 @@ class OciFake:
             wanted = [(d, repo.blobs) for d in [obj.get("config"), *obj.get("layers", [])] if isinstance(d, dict)]
             wanted += [(d, repo.manifests) for d in obj.get("manifests", []) if isinstance(d, dict)]
             missing = [d.get("digest") for d, store in wanted if d.get("digest") not in store]
+            if self.torn_link_puts > 0 and wanted:
+                self.torn_link_puts -= 1
+                body = {"errors": [{"code": "DIGEST_INVALID", "message": "provided digest did not match uploaded "
+                                    "content"}, {"code": "MANIFEST_BLOB_UNKNOWN", "message": "blob unknown to "
+                                    "registry", "detail": wanted[0][0].get("digest")}]}
+                return 400, {"Content-Type": "application/json"}, json.dumps(body).encode()
             if missing:
                 return _error(400, "MANIFEST_BLOB_UNKNOWN", f"unknown to {name}: {', '.join(map(str, missing))}")
             if self.conditional and ref != digest and not self._precondition(headers or {}, repo.tags.get(ref)):
