@@ -117,7 +117,9 @@ def test_tag_race_on_a_shared_layout(store: str, tmp_path: Path) -> None:
 
 def _pre_read_barrier(fake: OciFake, racers: int, prefixes: tuple[str, ...]) -> None:
     """Hold each racer's first read of a raced tag (its compare) until every racer has read it: the writes that
-    follow always race, so only the registry's If-Match / If-None-Match can pick one winner."""
+    follow always race, so only the registry's If-Match / If-None-Match can pick one winner. The wait is long because
+    a racer starting late on a loaded machine broke a 60 s barrier (its HEAD then answered 500 and was retried after
+    the winner's PUT)."""
     handler = fake._server.handler
     lock = threading.Lock()
     barriers: dict[str, threading.Barrier] = {}
@@ -127,7 +129,7 @@ def _pre_read_barrier(fake: OciFake, racers: int, prefixes: tuple[str, ...]) -> 
         if method == "HEAD" and "/manifests/" in path and path.rsplit("/", 1)[1].startswith(prefixes):
             with lock:
                 n = heads[path] = heads.get(path, 0) + 1
-                barrier = barriers.setdefault(path, threading.Barrier(racers, timeout=60))
+                barrier = barriers.setdefault(path, threading.Barrier(racers, timeout=300))
             if n <= racers:
                 barrier.wait()
         return handler(method, path, headers, body)  # type: ignore[arg-type]
