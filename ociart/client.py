@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,8 @@ from .targets.base import ABSENT, Absent, Expect, parse_expect  # noqa: F401 - r
 
 if TYPE_CHECKING:
     import httpx
+
+    from .deploy.fetch import FetchResult
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from .lineage.graph import Node
@@ -161,6 +164,7 @@ class Client:
         retry_budget: float | None = None,
         registry: str | Sequence[str] | None = None,
         transport: httpx.BaseTransport | None = None,
+        log_format: str = "text",
     ) -> None:
         if (username is None) != (password is None):
             raise UsageError("give both a username and a password, or neither")
@@ -175,6 +179,8 @@ class Client:
         self._retry_budget = retry_budget
         self.concurrency = max(1, concurrency)
         self.progress_enabled = progress
+        #: ``text`` or ``json`` (JSON event lines on stderr: :class:`~ociart.progress.Progress`).
+        self.log_format = log_format
         self._targets: dict[str, Target] = {}
 
     # -- plumbing ----------------------------------------------------------------------------------
@@ -222,7 +228,7 @@ class Client:
         return self._targets[key]
 
     def _progress(self) -> Progress:
-        return Progress(self.progress_enabled)
+        return Progress(self.progress_enabled, log_format=self.log_format)
 
     # -- verbs -------------------------------------------------------------------------------------
     def resolve(self, ref: str | Reference) -> Descriptor:
@@ -379,18 +385,41 @@ class Client:
 
         check_filters(filters)
         checked = None
-        if keys or trust is not None or policy is not None:
-            checked = self.verify(ref, trust, keys=keys, policy=policy)
-            ref = self.ref(ref).with_digest(checked.digest)
-        pinned, node = self._image_manifest(ref)
-
-        cleaned: list[str] = []
+        started = time.monotonic()
         with self._progress() as progress:
+            if keys or trust is not None or policy is not None:
+                checked = self.verify(ref, trust, keys=keys, policy=policy)
+                ref = self.ref(ref).with_digest(checked.digest)
+            pinned, node = self._image_manifest(ref)
+            progress.event("resolved", reference=str(ref), digest=pinned.digest)
+            if checked is not None:
+                progress.event("verified", digest=checked.digest, signatures=len(checked.signatures),
+                               attestations=len(checked.attestations))
+            cleaned: list[str] = []
             files = unpack(self.target(pinned), pinned.repository, node, Path(out_dir), filters=filters,
                            include=include, overwrite=overwrite, concurrency=self.concurrency, progress=progress,
                            max_size=max_size, cleaned=cleaned)
+            progress.event("done", digest=pinned.digest, files=len(files),
+                           bytes=sum(f.size for f in files if not f.skipped),
+                           seconds=round(time.monotonic() - started, 3))
         return PullResult(reference=str(pinned), digest=pinned.digest or "", files=files, verification=checked,
                           cleaned=cleaned)
+
+    def fetch(self, ref: str | Reference, out_dir: str | Path, *, keys: Sequence[str | Path] = (),
+              trust: Trust | None = None, policy: Policy | str | Path | None = None,
+              require_attestations: Sequence[str] = (), verify: bool = True, filters: Sequence[str] = (),
+              include: Sequence[str] = (), verify_files: bool = False, replace: bool = True,
+              cache: str | Path | None = None, link: bool = False,
+              cache_max_size: int | None = None) -> FetchResult:
+        """Deploy-time fetch (``ociart fetch``): resolve once, verify once, fetch by digest into ``out_dir``
+        atomically and idempotently, optionally through a node cache; see :func:`ociart.deploy.fetch.fetch`."""
+        from .deploy.fetch import fetch
+
+        with self._progress() as progress:
+            return fetch(self, str(ref), out_dir, keys=keys, trust=trust, policy=policy,
+                         require_attestations=require_attestations, verify=verify, filters=filters,
+                         include=include, verify_files=verify_files, replace=replace, cache=cache, link=link,
+                         cache_max_size=cache_max_size, progress=progress)
 
     def _image_manifest(self, ref: str | Reference) -> tuple[Reference, Manifest]:
         """Resolve once; follow an index with a single child; return the pinned ref and the image manifest."""

@@ -3,15 +3,23 @@
 On a terminal: rich bars. Otherwise (CI logs, pipes): a plain line about every ``OCIART_PROGRESS_INTERVAL`` seconds
 (default 5) with the percentage, bytes done of the total and the rate, summed over every transfer of the command,
 and a last line when it ends. ``enabled=False`` (``--quiet``, ``--json``, the library's default) prints nothing.
+
+With ``log_format="json"`` (``--log-format json``) the same object is the one structured-progress mechanism: it
+writes one JSON object per event on stderr instead (``{"event", "time", ...}``; events: ``resolved``, ``verified``,
+``blob_started``, ``blob_finished`` with ``bytes`` and ``seconds``, ``warning``, ``done`` with the totals), for
+cluster log pipelines. Events are written whatever ``enabled`` says; bars and lines never appear in that format.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, TextIO
 
@@ -22,6 +30,8 @@ if TYPE_CHECKING:
 
 THRESHOLD = 4 << 20
 DEFAULT_INTERVAL = 5.0
+#: The values of ``--log-format``.
+LOG_FORMATS = ("text", "json")
 
 
 def human_size(n: float) -> str:
@@ -35,9 +45,15 @@ def human_size(n: float) -> str:
 
 class Progress:
     def __init__(self, enabled: bool | None = None, *, stream: TextIO | None = None,
-                 interval: float | None = None) -> None:
-        """``enabled``: False prints nothing; True or None shows progress (bars on a terminal, lines otherwise)."""
-        self.enabled = enabled is not False
+                 interval: float | None = None, log_format: str = "text") -> None:
+        """``enabled``: False prints nothing; True or None shows progress (bars on a terminal, lines otherwise).
+        ``log_format="json"``: JSON event lines instead (:meth:`event`), whatever ``enabled`` says."""
+        if log_format not in LOG_FORMATS:
+            from .errors import UsageError
+
+            raise UsageError(f"unknown --log-format {log_format!r}: choose from {', '.join(LOG_FORMATS)}")
+        self.json = log_format == "json"
+        self.enabled = enabled is not False and not self.json
         self._stream = stream
         if interval is None:
             try:
@@ -67,6 +83,34 @@ class Progress:
             self._rich = None
         if self._printed and exc_type is None:
             self._line(final=True)
+
+    def event(self, name: str, **fields: object) -> None:
+        """One JSON event line on the stream (``--log-format json``); nothing in the text format."""
+        if not self.json:
+            return
+        line = json.dumps({"event": name, "time": datetime.now(UTC).isoformat(timespec="milliseconds"), **fields},
+                          separators=(",", ":"), default=str)
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    @contextmanager
+    def transfer(self, label: str, digest: str, total: int) -> Iterator[Callable[[int], None] | None]:
+        """One blob transfer: yields the byte callback for the fetcher (or None); in the JSON format emits
+        ``blob_started`` and, when the block ends without error, ``blob_finished`` with bytes and seconds."""
+        if not self.json:
+            yield self.task(label, total)
+            return
+        moved = [0]
+
+        def count(n: int) -> None:
+            moved[0] += n
+
+        self.event("blob_started", digest=digest, name=label, size=total)
+        started = time.monotonic()
+        yield count
+        self.event("blob_finished", digest=digest, name=label, size=total, bytes=moved[0],
+                   seconds=round(time.monotonic() - started, 3))
 
     def task(self, label: str, total: int) -> Callable[[int], None] | None:
         """A callback advancing the display by the bytes transferred, or None when nothing is shown."""

@@ -69,24 +69,38 @@ def parallel(fn: Callable[[T], R], items: Sequence[T], concurrency: int) -> list
 
 
 def copy_blob(src: Target, src_repo: str, dst: Target, dst_repo: str, desc: Descriptor,
-              progress: Progress | None = None) -> None:
+              progress: Progress | None = None, *, link: bool = False) -> None:
     """One blob from ``src`` to ``dst`` unless there: mounted within a store, else streamed and verified. Into a
-    layout the bytes go through its ingest area, so an interrupted copy (or pull) resumes where it stopped."""
+    layout the bytes go through its ingest area, so an interrupted copy (or pull) resumes where it stopped; from a
+    layout into a layout they are materialised (:meth:`LayoutTarget.materialise`: hardlink with ``link``, reflink,
+    else a verified copy)."""
     if dst.has_blob(dst_repo, desc):
         return
     if dst.same_store(src) and dst.mount_blob(dst_repo, desc, src_repo):
         return
-    cb = progress.task(desc.title or desc.digest[7:19], desc.size) if progress else None
+    if progress is None:
+        _copy_one(src, src_repo, dst, dst_repo, desc, None, link)
+        return
+    with progress.transfer(desc.title or desc.digest[7:19], desc.digest, desc.size) as cb:
+        _copy_one(src, src_repo, dst, dst_repo, desc, cb, link)
+
+
+def _copy_one(src: Target, src_repo: str, dst: Target, dst_repo: str, desc: Descriptor,
+              cb: Callable[[int], None] | None, link: bool) -> None:
     if isinstance(dst, LayoutTarget):
+        if isinstance(src, LayoutTarget) and dst.materialise(src, desc, link=link):
+            if cb:
+                cb(desc.size)
+            return
         src.fetch_blob(src_repo, desc, dst.blob_path(desc.digest), cb, ingest=dst.ingest)
     else:
         dst.push_blob_stream(dst_repo, desc, lambda: src.open_blob(src_repo, desc), cb)
 
 
 def copy_blobs(src: Target, src_repo: str, dst: Target, dst_repo: str, descs: Sequence[Descriptor],
-               concurrency: int = 4, progress: Progress | None = None) -> None:
+               concurrency: int = 4, progress: Progress | None = None, *, link: bool = False) -> None:
     """:func:`copy_blob` for each distinct blob of ``descs``, in parallel (copy, and pull into its staging store)."""
-    parallel(lambda d: copy_blob(src, src_repo, dst, dst_repo, d, progress), _unique(descs), concurrency)
+    parallel(lambda d: copy_blob(src, src_repo, dst, dst_repo, d, progress, link=link), _unique(descs), concurrency)
 
 
 def copy_graph(src: Target, src_repo: str, dst: Target, dst_repo: str, root: Descriptor, *,

@@ -40,6 +40,8 @@ InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Do not verify TLS
 CaOpt = Annotated[Optional[Path], typer.Option("--ca-file", help="PEM file of CA certificates to trust.")]
 ConcOpt = Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Parallel blob transfers.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+LogFormatOpt = Annotated[str, typer.Option(
+    "--log-format", help="Progress on stderr: text (bars or lines) or json (one JSON object per event).")]
 # signing and verification
 KeyOpt = Annotated[Optional[str], typer.Option(
     "--key", help="Private key file or key URI (cosign format; password from COSIGN_PASSWORD). Without it: keyless.")]
@@ -74,7 +76,7 @@ def _password(stdin: bool) -> str | None:
 
 def _client(username: str | None = None, password_stdin: bool = False, plain_http: bool = False,
             insecure: bool = False, ca_file: Path | None = None, concurrency: int = 4, as_json: bool = False,
-            quiet: bool = False) -> Client:
+            quiet: bool = False, log_format: str = "text") -> Client:
     """A client for one command; ``-u`` credentials apply to the registry of the command's reference(s)."""
     from ..client import Client
 
@@ -84,7 +86,8 @@ def _client(username: str | None = None, password_stdin: bool = False, plain_htt
     if password is not None and not username:
         raise UsageError("--password-stdin needs --username")
     return Client(username=username, password=password, plain_http=plain_http, insecure=insecure,
-                  ca_file=ca_file, concurrency=concurrency, progress=False if (as_json or quiet) else None)
+                  ca_file=ca_file, concurrency=concurrency, progress=False if (as_json or quiet) else None,
+                  log_format=log_format)
 
 
 def _signer(key: str | None, identity_token: str | None, trust_config: Path | None) -> Any:
@@ -244,12 +247,13 @@ def pull(
     policy: PolicyOpt = None,
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
-    quiet: QuietOpt = False,
+    quiet: QuietOpt = False, log_format: LogFormatOpt = "text",
 ) -> None:
     """Pull an artifact's files (digest-verified) into a directory; prints the manifest digest.
 
     With --verify-key or --policy the signatures are verified first and exactly the verified digest is pulled."""
-    with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json, quiet) as c:
+    with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json, quiet,
+                 log_format) as c:
         result = c.pull(ref, output, include=include, filters=filter_, overwrite=overwrite, keys=verify_key,
                         policy=policy, max_size=max_size)
     if result.verification is not None and not as_json:
@@ -636,10 +640,11 @@ METAVARS = {
     "--predicate": "FILE", "--type": "URI", "--certificate-identity": "IDENTITY",
     "--certificate-identity-regexp": "REGEXP", "--certificate-oidc-issuer": "URL",
     "--certificate-oidc-issuer-regexp": "REGEXP", "--require-attestation": "URI", "--repo": "REPO", "--depth": "N",
-    "--output-key-prefix": "PREFIX", "--expect": "DIGEST|absent",
+    "--output-key-prefix": "PREFIX", "--expect": "DIGEST|absent", "--cache": "DIR", "--cache-max-size": "BYTES",
+    "--log-format": "text|json",
 }
 #: Metavars of positional arguments by parameter name (else the name in capitals).
-ARG_METAVARS = {"paths": "PATH", "old": "OLD", "new": "NEW", "tags": "TAG", "where": "HOST|REPO|oci:PATH"}
+ARG_METAVARS = {"paths": "PATH", "old": "OLD", "new": "NEW", "tags": "TAG", "where": "HOST|REPO|oci:PATH", "dest": "DIR"}
 #: One example per command, shown at the end of its --help.
 EXAMPLES = {
     "push": "ociart push localhost:5000/models/bert:v1 ./bert --kind model",
@@ -662,6 +667,7 @@ EXAMPLES = {
     "keygen": "COSIGN_PASSWORD=… ociart keygen --output-key-prefix release",
     "tag": "ociart tag localhost:5000/models/bert:v1 prod stable",
     "ls": "ociart ls localhost:5000/models/bert",
+    "fetch": "ociart fetch localhost:5000/models/bert:v1 -o /models --policy /etc/ociart/policy.yaml",
 }
 ENV_PREFIX = "OCIART_"
 
@@ -811,3 +817,4 @@ def run(argv: list[str]) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+from . import fetch as _fetch  # noqa: E402,F401 - registers `ociart fetch`

@@ -139,13 +139,16 @@ def layer_limit(desc: Descriptor) -> int:
 def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filters: Sequence[str] = (),
          include: Sequence[str] = (), overwrite: bool = False, concurrency: int = 4,
          progress: Progress | None = None, max_size: int | None = None,
-         cleaned: list[str] | None = None) -> list[PulledFile]:
+         cleaned: list[str] | None = None, staging: str | None = None,
+         link: bool = False) -> list[PulledFile]:
     """Copy the selected layers from ``target`` into the staging store ``out_dir/.ociart-pull`` (verified, resumable
     across processes), then restore files from it; nothing is moved into ``out_dir`` before everything checks out.
 
     What the pull writes is bounded by the sizes the artifact declares (raw layers: their size; tar layers:
     :func:`layer_limit`) or, when given, by ``max_size`` bytes in all. What a killed earlier pull left in the staging
-    store and is not kept for resume is removed and named in ``cleaned``.
+    store and is not kept for resume is removed and named in ``cleaned``. ``staging``: the staging store's path
+    inside ``out_dir`` (fetch uses ``.ociart/staging``); ``link``: from a layout ``target`` (a fetch's download
+    store or node cache) blobs may be hardlinked into the staging store (:func:`ociart.transfer.copy_blob`).
     """
     entries = select(manifest, filters, include)
     budget = Budget(max_size, "--max-size") if max_size is not None else None
@@ -162,7 +165,7 @@ def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filter
         raise LocalIOError(f"cannot create output directory {out_dir}: {exc.strerror or exc}") from None
     try:
         return _restore(target, repo, entries, out_dir, _matcher(include), overwrite, concurrency, progress,
-                        budget, cleaned if cleaned is not None else [])
+                        budget, cleaned if cleaned is not None else [], staging or STAGING, link)
     except BaseException:
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()  # leave no trace of a failed pull
@@ -177,7 +180,7 @@ RESUMABLE: tuple[type[BaseException], ...] = (NetworkError, AuthError, Interrupt
 
 @contextmanager
 def staging_store(out_dir: Path, wanted: Sequence[Descriptor],
-                  cleaned: list[str] | None = None) -> Iterator[LayoutTarget]:
+                  cleaned: list[str] | None = None, staging: str = STAGING) -> Iterator[LayoutTarget]:
     """Lock and open ``out_dir/.ociart-pull`` as a layout holding only ``wanted`` blobs; removed again on leaving,
     unless the pull was interrupted by the network or a signal (:data:`RESUMABLE`).
 
@@ -186,7 +189,7 @@ def staging_store(out_dir: Path, wanted: Sequence[Descriptor],
     pull left is taken over: partial and whole blobs still wanted (re-verified) are kept for resume, everything
     else is removed and its name appended to ``cleaned``.
     """
-    root = out_dir / STAGING
+    root = out_dir / staging
     removed: list[str] = cleaned if cleaned is not None else []
     while True:  # one pull at a time per destination; a finished one removes the directory under the next
         if root.is_symlink() or (root.exists() and not root.is_dir()):
@@ -207,19 +210,19 @@ def staging_store(out_dir: Path, wanted: Sequence[Descriptor],
     try:
         store = LayoutTarget(root)
         want = {d.digest: d.size for d in wanted}
-        removed += [f"{STAGING}/{p.relative_to(root)}" for p in store.ingest.sweep(keep=set(want))]
+        removed += [f"{staging}/{p.relative_to(root)}" for p in store.ingest.sweep(keep=set(want))]
         blobs = root / "blobs" / "sha256"
         blobs.mkdir(parents=True, exist_ok=True)
         for name in sorted(os.listdir(root)):
             if name.startswith("restore-"):  # extraction trees of a killed pull
                 shutil.rmtree(root / name, ignore_errors=True)
-                removed.append(f"{STAGING}/{name}")
+                removed.append(f"{staging}/{name}")
         for name in sorted(os.listdir(blobs)):
             path = blobs / name
             digest = "sha256:" + name
             if digest not in want or sha256_file(path) != (digest, want[digest]):  # re-verified, never trusted
                 path.unlink()
-                removed.append(f"{STAGING}/blobs/sha256/{name}")
+                removed.append(f"{staging}/blobs/sha256/{name}")
         yield store
     except RESUMABLE:
         keep = True
@@ -251,7 +254,7 @@ def _check_dest(dest: Path, digest: str, size: int, overwrite: bool, mode: int |
 
 def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, match: Callable[[str], bool],
              overwrite: bool, concurrency: int, progress: Progress | None, budget: Budget | None,
-             cleaned: list[str]) -> list[PulledFile]:
+             cleaned: list[str], staging_name: str = STAGING, link: bool = False) -> list[PulledFile]:
     results: list[PulledFile] = []
     fetch: dict[str, Descriptor] = {}
     raw_plan: list[tuple[Entry, Path]] = []
@@ -268,8 +271,8 @@ def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, mat
             continue
         fetch[e.desc.digest] = e.desc
         raw_plan.append((e, dest))
-    with staging_store(out_dir, list(fetch.values()), cleaned) as store:
-        copy_blobs(target, repo, store, "", list(fetch.values()), concurrency, progress)
+    with staging_store(out_dir, list(fetch.values()), cleaned, staging_name) as store:
+        copy_blobs(target, repo, store, "", list(fetch.values()), concurrency, progress, link=link)
         staging = Path(tempfile.mkdtemp(prefix="restore-", dir=store.root))
         try:
             moves = _unpack_staged(staging, entries, raw_plan, results, out_dir, match, overwrite, checked,

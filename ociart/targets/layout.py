@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -267,6 +268,39 @@ class LayoutTarget(Target):
 
     def mount_blob(self, repo: str, desc: Descriptor, from_repo: str) -> bool:
         return self.has_blob(repo, desc)
+
+    def materialise(self, src: LayoutTarget, desc: Descriptor, *, link: bool = False) -> bool:
+        """Put ``src``'s blob ``desc`` here without streaming it: a hardlink when ``link`` (same filesystem), else a
+        reflink (``FICLONE``) where the filesystem supports it. False when neither applies (or ``src`` lacks the blob
+        whole): the caller copies, verified. ``src`` is a verified store (its blobs became visible only verified),
+        so the result is as verified as it is; the name appears atomically either way."""
+        if self.has_blob("", desc):
+            return True
+        path = src.blob_path(desc.digest)
+        try:
+            if path.stat().st_size != desc.size:
+                return False
+        except FileNotFoundError:
+            return False
+        dest = self.blob_path(desc.digest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if link:
+            try:
+                os.link(path, dest)  # a name for complete content, atomically
+                return True
+            except FileExistsError:
+                return True
+            except OSError:
+                pass  # another filesystem, or links refused: try a reflink
+        if not sys.platform.startswith("linux"):
+            return False
+        try:
+            with open(path, "rb") as s, temp_file(self._tmp) as (fd, tmp):
+                fcntl.ioctl(fd, getattr(fcntl, "FICLONE", 0x40049409), s.fileno())
+                publish(fd, tmp, dest)
+            return True
+        except OSError:
+            return False
 
     # -- referrers: index.json entries (tagged or not) whose manifest has the subject; attach adds an untagged one --
     def _info(self, entry: Descriptor) -> tuple[str | None, Descriptor] | None:

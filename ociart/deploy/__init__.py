@@ -1,0 +1,1 @@
+"""Deploy-time fetching: ``ociart fetch`` (:mod:`.fetch`) and the node-level verified cache (:mod:`.nodecache`)."""
