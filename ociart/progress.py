@@ -84,11 +84,11 @@ class Progress:
         if self._printed and exc_type is None:
             self._line(final=True)
 
-    def event(self, name: str, **fields: object) -> None:
+    def event(self, event: str, /, **fields: object) -> None:
         """One JSON event line on the stream (``--log-format json``); nothing in the text format."""
         if not self.json:
             return
-        line = json.dumps({"event": name, "time": datetime.now(UTC).isoformat(timespec="milliseconds"), **fields},
+        line = json.dumps({"event": event, "time": datetime.now(UTC).isoformat(timespec="milliseconds"), **fields},
                           separators=(",", ":"), default=str)
         with self._lock:
             self.stream.write(line + "\n")

@@ -98,7 +98,7 @@ def source_reference(src: str) -> str:
         src = src[len(SCHEME):]
         if not src:
             raise UsageError(f"{SCHEME}: no reference after the scheme")
-    elif "://" in src.split("/", 1)[0] + "/" and not src.startswith("oci:"):
+    elif "://" in src:
         raise UsageError(f"unsupported source {src!r}: give REF or {SCHEME}REF")
     return src
 
