@@ -165,6 +165,7 @@ class Client:
         registry: str | Sequence[str] | None = None,
         transport: httpx.BaseTransport | None = None,
         log_format: str = "text",
+        mirrors: Sequence[str] = (),
     ) -> None:
         if (username is None) != (password is None):
             raise UsageError("give both a username and a password, or neither")
@@ -181,6 +182,10 @@ class Client:
         self.progress_enabled = progress
         #: ``text`` or ``json`` (JSON event lines on stderr: :class:`~ociart.progress.Progress`).
         self.log_format = log_format
+        #: ``host[:port]`` of registry mirrors, tried in order for manifests by digest and blobs
+        #: (:mod:`ociart.targets.mirror`); tags, signatures and attestations always come from the origin.
+        self.mirrors = [m.strip() for m in mirrors if m.strip()]
+        self._active: Progress | None = None
         self._targets: dict[str, Target] = {}
 
     # -- plumbing ----------------------------------------------------------------------------------
@@ -221,14 +226,33 @@ class Client:
         if key not in self._targets:
             from .targets.registry import RegistryTarget
 
-            self._targets[key] = RegistryTarget(
+            target: Target = RegistryTarget(
                 ref.registry, credentials=self._credentials_for(ref.registry), plain_http=self._plain_http,
                 insecure=self._insecure, ca_file=self._ca_file, retry_budget=self._retry_budget,
                 transport=self._transport)
+            if self.mirrors:
+                from .targets.mirror import MirrorTarget
+
+                target = MirrorTarget(target, [
+                    RegistryTarget(m, credentials=self._credentials_for(m), plain_http=self._plain_http,
+                                   insecure=self._insecure, ca_file=self._ca_file, retry_budget=self._retry_budget,
+                                   transport=self._transport) for m in self.mirrors if m != ref.registry],
+                    on_skip=self._mirror_skipped)
+            self._targets[key] = target
         return self._targets[key]
 
+    def _mirror_skipped(self, mirror: str, what: str, error: str) -> None:
+        message = f"mirror {mirror} skipped for {what}: {error}"
+        if self._active is not None:
+            self._active.warn(message, mirror=mirror, what=what, error=error)
+        else:
+            import logging
+
+            logging.getLogger("ociart").warning("%s", message)
+
     def _progress(self) -> Progress:
-        return Progress(self.progress_enabled, log_format=self.log_format)
+        self._active = Progress(self.progress_enabled, log_format=self.log_format)
+        return self._active
 
     # -- verbs -------------------------------------------------------------------------------------
     def resolve(self, ref: str | Reference) -> Descriptor:

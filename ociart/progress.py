@@ -94,6 +94,21 @@ class Progress:
             self.stream.write(line + "\n")
             self.stream.flush()
 
+    def warn(self, message: str, **fields: object) -> None:
+        """A warning: a ``warning`` event in the JSON format, else a ``warning:`` line (when quiet or disabled: the
+        ``ociart`` logger)."""
+        if self.json:
+            self.event("warning", message=message, **fields)
+            return
+        if not self.enabled:
+            import logging
+
+            logging.getLogger("ociart").warning("%s", message)
+            return
+        with self._lock:
+            self.stream.write(f"warning: {escape(message)}\n")
+            self.stream.flush()
+
     @contextmanager
     def transfer(self, label: str, digest: str, total: int) -> Iterator[Callable[[int], None] | None]:
         """One blob transfer: yields the byte callback for the fetcher (or None); in the JSON format emits

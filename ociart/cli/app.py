@@ -40,6 +40,8 @@ InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Do not verify TLS
 CaOpt = Annotated[Optional[Path], typer.Option("--ca-file", help="PEM file of CA certificates to trust.")]
 ConcOpt = Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Parallel blob transfers.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+MirrorOpt = Annotated[list[str], typer.Option(
+    "--mirror", help="Registry mirror HOST[:PORT] tried first for manifests by digest and blobs (repeatable).")]
 LogFormatOpt = Annotated[str, typer.Option(
     "--log-format", help="Progress on stderr: text (bars or lines) or json (one JSON object per event).")]
 # signing and verification
@@ -76,7 +78,7 @@ def _password(stdin: bool) -> str | None:
 
 def _client(username: str | None = None, password_stdin: bool = False, plain_http: bool = False,
             insecure: bool = False, ca_file: Path | None = None, concurrency: int = 4, as_json: bool = False,
-            quiet: bool = False, log_format: str = "text") -> Client:
+            quiet: bool = False, log_format: str = "text", mirrors: list[str] | None = None) -> Client:
     """A client for one command; ``-u`` credentials apply to the registry of the command's reference(s)."""
     from ..client import Client
 
@@ -87,7 +89,7 @@ def _client(username: str | None = None, password_stdin: bool = False, plain_htt
         raise UsageError("--password-stdin needs --username")
     return Client(username=username, password=password, plain_http=plain_http, insecure=insecure,
                   ca_file=ca_file, concurrency=concurrency, progress=False if (as_json or quiet) else None,
-                  log_format=log_format)
+                  log_format=log_format, mirrors=mirrors or ())
 
 
 def _signer(key: str | None, identity_token: str | None, trust_config: Path | None) -> Any:
@@ -247,13 +249,13 @@ def pull(
     policy: PolicyOpt = None,
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
-    quiet: QuietOpt = False, log_format: LogFormatOpt = "text",
+    quiet: QuietOpt = False, log_format: LogFormatOpt = "text", mirror: MirrorOpt = [],  # noqa: B006
 ) -> None:
     """Pull an artifact's files (digest-verified) into a directory; prints the manifest digest.
 
     With --verify-key or --policy the signatures are verified first and exactly the verified digest is pulled."""
     with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json, quiet,
-                 log_format) as c:
+                 log_format, mirror) as c:
         result = c.pull(ref, output, include=include, filters=filter_, overwrite=overwrite, keys=verify_key,
                         policy=policy, max_size=max_size)
     if result.verification is not None and not as_json:
@@ -641,7 +643,7 @@ METAVARS = {
     "--certificate-identity-regexp": "REGEXP", "--certificate-oidc-issuer": "URL",
     "--certificate-oidc-issuer-regexp": "REGEXP", "--require-attestation": "URI", "--repo": "REPO", "--depth": "N",
     "--output-key-prefix": "PREFIX", "--expect": "DIGEST|absent", "--cache": "DIR", "--cache-max-size": "BYTES",
-    "--log-format": "text|json",
+    "--log-format": "text|json", "--mirror": "HOST[:PORT]",
 }
 #: Metavars of positional arguments by parameter name (else the name in capitals).
 ARG_METAVARS = {"paths": "PATH", "old": "OLD", "new": "NEW", "tags": "TAG", "where": "HOST|REPO|oci:PATH", "dest": "DIR"}

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import UsageError
 from .app import (CaOpt, ConcOpt, IdentityOpt, IdentityReOpt, InsecureOpt, IssuerOpt, IssuerReOpt, JsonOpt,
-                  LogFormatOpt, PassStdinOpt, PlainOpt, PolicyOpt, QuietOpt, RequireOpt, TrustOpt, UserOpt, _client,
+                  LogFormatOpt, MirrorOpt, PassStdinOpt, PlainOpt, PolicyOpt, QuietOpt, RequireOpt, TrustOpt, UserOpt, _client,
                   _err, _out, _trust, app)
 
 
@@ -44,7 +44,7 @@ def fetch(
         "--cache-max-size", min=0, help="Evict least recently used unreferenced cache blobs down to BYTES.")] = None,
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
-    quiet: QuietOpt = False, log_format: LogFormatOpt = "text",
+    quiet: QuietOpt = False, log_format: LogFormatOpt = "text", mirror: MirrorOpt = [],  # noqa: B006
 ) -> None:
     """Fetch an artifact into DIR for serving: resolve once, verify, fetch by digest, atomically and idempotently.
 
@@ -66,7 +66,7 @@ def fetch(
     if verify_key or policy is not None or any(v is not None for v in (identity, identity_re, issuer, issuer_re)):
         trust, pol = _trust(verify_key, identity, identity_re, issuer, issuer_re, trust_config, policy)
     with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json, quiet,
-                 log_format) as c:
+                 log_format, mirror) as c:
         result = c.fetch(ref, out, trust=trust, policy=pol, require_attestations=require, verify=not no_verify,
                          filters=filter_, include=include, verify_files=verify_files, replace=not no_replace,
                          cache=cache, link=link, cache_max_size=cache_max_size)

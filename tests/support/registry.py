@@ -347,13 +347,15 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, verify: ssl.SSLContext 
 
 
 def start_registry(workdir: Path, *, auth: AuthMode = None, tls: bool = False,
-                   token_expires_in: int = 300, delete: bool = True) -> RunningRegistry:
+                   token_expires_in: int = 300, delete: bool = True,
+                   proxy_remoteurl: str | None = None) -> RunningRegistry:
     """Configure and start distribution 2.8.2 with filesystem storage under ``workdir/storage``.
 
     ``auth="htpasswd"``: Basic ``alice``/``s3cret``. ``auth="token"``: a :class:`TokenServer` (anonymous pull,
     push/delete for alice) whose tokens last ``token_expires_in`` seconds. ``tls=True``: HTTPS with a test CA
     (``ca_file``). ``delete=False``: ``storage.delete.enabled: false`` (DELETE answers 405). Waits until
-    ``/v2/`` answers; retries on another port if the chosen one was taken.
+    ``/v2/`` answers; retries on another port if the chosen one was taken. ``proxy_remoteurl``: a pull-through
+    cache (a mirror) of the registry at that URL (``proxy.remoteurl``).
     """
     binary = registry_binary()
     workdir = Path(workdir)
@@ -367,6 +369,8 @@ def start_registry(workdir: Path, *, auth: AuthMode = None, tls: bool = False,
                     "maintenance": {"uploadpurging": {"enabled": False}}},
         "http": {"addr": "", "secret": HTTP_SECRET, "headers": {"X-Content-Type-Options": ["nosniff"]}},
     }
+    if proxy_remoteurl is not None:
+        config["proxy"] = {"remoteurl": proxy_remoteurl}
     ca_file = cert_dir = None
     if tls:
         ca = make_test_ca(workdir / "tls")
