@@ -3,13 +3,14 @@
 Both produce the two things ociart stores: a Sigstore bundle v0.3 over an in-toto statement (DSSE) and the layer
 annotations of a legacy cosign simple-signing signature. Keys are named by a path or a key URI; ``file://`` is the
 only scheme implemented, the others (cosign's ``awskms://``, ``gcpkms://``, ``azurekms://``, ``hashivault://``,
-``pkcs11:``, ``k8s://``) are recognised and refused with a clear error so that they can be added without changing
+``pkcs11:``, ``k8s://``) are recognised and refused (verification keys also take ``env://VAR``) with a clear error so that they can be added without changing
 any caller.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
@@ -92,6 +93,15 @@ def load_signing_key(ref: str | Path, password: bytes | None = None) -> KeySigne
 
 
 def load_verification_key(ref: str | Path) -> ec.EllipticCurvePublicKey:
+    """A public key file (``PATH``, ``file://PATH``), or ``env://VAR``: the PEM in environment variable ``VAR``
+    (cosign's form; how a Kubernetes Secret reaches a container that cannot mount it, e.g. KServe's storage
+    initializer)."""
+    if isinstance(ref, str) and ref.lower().startswith("env://"):
+        name = ref[len("env://"):]
+        value = os.environ.get(name)
+        if not name or not value:
+            raise UsageError(f"key {ref}: environment variable {name or '(none)'} is not set")
+        return keys.load_public_key_pem(value.encode(), f"public key in ${name}")
     return keys.load_public_key(key_path(ref))
 
 
