@@ -114,7 +114,7 @@ def test_cold_fetch_idempotent_rerun_and_json_events(registry: RunningRegistry, 
         for name in ("weights.bin", "config.json", "docs/README.md"):
             assert _sha(out / name) == _sha(src / name)
         assert (out / "keep.txt").read_text() == "not ours"
-        assert sorted(os.listdir(out / ".ociart")) == ["fetched.json"]  # download and staging stores gone
+        assert sorted(os.listdir(out / ".ociart")) == ["fetched.json", "lock"]  # download and staging stores gone
 
         proxy.reset_counts()
         proxy.log.clear()
@@ -206,6 +206,16 @@ def test_replace_previous_fetch_and_no_replace(registry: RunningRegistry, unique
     assert "extra.bin" in json.loads(r.stdout)["replaced"]
     assert _model_files(out) == {"weights.bin", "config.json", "docs/README.md", "mine.txt"}
     assert _sha(out / "weights.bin") == _sha(new / "weights.bin")
+    assert not (out / ".ociart" / "replacing.json").exists()
+
+    # a replacement killed after the marker was set aside and some old files removed: the next run still knows
+    # which files are the old model's (they would otherwise block the new ones as unknown files)
+    (out / ".ociart" / "fetched.json").rename(out / ".ociart" / "replacing.json")
+    (out / "config.json").unlink()
+    r = _fetch(f"{registry.host}/{unique_repo}:v1", *base, "--json")
+    assert r.returncode == 0, r.stderr
+    assert _sha(out / "weights.bin") == _sha(old / "weights.bin") and (out / "extra.bin").exists()
+    assert read_marker(out).digest == json.loads(r.stdout)["digest"]  # type: ignore[union-attr]
 
 
 def test_killed_fetch_resumes_after_restart(registry: RunningRegistry, unique_repo: str, tmp_path: Path,

@@ -10,10 +10,12 @@ completion marker ``DIR/.ociart/fetched.json`` is written last. A reader that ch
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -35,12 +37,16 @@ from .nodecache import Eviction, NodeCache, evict
 
 if TYPE_CHECKING:
     from ..client import Client
+    from ..reference import Reference
     from ..signing.policy import Policy
     from ..signing.verify import Trust
 
 #: Fetch's own directory inside DIR: the marker, the download store and the staging store.
 META = ".ociart"
 MARKER = f"{META}/fetched.json"
+#: The previous marker while its files are being replaced (an interrupted replacement resumes from it).
+REPLACING = f"{META}/replacing.json"
+LOCK = f"{META}/lock"
 DOWNLOAD = f"{META}/download"
 STAGING = f"{META}/staging"
 #: The KServe storage-initializer URI scheme (beside KServe's ``oci://`` and ``oci+native://``).
@@ -115,10 +121,10 @@ def kitops_filters(value: str) -> list[str]:
     return out
 
 
-def read_marker(out_dir: Path) -> Marker | None:
+def read_marker(out_dir: Path, name: str = MARKER) -> Marker | None:
     """The marker of a completed fetch into ``out_dir``, or None (none, or unreadable: treated as no fetch)."""
     try:
-        return Marker.model_validate_json((Path(out_dir) / MARKER).read_bytes())
+        return Marker.model_validate_json((Path(out_dir) / name).read_bytes())
     except (FileNotFoundError, NotADirectoryError, ValidationError, ValueError):
         return None
 
@@ -235,7 +241,35 @@ def fetch(client: Client, ref: str, out_dir: str | Path, *, keys: Sequence[str |
         progress.event("verified", digest=digest, signatures=len(verification.signatures),
                        attestations=len(verification.attestations))
 
+    try:
+        (out / META).mkdir(parents=True, exist_ok=True, mode=0o755)
+    except OSError as exc:
+        raise LocalIOError(f"cannot create {out / META}: {exc.strerror or exc}") from None
+    with _locked(out):  # one fetch at a time per DIR: the marker, the replacement and the placing are its own
+        return _fetch_locked(client, target, pinned, digest, out, verification, filters, list(include),
+                             verify_files, replace, cache, link, cache_max_size, progress, started)
+
+
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    try:
+        fd = os.open(out / LOCK, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise LocalIOError(f"cannot lock {out / LOCK}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fetch_locked(client: Client, target: Target, pinned: Reference, digest: str, out: Path,
+                  verification: Verification | None, filters: list[str], include: list[str], verify_files: bool,
+                  replace: bool, cache: str | Path | None, link: bool, cache_max_size: int | None,
+                  progress: Progress, started: float) -> FetchResult:
     old = read_marker(out)
+    # a replacement that was interrupted: its old files are still the ones to remove
+    pending = old if old is not None else read_marker(out, REPLACING)
     same_selection = old is not None and old.filters == filters and old.include == list(include)
     if old is not None and old.digest == digest and same_selection and marker_matches(out, old, verify_files):
         files = [PulledFile(path=f.path, digest=f.digest, size=f.size, mode=f.mode, skipped=True) for f in old.files]
@@ -243,18 +277,15 @@ def fetch(client: Client, ref: str, out_dir: str | Path, *, keys: Sequence[str |
                        seconds=round(time.monotonic() - started, 3))
         return FetchResult(reference=str(pinned), digest=digest, output=str(out), files=files,
                            verification=verification, up_to_date=True)
-    if old is not None and old.digest != digest and not replace:
-        raise OverwriteError(f"{out} holds {old.reference} ({old.digest}); refusing to replace it (--no-replace)")
+    if pending is not None and pending.digest != digest and not replace:
+        raise OverwriteError(f"{out} holds {pending.reference} ({pending.digest}); refusing to replace it "
+                             f"(--no-replace)")
 
     pinned, node = client._image_manifest(pinned)
     entries = select(node, filters, include)
     for e in entries:
         if e.rel is not None and e.rel.parts[0] == META:
             raise UnsafePathError(f"artifact file {str(e.rel)!r} would land in fetch's own directory {META}/")
-    try:
-        (out / META).mkdir(parents=True, exist_ok=True, mode=0o755)
-    except OSError as exc:
-        raise LocalIOError(f"cannot create {out / META}: {exc.strerror or exc}") from None
     node_cache = NodeCache(Path(cache)) if cache is not None else None
     _check_space(out, [(e.desc, e.tar) for e in entries], node_cache, link)
     wanted = list({e.desc.digest: e.desc for e in entries}.values())
@@ -262,10 +293,12 @@ def fetch(client: Client, ref: str, out_dir: str | Path, *, keys: Sequence[str |
     replaced: list[str] = []
 
     def place(source: Target, hardlink: bool) -> list[PulledFile]:
-        (out / MARKER).unlink(missing_ok=True)  # from here until the new marker, DIR is not a completed fetch
-        if old is not None:
-            replaced.extend(_remove_files(out, old))
-        return unpack(source, "", node, out, filters=filters, include=include, concurrency=client.concurrency, cleaned=cleaned, staging=STAGING, link=hardlink)
+        if old is not None:  # from here until the new marker, DIR is not a completed fetch
+            os.replace(out / MARKER, out / REPLACING)
+        if pending is not None:
+            replaced.extend(_remove_files(out, pending))
+        return unpack(source, "", node, out, filters=filters, include=include, concurrency=client.concurrency,
+                      cleaned=cleaned, staging=STAGING, link=hardlink)
 
     result = FetchResult(reference=str(pinned), digest=digest, output=str(out), files=[], verification=verification)
     if node_cache is not None:
@@ -287,7 +320,8 @@ def fetch(client: Client, ref: str, out_dir: str | Path, *, keys: Sequence[str |
                                        mtime_ns=st.st_mtime_ns))
     _write_marker(out, Marker(digest=digest, reference=str(pinned), verification=verification,
                               fetched_at=datetime.now(UTC).isoformat(timespec="seconds"), filters=filters,
-                              include=list(include), files=marker_files))
+                              include=include, files=marker_files))
+    (out / REPLACING).unlink(missing_ok=True)
     result.files, result.replaced, result.cleaned = files, replaced, cleaned
     progress.event("done", digest=digest, up_to_date=False, files=len(files),
                    bytes=sum(d.size for d in wanted if d.digest in result.downloaded),
