@@ -288,6 +288,11 @@ class Client:
         sign: SignWith | None = None,
         legacy_signature: str = "always",
         follow_symlinks: bool = False,
+        as_image: bool = False,
+        mount_path: str | None = None,
+        platforms: Sequence[str] = (),
+        base: str | Reference | None = None,
+        with_image: str | Reference | None = None,
     ) -> PushResult:
         """Push files. ``kind`` None or ``generic``: one layer per file (ORAS-style). Any other kind packs one
         directory as a typed artifact (models as CNCF ModelPack); ``metadata`` overrides ``ociart.yaml``.
@@ -297,6 +302,11 @@ class Client:
         ``sign`` (a :class:`~ociart.signing.Signer`, a private key, or a cosign key file path; its password from
         ``COSIGN_PASSWORD``) signs the pushed manifest (bundle referrer and, with ``legacy_signature="always"``, the
         ``.sig`` tag) and attaches the provenance as a signed attestation instead of an unsigned statement.
+
+        ``as_image`` pushes the image form instead (:mod:`ociart.packaging.image`: an image index of runnable images
+        holding the files under ``mount_path``, default ``/models``; ``platforms`` default ``linux/amd64`` and
+        ``linux/arm64``; ``base`` a base image whose layers come first). ``with_image`` pushes the artifact form to
+        ``ref`` and the image form to ``with_image``, each attached to the other as a referrer.
 
         Returns the manifest descriptor with ``.ref``, the pushed reference pinned to the digest.
         A symlink inside a pushed directory that leads outside it is refused unless ``follow_symlinks`` (symlinks
@@ -337,6 +347,25 @@ class Client:
             if missing:
                 raise NotFoundError(f"{missing[0]}: no such file or directory")
             raise UsageError(f"--kind {k.value} packs exactly one directory")
+        image_opts = as_image or with_image is not None
+        if (mount_path is not None or platforms or base is not None) and not image_opts:
+            raise UsageError("--mount-path, --platform and --base shape the image form: add --as-image or --with-image")
+        if image_opts and k in (Kind.GENERIC, Kind.REPORT):
+            raise UsageError("--as-image and --with-image need a typed directory: add --kind model (or dataset, "
+                             "preprocessor, checkpoint)")
+        if as_image and with_image is not None:
+            raise UsageError("--as-image pushes only the image form, --with-image both: choose one")
+        if image_opts and subject is not None:
+            raise UsageError("--subject attaches a report, which has no image form")
+        base_image = None
+        if base is not None:
+            from .packaging.image import read_base
+
+            base_ref = self.ref(base)
+            base_image = read_base(self.target(base_ref), base_ref.repository, base_ref.digest or base_ref.tag
+                                   or "latest", limits.CONFIG_BYTES)
+        image_content: Content | None = None
+        image_r, image_target = r, target
         with self._progress() as progress:
             if k is not Kind.GENERIC:
                 assert dir_meta is not None
@@ -347,6 +376,26 @@ class Client:
                 meta = dir_meta.merged(dict(metadata or {}))
                 if captured is not None:
                     captured.metrics = {**meta.metrics, **captured.metrics}
+                if image_opts:
+                    from .packaging.image import DEFAULT_MOUNT_PATH, DEFAULT_PLATFORMS, push_image
+
+                    image_r = self.ref(with_image) if with_image is not None else r
+                    if image_r.digest:
+                        raise UsageError(f"{image_r}: push to a tag, not a digest")
+                    image_target = self.target(image_r)
+                    image_content = push_image(
+                        image_target, image_r.repository, image_r.tag or "latest", Path(paths[0]), k, meta,
+                        mount=mount_path or DEFAULT_MOUNT_PATH,
+                        platforms=list(platforms) or ([] if base_image is not None else list(DEFAULT_PLATFORMS)),
+                        base=base_image, reproducible=reproducible, annotations=annotations,
+                        base_annotations=extra, prehash=_has_versions(image_target, image_r.repository),
+                        concurrency=self.concurrency, progress=progress, follow_symlinks=follow_symlinks,
+                        threshold=DEFAULT_SMALL_FILE_THRESHOLD if small_file_threshold is None
+                        else small_file_threshold)
+            if k is not Kind.GENERIC and as_image:
+                assert image_content is not None
+                content = image_content
+            elif k is not Kind.GENERIC:
                 content = push_directory(
                     target, r.repository, r.tag or "latest", Path(paths[0]), k, meta,
                     reproducible=reproducible, annotations=annotations, base_annotations=extra,
@@ -363,6 +412,12 @@ class Client:
                                      artifact_type=artifact_type, annotations=annotations, config=cfg,
                                      concurrency=self.concurrency, progress=progress,
                                      manifest_annotations_extra=extra, prehash=prehash)
+        if with_image is not None and image_content is not None:
+            from .packaging.image import link_forms
+
+            link_forms(target, r.repository, content.descriptor(), str(r.with_digest(content.digest)),
+                       image_target, image_r.repository, image_content.descriptor(),
+                       str(image_r.with_digest(image_content.digest)))
         if subject_ref is not None and subject_ref.repository != r.repository:
             # referrers are per repository: the report is also attached next to the model it evaluated
             copy_graph(target, r.repository, target, subject_ref.repository, content.descriptor(),
@@ -371,6 +426,9 @@ class Client:
             from .signing.service import sign_digest
 
             sign_digest(target, r, content.descriptor(), signer, legacy_mode=legacy_signature)  # type: ignore[arg-type]
+            if with_image is not None and image_content is not None:
+                sign_digest(image_target, image_r, image_content.descriptor(), signer,  # type: ignore[arg-type]
+                            legacy_mode=legacy_signature)
         if captured is not None and opts is not None and opts.provenance:
             self._record_provenance(target, r, content, captured, k.value, signer)
         if captured is not None and captured.tracker == "mlflow":
@@ -451,6 +509,11 @@ class Client:
         node = content.parse()
         target = self.target(pinned)
         if isinstance(node, Index):
+            from .packaging.image import choose_platform
+
+            chosen = choose_platform(node) if len(node.manifests) > 1 else None
+            if chosen is not None:
+                node = Index(manifests=[chosen])
             if len(node.manifests) != 1:
                 choices = ", ".join(m.digest for m in node.manifests[:5])
                 raise UsageError(f"{pinned} is an index of {len(node.manifests)} manifests; pull one by digest "

@@ -176,6 +176,16 @@ def push(
         "--small-file-threshold", min=0, help="Bytes; smaller files of a directory share a tar layer (0: never).")] = None,
     subject: Annotated[Optional[str], typer.Option(
         "--subject", help="With --kind report: the model this report evaluated (attached as its referrer).")] = None,
+    as_image: Annotated[bool, typer.Option(
+        "--as-image", help="Push the image form only: a runnable image (index) holding the files under --mount-path.")] = False,
+    mount_path: Annotated[Optional[str], typer.Option(
+        "--mount-path", help="Image form: directory of the files in the image (default /models).")] = None,
+    platform: Annotated[list[str], typer.Option(
+        "--platform", help="Image form: OS/ARCH (repeatable; default linux/amd64 and linux/arm64).")] = [],  # noqa: B006
+    base: Annotated[Optional[str], typer.Option(
+        "--base", help="Image form: base image whose layers come first (e.g. one with a shell for KServe).")] = None,
+    with_image: Annotated[Optional[str], typer.Option(
+        "--with-image", help="Also push the image form to this reference, each form linked to the other.")] = None,
     git_dir: Annotated[Optional[Path], typer.Option("--git-dir", help="Repository of the training code (default: cwd).")] = None,
     no_git: Annotated[bool, typer.Option("--no-git", help="Do not record git state.")] = False,
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="Run id (default: active MLflow/W&B run).")] = None,
@@ -226,7 +236,9 @@ def push(
         desc = c.push(ref, paths, kind=kind, artifact_type=artifact_type, annotations=_kv(annotation, "--annotation"),
                       config=cfg, config_media_type=cfg_type, metadata=metadata, reproducible=reproducible,
                       small_file_threshold=small_file_threshold, lineage=lineage, subject=subject, sign=signer,
-                      legacy_signature=legacy_signature, follow_symlinks=follow_symlinks)
+                      legacy_signature=legacy_signature, follow_symlinks=follow_symlinks, as_image=as_image,
+                      mount_path=mount_path, platforms=[p for v in platform for p in v.split(",") if p.strip()],
+                      base=base, with_image=with_image)
     if as_json:
         _out(desc)
     else:

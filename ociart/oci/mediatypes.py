@@ -5,6 +5,17 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+#: Filesystem changesets (image-spec layer.md), whatever their annotations say: extracted, whiteouts applied.
+IMAGE_LAYER_TYPES = frozenset({
+    OCI_LAYER, OCI_LAYER + "+gzip", OCI_LAYER + "+zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.diff.tar", "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+})
+IMAGE_CONFIG_TYPES = frozenset({OCI_CONFIG, DOCKER_CONFIG})
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 

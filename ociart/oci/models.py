@@ -80,6 +80,37 @@ class Index(_Wire):
     annotations: dict[str, str] | None = None
 
 
+class RootFS(_Wire):
+    type: str = "layers"
+    diff_ids: list[str] = Field(default_factory=list)
+
+
+class ImageConfigBody(_Wire):
+    """The ``config`` member of an image config (execution parameters); only the labels are used here."""
+
+    Labels: dict[str, str] | None = None
+
+
+class History(_Wire):
+    created: str | None = None
+    created_by: str | None = None
+    comment: str | None = None
+    empty_layer: bool | None = None
+
+
+class ImageConfig(_Wire):
+    """``application/vnd.oci.image.config.v1+json`` (image-spec config.md); unknown fields of a base image's config
+    are kept (``extra="allow"``) when it is extended."""
+
+    created: str | None = None
+    architecture: str
+    os: str
+    variant: str | None = None
+    config: ImageConfigBody | None = None
+    rootfs: RootFS
+    history: list[History] | None = None
+
+
 class ImageLayout(_Wire):
     imageLayoutVersion: str = "1.0.0"
 
@@ -151,6 +182,7 @@ __all__ = [
     "Content",
     "DOCKER_MANIFEST_LIST",
     "Descriptor",
+    "ImageConfig",
     "ImageLayout",
     "Index",
     "Manifest",

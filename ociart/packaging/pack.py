@@ -13,7 +13,7 @@ from pathlib import Path
 from ..cache import DigestCache, StatKey, check_unchanged, is_racy, key_of
 from ..errors import UsageError
 from ..oci.digest import Digester
-from ..oci import EMPTY_JSON_DIGEST, Content, Descriptor
+from ..oci import EMPTY_JSON_DIGEST, OCI_LAYER, Content, Descriptor
 from ..progress import Progress
 from ..targets.base import Target
 from ..transfer import check_local_file, parallel, push_file_cached, push_manifest
@@ -158,18 +158,22 @@ def _raw_media_type(kind: Kind, e: FileEntry) -> str:
     return layer_media_type(kind, e.role, "raw")
 
 
-def _tar_key(layer: LayerPlan) -> str | None:
+def _tar_key(layer: LayerPlan, prefix: str = "") -> str | None:
     keys = [(m.rel, *m.stat, m.mode) for m in layer.files]
     if any(is_racy(m.stat) for m in layer.files):
         return None
-    return "tar" + TAR_FORMAT_VERSION + ":" + hashlib.sha256(json.dumps(keys).encode()).hexdigest()
+    scope = ("image:" + prefix + ":") if prefix else ""
+    return "tar" + TAR_FORMAT_VERSION + ":" + scope + hashlib.sha256(json.dumps(keys).encode()).hexdigest()
 
 
 def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: DigestCache,
-               progress: Progress | None, prehash: bool = False) -> Descriptor:
+               progress: Progress | None, prehash: bool = False, image_prefix: str | None = None) -> Descriptor:
     """Push one layer. ``prehash``: hash files the cache does not know before sending, so blobs the repository
-    already has (an earlier version in another directory) are skipped instead of streamed."""
-    if not layer.tar:
+    already has (an earlier version in another directory) are skipped instead of streamed.
+
+    ``image_prefix`` (the image form, :mod:`ociart.packaging.image`): every layer, a single file too, is an
+    uncompressed tar (``application/vnd.oci.image.layer.v1.tar``) whose members are named ``prefix/<path>``."""
+    if not layer.tar and image_prefix is None:
         e = layer.files[0]
         out = push_file_cached(target, repo, e.path, _raw_media_type(kind, e), cache, prehash, progress, e.rel,
                                e.stat)
@@ -178,8 +182,9 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
         if e.untested:
             annotations[A_UNTESTED] = "true"
         return Descriptor(mediaType=out.mediaType, digest=out.digest, size=out.size, annotations=annotations)
-    members = [TarMember(m.path, m.rel, m.size, m.mode) for m in layer.files]
-    media_type = layer_media_type(kind, layer.role, "tar")
+    prefix = (image_prefix + "/") if image_prefix else ""
+    members = [TarMember(m.path, prefix + m.rel, m.size, m.mode) for m in layer.files]
+    media_type = OCI_LAYER if image_prefix is not None else layer_media_type(kind, layer.role, "tar")
 
     def opener():  # type: ignore[no-untyped-def]
         from contextlib import contextmanager
@@ -190,7 +195,7 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
 
         return cm()
 
-    key = _tar_key(layer)
+    key = _tar_key(layer, prefix)
     known = cache.get_key(key) if key else None
     if known is None and prehash:
         d = Digester()
@@ -204,10 +209,12 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
         target.push_blob_stream(repo, out, opener)
     else:
         out = target.push_blob_chunks(repo, opener, media_type)
-        if key and _tar_key(layer) == key:
+        if key and _tar_key(layer, prefix) == key:
             cache.put_key(key, out.digest, out.size)
     for m in layer.files:  # the tar headers (size, mode) came from the walk's stat
         check_unchanged(m.path, m.stat)
+    if image_prefix is not None:  # engines need nothing else; pull reads the names from the members
+        return Descriptor(mediaType=media_type, digest=out.digest, size=out.size)
     annotations = {A_FILEPATH: layer.filepath}
     if any(m.untested for m in layer.files):
         annotations[A_UNTESTED] = "true"

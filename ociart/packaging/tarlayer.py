@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import tarfile
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -30,10 +31,13 @@ FLUSH = 1 << 20
 
 @dataclass(frozen=True)
 class TarMember:
-    path: Path  # on disk
+    path: Path | None  # on disk (None: read from ``source``)
     name: str  # in the archive
     size: int
     mode: int  # 0o755 or 0o644
+    #: Another source of the member's bytes than ``path``: called once, yields exactly ``size`` bytes (convert
+    #: streams a registry blob through it).
+    source: Callable[[], AbstractContextManager[Iterator[bytes]]] | None = None
 
 
 def normal_mode(st_mode: int) -> int:
@@ -74,12 +78,8 @@ def iter_tar(members: list[TarMember]) -> Iterator[bytes]:
     for m in members:
         buf += _header(m)
         seen = 0
-        try:
-            f = open(m.path, "rb")
-        except FileNotFoundError:
-            raise UsageError(f"{m.path} vanished while it was being pushed; nothing was published") from None
-        with f:
-            while chunk := f.read(FLUSH):
+        with _open_member(m) as chunks:
+            for chunk in chunks:
                 seen += len(chunk)
                 if seen > m.size:
                     break
@@ -89,8 +89,8 @@ def iter_tar(members: list[TarMember]) -> Iterator[bytes]:
                     yield bytes(buf)
                     buf.clear()
         if seen != m.size:
-            raise UsageError(f"{m.path} changed while it was being pushed (size {m.size} -> {seen} bytes); nothing "
-                             "was published: push again once it is no longer written to")
+            raise UsageError(f"{m.path or m.name} changed while it was being pushed (size {m.size} -> {seen} bytes); "
+                             "nothing was published: push again once it is no longer written to")
         pad = -m.size % BLOCK
         buf += b"\0" * pad
         if len(buf) >= FLUSH:
@@ -101,6 +101,21 @@ def iter_tar(members: list[TarMember]) -> Iterator[bytes]:
     end = total + len(buf)
     buf += b"\0" * (-end % RECORD)
     yield bytes(buf)
+
+
+@contextmanager
+def _open_member(m: TarMember) -> Iterator[Iterator[bytes]]:
+    if m.source is not None:
+        with m.source() as chunks:
+            yield chunks
+        return
+    assert m.path is not None
+    try:
+        f = open(m.path, "rb")
+    except FileNotFoundError:
+        raise UsageError(f"{m.path} vanished while it was being pushed; nothing was published") from None
+    with f:
+        yield iter(lambda: f.read(FLUSH), b"")
 
 
 # -- extraction -------------------------------------------------------------------------------------
@@ -148,9 +163,9 @@ def check_members(members: list[tarfile.TarInfo], what: str) -> None:
 
 
 def tar_mode(media_type: str) -> Literal["r:gz", "r:"]:
-    if media_type.endswith("+gzip"):
+    if media_type.endswith(("+gzip", ".tar.gzip")):  # OCI, Docker (application/vnd.docker.image.rootfs.diff.tar.gzip)
         return "r:gz"
-    if media_type.endswith("+zstd"):
+    if media_type.endswith(("+zstd", ".tar.zstd")):
         raise UsageError(f"layer type {media_type}: zstd-compressed tar layers are not supported")
     return "r:"
 
@@ -172,8 +187,12 @@ class Budget:
 
 def extract(tar_path: Path, dest: Path, media_type: str, what: str,
             want: Callable[[str], bool] = lambda _: True, budget: Budget | None = None,
-            layer_limit: int | None = None) -> list[tuple[str, int, int, str]]:
+            layer_limit: int | None = None,
+            scope: Callable[[str], bool] | None = None) -> list[tuple[str, int, int, str]]:
     """Extract the regular files ``want`` selects into ``dest``; returns (name, size, mode, sha256 digest).
+
+    ``scope`` (image layers: the mount path) limits the archive to the members it accepts: the others (a base
+    image's system files, symlinks and devices included) are neither checked nor written.
 
     All members are validated first; files are written below ``dest`` only (created fresh, never through links).
     ``layer_limit`` bounds this layer's members and ``budget`` the whole pull: both are checked against the sizes
@@ -186,7 +205,7 @@ def extract(tar_path: Path, dest: Path, media_type: str, what: str,
     base = str(dest)
     try:
         with tarfile.open(tar_path, tar_mode(media_type)) as tf:
-            members = tf.getmembers()
+            members = _scoped(tf.getmembers(), scope)
             check_members(members, what)
             chosen = [m for m in members if m.isreg() and want(_clean_name(m.name))]
             total = sum(m.size for m in chosen)
@@ -217,16 +236,18 @@ def extract(tar_path: Path, dest: Path, media_type: str, what: str,
     return out
 
 
-def member_digests(tar_path: Path, media_type: str, what: str) -> Iterator[tuple[str, str, int]]:
-    """(name, sha256 digest, size) of each regular member, streamed; the archive is validated first."""
+def member_digests(tar_path: Path, media_type: str, what: str, want: Callable[[str], bool] = lambda _: True,
+                   scope: Callable[[str], bool] | None = None) -> Iterator[tuple[str, str, int]]:
+    """(name, sha256 digest, size) of each regular member ``want`` selects, streamed; the archive (the members in
+    ``scope``) is validated first."""
     from ..oci.digest import Digester
 
     try:
         with tarfile.open(tar_path, tar_mode(media_type)) as tf:
-            members = tf.getmembers()
+            members = _scoped(tf.getmembers(), scope)
             check_members(members, what)
             for m in members:
-                if not m.isreg():
+                if not m.isreg() or not want(_clean_name(m.name)):
                     continue
                 src = tf.extractfile(m)
                 assert src is not None
@@ -234,5 +255,35 @@ def member_digests(tar_path: Path, media_type: str, what: str) -> Iterator[tuple
                 while chunk := src.read(FLUSH):
                     d.update(chunk)
                 yield _clean_name(m.name), d.digest, m.size
+    except tarfile.TarError as exc:
+        raise UnsafePathError(f"{what}: not a valid tar archive ({exc})") from None
+
+
+def _scoped(members: list[tarfile.TarInfo], scope: Callable[[str], bool] | None) -> list[tarfile.TarInfo]:
+    return members if scope is None else [m for m in members if scope(_clean_name(m.name))]
+
+
+#: image-spec layer.md: ``.wh.NAME`` deletes NAME of the layers below; ``.wh..wh..opq`` empties its directory.
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+
+
+def changeset(tar_path: Path, media_type: str, what: str) -> Iterator[tuple[Literal["file", "delete", "opaque"], str]]:
+    """What an image layer changes, in archive order: ``("file", name)`` for each regular file, ``("delete", name)``
+    for each whiteout and ``("opaque", directory)`` for each opaque whiteout (names cleaned, ``""`` the root).
+    Only headers are read; nothing is validated here (the extraction checks what it writes)."""
+    try:
+        with tarfile.open(tar_path, tar_mode(media_type)) as tf:
+            for m in tf:
+                name = _clean_name(m.name)
+                if name in ("", "."):
+                    continue
+                parent, _, base = name.rpartition("/")
+                if base == OPAQUE:
+                    yield "opaque", parent
+                elif base.startswith(WHITEOUT):
+                    yield "delete", (parent + "/" if parent else "") + base[len(WHITEOUT):]
+                elif m.isreg():
+                    yield "file", name
     except tarfile.TarError as exc:
         raise UnsafePathError(f"{what}: not a valid tar archive ({exc})") from None

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel
@@ -26,6 +27,7 @@ from .. import limits
 from ..errors import (AuthError, Interrupted, InvalidContentError, LocalIOError, NetworkError, OverwriteError,
                       UnsafePathError, UsageError)
 from ..oci import Descriptor, Manifest
+from ..oci.mediatypes import IMAGE_CONFIG_TYPES, IMAGE_LAYER_TYPES
 from ..oci.digest import sha256_file
 from ..progress import Progress
 from ..safepath import DirTree, safe_dest, safe_relpath
@@ -34,7 +36,7 @@ from ..targets.layout import LayoutTarget
 from ..transfer import copy_blobs
 from .kinds import FILTERS, category, is_tar
 from .metadata import A_FILE_METADATA, A_FILEPATH, A_TITLE
-from .tarlayer import Budget, extract, member_digests
+from .tarlayer import Budget, changeset, extract, member_digests, tar_mode
 
 LEGACY_FILEPATH = "org.cnai.model.filepath"
 LEGACY_FILE_METADATA = "org.cnai.model.file.metadata+json"
@@ -54,6 +56,54 @@ class Entry:
     desc: Descriptor
     rel: PurePosixPath | None  # raw layers: the file; tar layers: None
     mode: int = 0o644
+    #: a filesystem changeset (an image layer type): applied in order with the other image layers, whiteouts too
+    image: bool = False
+
+    @property
+    def tar(self) -> bool:
+        return self.rel is None
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """How to read an image's layers: files are taken from under ``prefix`` (``models`` for ``/models``; ``""``:
+    the whole tree) and renamed relative to it; the first ``skip`` layers (a ``--base`` image's) are not fetched."""
+
+    prefix: str
+    skip: int = 0
+
+    def scope(self, name: str) -> bool:
+        return not self.prefix or name.startswith(self.prefix + "/")
+
+    def strip(self, name: str) -> str:
+        return name[len(self.prefix) + 1:] if self.prefix else name
+
+
+def image_view(target: Target, repo: str, manifest: Manifest) -> ImageView | None:
+    """None unless a layer has an image layer media type (a filesystem changeset, whatever its annotations say).
+    For an image (an image config) the mount path and base layer count come from its labels (the image form's
+    ``dev.ociart.mount-path`` and ``dev.ociart.base-layers``), else the mount path is KServe's ``/models``; for an
+    artifact holding image layers the whole tree is taken."""
+    if not any(layer.mediaType in IMAGE_LAYER_TYPES for layer in manifest.layers):
+        return None
+    if manifest.config.mediaType not in IMAGE_CONFIG_TYPES:
+        return ImageView("")
+    from ..signing.common import read_verified_blob
+    from .image import DEFAULT_MOUNT_PATH, L_BASE_LAYERS, L_MOUNT_PATH, image_labels, mount_path
+
+    raw = read_verified_blob(target, repo, manifest.config, limits.CONFIG_BYTES,
+                             f"image config {manifest.config.digest}")
+    labels = image_labels(raw)
+    try:
+        mount = mount_path(labels.get(L_MOUNT_PATH, DEFAULT_MOUNT_PATH))
+        skip = int(labels.get(L_BASE_LAYERS, "0"))
+    except (UsageError, ValueError):
+        raise InvalidContentError(f"image config {manifest.config.digest}: malformed {L_MOUNT_PATH} or "
+                                  f"{L_BASE_LAYERS} label") from None
+    if not 0 <= skip <= len(manifest.layers):
+        raise InvalidContentError(f"image config {manifest.config.digest}: {L_BASE_LAYERS}={skip} but the image has "
+                                  f"{len(manifest.layers)} layers")
+    return ImageView(mount.lstrip("/"), skip)
 
     @property
     def tar(self) -> bool:
@@ -104,14 +154,20 @@ def _tar_may_match(filepath: str | None, include: Sequence[str]) -> bool:
     return any(lit.startswith(under) or under.startswith(lit) for lit in literal)
 
 
-def select(manifest: Manifest, filters: Sequence[str] = (), include: Sequence[str] = ()) -> list[Entry]:
+def select(manifest: Manifest, filters: Sequence[str] = (), include: Sequence[str] = (),
+           view: ImageView | None = None) -> list[Entry]:
     """Layers to fetch. Tar layers are kept whole here (unless no member under their filepath can match
-    ``include``); ``include`` applies to their members at extraction."""
+    ``include``); ``include`` applies to their members at extraction. With ``view``, the layers after its ``skip``
+    first ones that have an image layer type are image entries (filters and globs apply to their members)."""
     wanted = set(check_filters(filters))
     match = _matcher(include)
     chosen: list[Entry] = []
     names: set[str] = set()
-    for layer in manifest.layers:
+    for i, layer in enumerate(manifest.layers):
+        if view is not None and layer.mediaType in IMAGE_LAYER_TYPES:
+            if i >= view.skip:
+                chosen.append(Entry(layer, None, image=True))
+            continue
         if wanted and category(layer.mediaType) not in wanted:
             continue
         ann = layer.annotations or {}
@@ -133,7 +189,7 @@ def select(manifest: Manifest, filters: Sequence[str] = (), include: Sequence[st
 
 def layer_limit(desc: Descriptor) -> int:
     """The most a tar layer may restore: its size, times :data:`ociart.limits.GZIP_RATIO` when gzip-compressed."""
-    return desc.size * limits.GZIP_RATIO if desc.mediaType.endswith("+gzip") else desc.size
+    return desc.size * limits.GZIP_RATIO if tar_mode(desc.mediaType) == "r:gz" else desc.size
 
 
 def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filters: Sequence[str] = (),
@@ -150,7 +206,8 @@ def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filter
     inside ``out_dir`` (fetch uses ``.ociart/staging``); ``link``: from a layout ``target`` (a fetch's download
     store or node cache) blobs may be hardlinked into the staging store (:func:`ociart.transfer.copy_blob`).
     """
-    entries = select(manifest, filters, include)
+    view = image_view(target, repo, manifest)
+    entries = select(manifest, filters, include, view)
     budget = Budget(max_size, "--max-size") if max_size is not None else None
     if budget is not None:
         for e in entries:
@@ -165,7 +222,8 @@ def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filter
         raise LocalIOError(f"cannot create output directory {out_dir}: {exc.strerror or exc}") from None
     try:
         return _restore(target, repo, entries, out_dir, _matcher(include), overwrite, concurrency, progress,
-                        budget, cleaned if cleaned is not None else [], staging or STAGING, link)
+                        budget, cleaned if cleaned is not None else [], staging or STAGING, link, view,
+                        check_filters(filters))
     except BaseException:
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()  # leave no trace of a failed pull
@@ -254,7 +312,8 @@ def _check_dest(dest: Path, digest: str, size: int, overwrite: bool, mode: int |
 
 def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, match: Callable[[str], bool],
              overwrite: bool, concurrency: int, progress: Progress | None, budget: Budget | None,
-             cleaned: list[str], staging_name: str = STAGING, link: bool = False) -> list[PulledFile]:
+             cleaned: list[str], staging_name: str = STAGING, link: bool = False, view: ImageView | None = None,
+             filters: Sequence[str] = ()) -> list[PulledFile]:
     results: list[PulledFile] = []
     fetch: dict[str, Descriptor] = {}
     raw_plan: list[tuple[Entry, Path]] = []
@@ -276,7 +335,7 @@ def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, mat
         staging = Path(tempfile.mkdtemp(prefix="restore-", dir=store.root))
         try:
             moves = _unpack_staged(staging, entries, raw_plan, results, out_dir, match, overwrite, checked,
-                                   budget)
+                                   budget, view, filters)
             place(store.root, out_dir, moves)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -307,7 +366,8 @@ def _collisions(names: Sequence[str]) -> None:
 
 def _unpack_staged(staging: Path, entries: list[Entry], raw_plan: list[tuple[Entry, Path]],
                    results: list[PulledFile], out_dir: Path, match: Callable[[str], bool], overwrite: bool,
-                   checked: set[Path], budget: Budget | None) -> list[Move]:
+                   checked: set[Path], budget: Budget | None, view: ImageView | None = None,
+                   filters: Sequence[str] = ()) -> list[Move]:
     """Extract tar layers (bounded) and check every destination and every name; returns what to move in place."""
     moves: list[Move] = []
     uses: dict[str, int] = {}
@@ -320,12 +380,20 @@ def _unpack_staged(staging: Path, entries: list[Entry], raw_plan: list[tuple[Ent
                           uses[e.desc.digest] > 1))
         results.append(PulledFile(path=str(e.rel), digest=e.desc.digest, size=e.desc.size, mode=e.mode))
     blobs = staging.parent / "blobs" / "sha256"
+    image = [e for e in entries if e.image]
+    owners = _overlay(blobs, image, view) if view is not None and image else {}
+    keep = _member_filter(filters)
     for i, e in enumerate(x for x in entries if x.tar):
         tree = staging / f"tree{i}"
         what = f"layer {e.desc.digest} ({layer_path(e.desc) or 'tar'})"
-        for name, size, mode, digest in extract(blobs / e.desc.digest.removeprefix("sha256:"), tree,
-                                                e.desc.mediaType, what, match, budget,
-                                                None if budget is not None else layer_limit(e.desc)):
+        want, scope, strip = match, None, _same_name
+        if e.image and view is not None:
+            want = partial(_image_wants, owners, e.desc.digest, view, match, keep)
+            scope, strip = view.scope, view.strip
+        for full, size, mode, digest in extract(blobs / e.desc.digest.removeprefix("sha256:"), tree,
+                                                e.desc.mediaType, what, want, budget,
+                                                None if budget is not None else layer_limit(e.desc), scope):
+            name = strip(full)
             if name in names:
                 raise UnsafePathError(f"{what}: {name!r} is also in another layer (colliding names)")
             names.add(name)
@@ -334,10 +402,54 @@ def _unpack_staged(staging: Path, entries: list[Entry], raw_plan: list[tuple[Ent
             if _check_dest(dest, digest, size, overwrite):
                 results.append(PulledFile(path=name, digest=digest, size=size, mode=mode, skipped=True))
                 continue
-            moves.append(Move(PurePosixPath(staging.name, tree.name, *rel.parts), rel, -1, False))
+            moves.append(Move(PurePosixPath(staging.name, tree.name, *PurePosixPath(full).parts), rel, -1, False))
             results.append(PulledFile(path=name, digest=digest, size=size, mode=mode))
     _collisions(sorted(names))
     return moves
+
+
+def _same_name(name: str) -> str:
+    return name
+
+
+def _overlay(blobs: Path, image: Sequence[Entry], view: ImageView) -> dict[str, str]:
+    """Apply the image layers' changesets in order (image-spec layer.md: a whiteout or an opaque directory hides
+    what the layers *below* it hold): the file names in the mount path that the image ends with -> the digest of
+    the layer whose copy wins. Names outside the mount path are not kept, but a whiteout of the mount path or of a
+    directory above it still hides the files below."""
+    owner: dict[str, tuple[int, str]] = {}
+    for i, e in enumerate(image):
+        blob = blobs / e.desc.digest.removeprefix("sha256:")
+        for op, name in changeset(blob, e.desc.mediaType, f"layer {e.desc.digest}"):
+            if op == "file":
+                if view.scope(name):
+                    owner[name] = (i, e.desc.digest)
+                continue
+            under = name + "/" if name else ""
+            hidden = [k for k, (j, _) in owner.items() if j < i and (k.startswith(under) or (op == "delete"
+                                                                                       and k == name))]
+            for k in hidden:
+                del owner[k]
+    return {k: d for k, (_, d) in owner.items()}
+
+
+def _member_filter(filters: Sequence[str]) -> Callable[[str], bool]:
+    """``--filter`` applied to the files of an image layer, by the role their name gives them."""
+    if not filters:
+        return lambda _: True
+    from .kinds import Kind, classify
+
+    roles = {"weights": "weight", "config": "weight.config", "docs": "doc", "code": "code", "dataset": "dataset"}
+    wanted = {roles[f] for f in filters}
+    return lambda name: classify(Kind.MODEL, name, False)[0] in wanted
+
+
+def _image_wants(owners: dict[str, str], digest: str, view: ImageView, match: Callable[[str], bool],
+                 keep: Callable[[str], bool], name: str) -> bool:
+    if owners.get(name) != digest:
+        return False
+    rel = view.strip(name)
+    return match(rel) and keep(rel)
 
 
 def place(staging_root: Path, out_dir: Path, moves: Sequence[Move]) -> None:
@@ -380,16 +492,30 @@ def _copy_at(dir_fd: int, name: str) -> str:
 
 
 def file_digests(target: Target, repo: str, manifest: Manifest) -> dict[str, tuple[str, int]]:
-    """path -> (digest, size) for every file; tar layers are fetched (verified) and their members hashed."""
+    """path -> (digest, size) for every file; tar layers are fetched (verified) and their members hashed (image
+    layers as pull applies them)."""
     out: dict[str, tuple[str, int]] = {}
+    view = image_view(target, repo, manifest)
+    entries = select(manifest, view=view)
     with tempfile.TemporaryDirectory(prefix="ociart-diff-") as tmp:
-        for e in select(manifest):
+        for e in entries:
+            if e.tar:
+                blob = Path(tmp) / e.desc.digest.removeprefix("sha256:")
+                if not blob.exists():
+                    target.fetch_blob(repo, e.desc, blob)
+        image = [e for e in entries if e.image]
+        owners = _overlay(Path(tmp), image, view) if view is not None and image else {}
+        for e in entries:
             if not e.tar:
                 out[str(e.rel)] = (e.desc.digest, e.desc.size)
                 continue
             blob = Path(tmp) / e.desc.digest.removeprefix("sha256:")
-            if not blob.exists():
-                target.fetch_blob(repo, e.desc, blob)
+            if e.image and view is not None:
+                wants = partial(_image_wants, owners, e.desc.digest, view, _matcher(()), _member_filter(()))
+                for name, digest, size in member_digests(blob, e.desc.mediaType, f"layer {e.desc.digest}", wants,
+                                                         view.scope):
+                    out[view.strip(name)] = (digest, size)
+                continue
             for name, digest, size in member_digests(blob, e.desc.mediaType, f"layer {e.desc.digest}"):
                 out[name] = (digest, size)
     return out

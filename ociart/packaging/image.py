@@ -1,0 +1,234 @@
+"""The image form of an artifact (docs/spec.md §7): a runnable-image manifest that container engines pull, cache and
+mount (Kubernetes image volumes, KServe modelcars), holding the same files under a mount path.
+
+* every layer is an uncompressed deterministic tar (``application/vnd.oci.image.layer.v1.tar``, so digest ==
+  diff_id) of one large file or of the grouped small files of one directory, exactly the layer plan of the artifact
+  form (:func:`ociart.packaging.pack.plan`), members named ``<mount path>/<path>``;
+* one image config per platform (``linux/amd64`` and ``linux/arm64`` by default) differing only in
+  ``architecture``, with ``rootfs.diff_ids``, no entrypoint, and labels: the mount path, the number of base layers,
+  the typed config (ModelPack for models) and the manifest annotations (metadata, lineage summary);
+* an image index over those manifests, tagged; everything deterministic, so the same directory gives the same
+  digest;
+* ``base``: a base image's layers (copied by digest into the repository) come first, its config is extended.
+
+Reading it back is :mod:`ociart.packaging.unpack` (any image: layers applied in order with whiteouts, only the
+files under the mount path kept).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cache import DigestCache
+from ..errors import InvalidContentError, UsageError
+from ..oci import Content, Descriptor, Index, Manifest
+from ..oci.mediatypes import IMAGE_CONFIG_TYPES, OCI_CONFIG, OCI_INDEX
+from ..oci.models import History, ImageConfig, ImageConfigBody, Platform, RootFS
+from ..progress import Progress
+from ..targets.base import Target
+from ..transfer import copy_blobs, parallel, push_manifest
+from .kinds import KIND_SPECS, Kind, weight_format
+from .metadata import Metadata, build_config, created_timestamp, manifest_annotations
+from .pack import DEFAULT_SMALL_FILE_THRESHOLD, plan, push_layer
+
+#: Image config labels (``config.Labels``) of the image form; they travel with the config when another tool copies
+#: the image, so pull can find the files without ociart's manifest annotations.
+L_MOUNT_PATH = "dev.ociart.mount-path"
+L_BASE_LAYERS = "dev.ociart.base-layers"
+L_CONFIG = "dev.ociart.artifact-config"
+DEFAULT_MOUNT_PATH = "/models"
+DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
+#: artifactType of the referrers linking the two forms: attached to the artifact form, it names its image form;
+#: attached to the image form, its artifact form. The other form is in the annotations below.
+IMAGE_FORM = "application/vnd.ociart.image-form.v1"
+ARTIFACT_FORM = "application/vnd.ociart.artifact-form.v1"
+A_FORM_DIGEST = "dev.ociart.form.digest"
+A_FORM_REFERENCE = "dev.ociart.form.reference"
+
+
+def mount_path(value: str) -> str:
+    """``/models`` form of a mount path: absolute, normalized, not the root."""
+    if not value.startswith("/") or "\x00" in value or "\\" in value:
+        raise UsageError(f"--mount-path {value!r}: give an absolute path such as /models")
+    norm = posixpath.normpath(value)
+    if norm in ("/", "//") or ".." in norm.split("/"):
+        raise UsageError(f"--mount-path {value!r}: give a directory below / such as /models")
+    return norm
+
+
+def parse_platform(value: str) -> Platform:
+    parts = value.strip().split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise UsageError(f"--platform {value!r}: give OS/ARCH[/VARIANT], e.g. linux/arm64")
+    return Platform(os=parts[0], architecture=parts[1], variant=parts[2] if len(parts) == 3 else None)
+
+
+def platform_key(p: Platform) -> str:
+    return "/".join(x for x in (p.os, p.architecture, p.variant) if x)
+
+
+@dataclass
+class BaseImage:
+    """A base image read from its store: per platform (``os/arch[/variant]``) its manifest and config."""
+
+    target: Target
+    repo: str
+    reference: str
+    images: dict[str, tuple[Manifest, ImageConfig]]
+
+
+def read_base(target: Target, repo: str, reference: str, limit: int) -> BaseImage:
+    """Read the base image ``reference`` (a tag or digest; an index or a single image) and its configs."""
+    from ..signing.common import read_verified_blob
+
+    content = target.get_manifest(repo, reference)
+    node = content.parse()
+    children: list[Content] = []
+    if isinstance(node, Index):
+        children = [target.get_manifest(repo, d.digest) for d in node.manifests
+                    if d.platform is not None and d.platform.os != "unknown"]
+    else:
+        children = [content]
+    images: dict[str, tuple[Manifest, ImageConfig]] = {}
+    for child in children:
+        m = child.parse()
+        if not isinstance(m, Manifest) or m.config.mediaType not in IMAGE_CONFIG_TYPES:
+            raise UsageError(f"--base {reference}: {child.digest} is not a container image")
+        raw = read_verified_blob(target, repo, m.config, limit, f"--base config {m.config.digest}")
+        try:
+            cfg = ImageConfig.model_validate_json(raw)
+        except ValueError:
+            raise InvalidContentError(f"--base {reference}: its config {m.config.digest} is not an image config") \
+                from None
+        if len(cfg.rootfs.diff_ids) != len(m.layers):
+            raise InvalidContentError(f"--base {reference}: its config lists {len(cfg.rootfs.diff_ids)} diff_ids "
+                                      f"for {len(m.layers)} layers")
+        images[platform_key(Platform(os=cfg.os, architecture=cfg.architecture, variant=cfg.variant))] = (m, cfg)
+    if not images:
+        raise UsageError(f"--base {reference}: no image in it")
+    return BaseImage(target, repo, reference, images)
+
+
+def push_index(target: Target, repo: str, manifests: Sequence[Descriptor], tag: str | None,
+               annotations: dict[str, str] | None = None) -> Content:
+    """Write an image index over ``manifests`` (already stored), tagged ``tag``."""
+    content = Content.from_model(Index(mediaType=OCI_INDEX, manifests=list(manifests), annotations=annotations or None))
+    target.put_manifest(repo, content, tag)
+    return content
+
+
+def push_image(target: Target, repo: str, tag: str | None, root: Path, kind: Kind, meta: Metadata, *,
+               mount: str = DEFAULT_MOUNT_PATH, platforms: Sequence[str] = DEFAULT_PLATFORMS,
+               base: BaseImage | None = None, reproducible: bool = False,
+               threshold: int = DEFAULT_SMALL_FILE_THRESHOLD, annotations: dict[str, str] | None = None,
+               base_annotations: dict[str, str] | None = None, prehash: bool = False, concurrency: int = 4,
+               progress: Progress | None = None, cache: DigestCache | None = None,
+               follow_symlinks: bool = False) -> Content:
+    """Pack ``root`` as the image form and push it; returns the image index content (tagged ``tag``)."""
+    if kind is Kind.GENERIC:
+        raise UsageError("--as-image packs a typed artifact: add --kind model (or another kind)")
+    mount = mount_path(mount)
+    wanted = [parse_platform(p) for p in platforms] if platforms else []
+    if base is not None and not platforms:
+        wanted = [parse_platform(k) for k in sorted(base.images)]
+    if not wanted:
+        raise UsageError("--platform: give at least one platform")
+    keys = [platform_key(p) for p in wanted]
+    if len(set(keys)) != len(keys):
+        raise UsageError(f"--platform lists a platform twice ({', '.join(keys)})")
+    if base is not None:
+        missing = [k for k in keys if k not in base.images]
+        if missing:
+            raise UsageError(f"--base {base.reference} has no {', '.join(missing)} image (it has "
+                             f"{', '.join(sorted(base.images))}); pass --platform to choose among those")
+    cache = cache if cache is not None else DigestCache()
+    p = plan(root, kind, threshold, follow_symlinks)
+    prefix = mount.lstrip("/")
+    with target.writing():
+        descs = parallel(lambda lp: push_layer(target, repo, kind, lp, cache, progress, prehash, prefix), p.layers,
+                         concurrency)
+        created = created_timestamp(reproducible, p.newest_mtime)
+        diff_ids = [d.digest for d in descs]  # uncompressed: digest == diff_id
+        weights = [e.rel for lp in p.layers for e in lp.files if e.role == "weight"]
+        typed = build_config(kind.value, meta, created, diff_ids, p.files, p.size, weight_format(weights)) \
+            if KIND_SPECS[kind].config_media_type is not None else b"{}"
+        notes = {**(base_annotations or {}), **manifest_annotations(kind.value, meta, created), **(annotations or {})}
+        labels = {**notes, L_MOUNT_PATH: mount, L_CONFIG: typed.decode()}
+        history = [History(created=created, created_by=f"ociart push --as-image: {lp.filepath}"
+                           + ("/ (small files)" if lp.tar else ""))
+                   for lp in p.layers]
+        children: list[Descriptor] = []
+        for plat, key in zip(wanted, keys, strict=True):
+            layers = list(descs)
+            if base is not None:
+                bm, bcfg = base.images[key]
+                copy_blobs(base.target, base.repo, target, repo, bm.layers, concurrency, progress)
+                layers = [*bm.layers, *descs]
+                body = bcfg.config or ImageConfigBody()
+                cfg = bcfg.model_copy(update={
+                    "created": created or bcfg.created,
+                    "config": body.model_copy(update={"Labels": {**(body.Labels or {}), **labels,
+                                                                  L_BASE_LAYERS: str(len(bm.layers))}}),
+                    "rootfs": RootFS(diff_ids=[*bcfg.rootfs.diff_ids, *diff_ids]),
+                    "history": [*(bcfg.history or []), *history] if bcfg.history else None,
+                })
+            else:
+                cfg = ImageConfig(created=created, architecture=plat.architecture, os=plat.os, variant=plat.variant,
+                                  config=ImageConfigBody(Labels=labels), rootfs=RootFS(diff_ids=diff_ids),
+                                  history=history)
+            config = Content.of(cfg.to_json_bytes(), OCI_CONFIG)
+            manifest = push_manifest(target, repo, artifact_type=None, layers=layers, config=config,
+                                     annotations=notes)
+            children.append(manifest.descriptor(platform=Platform(os=plat.os, architecture=plat.architecture,
+                                                                   variant=plat.variant)))
+        return push_index(target, repo, children, tag, notes)
+
+
+def image_labels(config: bytes) -> dict[str, str]:
+    """``config.Labels`` of an image config ({} when there are none or it is not one)."""
+    try:
+        obj = json.loads(config)
+    except ValueError:
+        return {}
+    labels = (obj.get("config") or {}).get("Labels") if isinstance(obj, dict) else None
+    return {k: v for k, v in labels.items() if isinstance(v, str)} if isinstance(labels, dict) else {}
+
+
+def link_forms(artifact_target: Target, artifact_repo: str, artifact: Descriptor, artifact_ref: str,
+               image_target: Target, image_repo: str, image: Descriptor, image_ref: str) -> tuple[Content, Content]:
+    """Attach each form to the other: on the artifact form a referrer of type :data:`IMAGE_FORM` naming the image
+    form, on the image form one of type :data:`ARTIFACT_FORM` naming the artifact form (by digest and pinned
+    reference in its annotations). Returns (the artifact form's link, the image form's link)."""
+    from ..oci import EMPTY_JSON_DIGEST, OCI_EMPTY
+
+    empty = [Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2)]
+    to_image = push_manifest(artifact_target, artifact_repo, artifact_type=IMAGE_FORM, layers=empty, subject=artifact,
+                             annotations={A_FORM_DIGEST: image.digest, A_FORM_REFERENCE: image_ref})
+    to_artifact = push_manifest(image_target, image_repo, artifact_type=ARTIFACT_FORM, layers=empty, subject=image,
+                                annotations={A_FORM_DIGEST: artifact.digest, A_FORM_REFERENCE: artifact_ref})
+    return to_image, to_artifact
+
+
+def host_platform() -> str:
+    import platform as _platform
+
+    machine = _platform.machine().lower()
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+    return f"linux/{arch}"
+
+
+def choose_platform(index: Index) -> Descriptor | None:
+    """The child of a multi-platform index for this machine (else ``linux/amd64``); None when the index is not one
+    image per platform. Every platform of the image form holds the same files, so any will do for pull."""
+    children = [d for d in index.manifests if d.platform is not None and d.platform.os != "unknown"]
+    if not children or len(children) != len(index.manifests):
+        return None
+    by_key = {platform_key(d.platform): d for d in children if d.platform is not None}
+    for key in (host_platform(), "linux/amd64"):
+        if key in by_key:
+            return by_key[key]
+    return children[0]
