@@ -660,6 +660,38 @@ class Client:
             copy_legacy(src_t, s.repository, dst_t, d.repository, root.digest)
         return content.descriptor()
 
+    def convert(self, src: str | Reference, dst: str | Reference, *, mount_path: str | None = None,
+                platforms: Sequence[str] = (), base: str | Reference | None = None, link: bool = True) -> PushResult:
+        """Push the image form of the artifact ``src`` to ``dst`` without its directory: layers are streamed from the
+        source into tar layers (:func:`ociart.packaging.image.convert_to_image`). With ``link`` the two forms are
+        attached to each other as referrers, as ``push --with-image`` does."""
+        from .packaging.image import DEFAULT_MOUNT_PATH, DEFAULT_PLATFORMS, convert_to_image, link_forms, read_base
+
+        s, d = self.ref(src), self.ref(dst)
+        self._bind_credentials(s, d)
+        if d.digest:
+            raise UsageError(f"{d}: convert to a tag, not a digest")
+        pinned, node = self._image_manifest(s)
+        src_t = self.target(pinned, create=False)
+        dst_t = self.target(d)
+        base_image = None
+        if base is not None:
+            base_ref = self.ref(base)
+            base_image = read_base(self.target(base_ref), base_ref.repository, base_ref.digest or base_ref.tag
+                                   or "latest", limits.CONFIG_BYTES)
+        with self._progress() as progress:
+            content = convert_to_image(
+                src_t, pinned.repository, node, dst_t, d.repository, d.tag or "latest",
+                mount=mount_path or DEFAULT_MOUNT_PATH,
+                platforms=list(platforms) or ([] if base_image is not None else list(DEFAULT_PLATFORMS)),
+                base=base_image, concurrency=self.concurrency, progress=progress)
+        if link:
+            art_desc = src_t.resolve(pinned.repository, pinned.digest or pinned.reference)
+            link_forms(src_t, pinned.repository, art_desc, str(pinned), dst_t, d.repository, content.descriptor(),
+                       str(d.with_digest(content.digest)))
+        return PushResult(**content.descriptor().model_dump(exclude_none=True),
+                          reference=str(d.with_digest(content.digest)))
+
     def sign(self, ref: str | Reference, signer: SignWith, *, legacy_signature: str = "always",
              annotations: Mapping[str, str] | None = None) -> SignResult:
         """Resolve ``ref`` once and sign its manifest digest: a Sigstore bundle referrer, and the legacy cosign

@@ -379,3 +379,51 @@ def test_library_push_as_image_into_embedded_store(tmp_path: Path) -> None:
         assert c.diff("demo/car:v1", "demo/car:v2").changed == []
         assert set(dict(c.files("demo/car:v1")[1])) == set(tree(src))
     assert tree(tmp_path / "out") == tree(src)
+
+
+# -- convert ----------------------------------------------------------------------------------------------------------
+def test_convert_streams_an_artifact_into_the_same_image_layers(registry: RunningRegistry, unique_repo: str,
+                                                                tmp_path: Path) -> None:
+    """convert re-streams raw and tar layers into exactly the tar layers push --as-image writes for the same
+    directory (the same deterministic writer), links the two forms, and the result pulls back."""
+    src = make_model(tmp_path / "m")
+    art = f"{registry.host}/{unique_repo}:v1"
+    cli("push", art, str(src), "--kind", "model", "--no-git")
+    conv = f"{registry.host}/{unique_repo}:v1-image"
+    digest = json.loads(cli("convert", art, conv, "--as-image", "--json").stdout)["digest"]
+    direct = json.loads(cli("push", f"{registry.host}/{unique_repo}:direct", str(src), "--kind", "model",
+                            "--as-image", "--no-git", "--json").stdout)["digest"]
+
+    def layers(d: str) -> list[str]:
+        index = get_json(registry, unique_repo, d)
+        return [layer["digest"] for layer in get_json(registry, unique_repo, index["manifests"][0]["digest"])["layers"]]
+
+    assert layers(digest) == layers(direct)
+    links = json.loads(cli("referrers", conv, "--artifact-type", ARTIFACT_FORM, "--json").stdout)["referrers"]
+    assert [x["annotations"]["dev.ociart.form.reference"] for x in links][0].startswith(art + "@sha256:")
+    out = tmp_path / "out"
+    cli("pull", conv, "-o", str(out))
+    assert tree(out) == tree(src)
+    r = cli("convert", art, f"{registry.host}/{unique_repo}:x", check=False)
+    assert r.returncode == 2 and "--as-image" in r.stderr
+    r = cli("convert", conv, f"{registry.host}/{unique_repo}:x", "--as-image", check=False)
+    assert r.returncode == 2 and "already an image" in r.stderr
+
+
+def test_convert_refuses_a_corrupt_source_blob_and_writes_nothing(registry: RunningRegistry, unique_repo: str,
+                                                                  tmp_path: Path) -> None:
+    src = make_model(tmp_path / "m")
+    layout = tmp_path / "layout"
+    cli("push", f"oci:{layout}:v1", str(src), "--kind", "model", "--no-git")
+    manifest = json.loads(cli("inspect", f"oci:{layout}:v1", "--json").stdout)["manifest"]
+    weights = next(layer for layer in manifest["layers"]
+                   if layer["annotations"].get("org.opencontainers.image.title") == "model.safetensors")
+    blob = layout / "blobs" / "sha256" / weights["digest"].removeprefix("sha256:")
+    data = bytearray(blob.read_bytes())
+    data[1000] ^= 0xFF  # same size, other bytes
+    blob.chmod(0o644)
+    blob.write_bytes(bytes(data))
+    r = cli("convert", f"oci:{layout}:v1", f"{registry.host}/{unique_repo}:img", "--as-image", "--no-link",
+            check=False)
+    assert r.returncode != 0 and "digest mismatch" in r.stderr
+    assert httpx.get(f"{registry.url}/v2/{unique_repo}/tags/list").status_code == 404

@@ -832,3 +832,4 @@ def run(argv: list[str]) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 from . import fetch as _fetch  # noqa: E402,F401 - registers `ociart fetch`
+from . import convert as _convert  # noqa: E402,F401 - registers `ociart convert`

@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..cache import DigestCache
-from ..errors import InvalidContentError, UsageError
+from ..errors import DigestMismatchError, InvalidContentError, UsageError
 from ..oci import Content, Descriptor, Index, Manifest
-from ..oci.mediatypes import IMAGE_CONFIG_TYPES, OCI_CONFIG, OCI_INDEX
+from ..oci.digest import Digester
+from ..oci.mediatypes import IMAGE_CONFIG_TYPES, OCI_CONFIG, OCI_INDEX, OCI_LAYER
 from ..oci.models import History, ImageConfig, ImageConfigBody, Platform, RootFS
 from ..progress import Progress
 from ..targets.base import Target
@@ -34,6 +37,10 @@ from ..transfer import copy_blobs, parallel, push_manifest
 from .kinds import KIND_SPECS, Kind, weight_format
 from .metadata import Metadata, build_config, created_timestamp, manifest_annotations
 from .pack import DEFAULT_SMALL_FILE_THRESHOLD, plan, push_layer
+from .tarlayer import TarMember, iter_tar, restream
+
+if TYPE_CHECKING:
+    from .unpack import Entry
 
 #: Image config labels (``config.Labels``) of the image form; they travel with the config when another tool copies
 #: the image, so pull can find the files without ociart's manifest annotations.
@@ -121,17 +128,7 @@ def push_index(target: Target, repo: str, manifests: Sequence[Descriptor], tag: 
     return content
 
 
-def push_image(target: Target, repo: str, tag: str | None, root: Path, kind: Kind, meta: Metadata, *,
-               mount: str = DEFAULT_MOUNT_PATH, platforms: Sequence[str] = DEFAULT_PLATFORMS,
-               base: BaseImage | None = None, reproducible: bool = False,
-               threshold: int = DEFAULT_SMALL_FILE_THRESHOLD, annotations: dict[str, str] | None = None,
-               base_annotations: dict[str, str] | None = None, prehash: bool = False, concurrency: int = 4,
-               progress: Progress | None = None, cache: DigestCache | None = None,
-               follow_symlinks: bool = False) -> Content:
-    """Pack ``root`` as the image form and push it; returns the image index content (tagged ``tag``)."""
-    if kind is Kind.GENERIC:
-        raise UsageError("--as-image packs a typed artifact: add --kind model (or another kind)")
-    mount = mount_path(mount)
+def _platforms(platforms: Sequence[str], base: BaseImage | None) -> list[Platform]:
     wanted = [parse_platform(p) for p in platforms] if platforms else []
     if base is not None and not platforms:
         wanted = [parse_platform(k) for k in sorted(base.images)]
@@ -145,6 +142,21 @@ def push_image(target: Target, repo: str, tag: str | None, root: Path, kind: Kin
         if missing:
             raise UsageError(f"--base {base.reference} has no {', '.join(missing)} image (it has "
                              f"{', '.join(sorted(base.images))}); pass --platform to choose among those")
+    return wanted
+
+
+def push_image(target: Target, repo: str, tag: str | None, root: Path, kind: Kind, meta: Metadata, *,
+               mount: str = DEFAULT_MOUNT_PATH, platforms: Sequence[str] = DEFAULT_PLATFORMS,
+               base: BaseImage | None = None, reproducible: bool = False,
+               threshold: int = DEFAULT_SMALL_FILE_THRESHOLD, annotations: dict[str, str] | None = None,
+               base_annotations: dict[str, str] | None = None, prehash: bool = False, concurrency: int = 4,
+               progress: Progress | None = None, cache: DigestCache | None = None,
+               follow_symlinks: bool = False) -> Content:
+    """Pack ``root`` as the image form and push it; returns the image index content (tagged ``tag``)."""
+    if kind is Kind.GENERIC:
+        raise UsageError("--as-image packs a typed artifact: add --kind model (or another kind)")
+    mount = mount_path(mount)
+    wanted = _platforms(platforms, base)
     cache = cache if cache is not None else DigestCache()
     p = plan(root, kind, threshold, follow_symlinks)
     prefix = mount.lstrip("/")
@@ -157,35 +169,111 @@ def push_image(target: Target, repo: str, tag: str | None, root: Path, kind: Kin
         typed = build_config(kind.value, meta, created, diff_ids, p.files, p.size, weight_format(weights)) \
             if KIND_SPECS[kind].config_media_type is not None else b"{}"
         notes = {**(base_annotations or {}), **manifest_annotations(kind.value, meta, created), **(annotations or {})}
-        labels = {**notes, L_MOUNT_PATH: mount, L_CONFIG: typed.decode()}
-        history = [History(created=created, created_by=f"ociart push --as-image: {lp.filepath}"
-                           + ("/ (small files)" if lp.tar else ""))
-                   for lp in p.layers]
-        children: list[Descriptor] = []
-        for plat, key in zip(wanted, keys, strict=True):
-            layers = list(descs)
-            if base is not None:
-                bm, bcfg = base.images[key]
-                copy_blobs(base.target, base.repo, target, repo, bm.layers, concurrency, progress)
-                layers = [*bm.layers, *descs]
-                body = bcfg.config or ImageConfigBody()
-                cfg = bcfg.model_copy(update={
-                    "created": created or bcfg.created,
-                    "config": body.model_copy(update={"Labels": {**(body.Labels or {}), **labels,
-                                                                  L_BASE_LAYERS: str(len(bm.layers))}}),
-                    "rootfs": RootFS(diff_ids=[*bcfg.rootfs.diff_ids, *diff_ids]),
-                    "history": [*(bcfg.history or []), *history] if bcfg.history else None,
-                })
-            else:
-                cfg = ImageConfig(created=created, architecture=plat.architecture, os=plat.os, variant=plat.variant,
-                                  config=ImageConfigBody(Labels=labels), rootfs=RootFS(diff_ids=diff_ids),
-                                  history=history)
-            config = Content.of(cfg.to_json_bytes(), OCI_CONFIG)
-            manifest = push_manifest(target, repo, artifact_type=None, layers=layers, config=config,
-                                     annotations=notes)
-            children.append(manifest.descriptor(platform=Platform(os=plat.os, architecture=plat.architecture,
-                                                                   variant=plat.variant)))
-        return push_index(target, repo, children, tag, notes)
+        names = [lp.filepath + ("/ (small files)" if lp.tar else "") for lp in p.layers]
+        return write_image(target, repo, tag, descs, names, mount=mount, typed_config=typed, annotations=notes,
+                           created=created, platforms=wanted, base=base, concurrency=concurrency,
+                           progress=progress)
+
+
+def write_image(target: Target, repo: str, tag: str | None, layers: Sequence[Descriptor], names: Sequence[str], *,
+                mount: str, typed_config: bytes, annotations: dict[str, str], created: str | None,
+                platforms: Sequence[Platform], base: BaseImage | None, concurrency: int = 4,
+                progress: Progress | None = None) -> Content:
+    """The image form's configs, manifests (one per platform, through :func:`~ociart.transfer.push_manifest`) and
+    index over ``layers`` (uncompressed tars already stored; ``names`` for the history)."""
+    diff_ids = [d.digest for d in layers]
+    labels = {**annotations, L_MOUNT_PATH: mount, L_CONFIG: typed_config.decode()}
+    history = [History(created=created, created_by=f"ociart push --as-image: {name}") for name in names]
+    children: list[Descriptor] = []
+    for plat in platforms:
+        own = list(layers)
+        if base is not None:
+            bm, bcfg = base.images[platform_key(plat)]
+            copy_blobs(base.target, base.repo, target, repo, bm.layers, concurrency, progress)
+            own = [*bm.layers, *layers]
+            body = bcfg.config or ImageConfigBody()
+            cfg = bcfg.model_copy(update={
+                "created": created or bcfg.created,
+                "config": body.model_copy(update={"Labels": {**(body.Labels or {}), **labels,
+                                                              L_BASE_LAYERS: str(len(bm.layers))}}),
+                "rootfs": RootFS(diff_ids=[*bcfg.rootfs.diff_ids, *diff_ids]),
+                "history": [*(bcfg.history or []), *history] if bcfg.history else None,
+            })
+        else:
+            cfg = ImageConfig(created=created, architecture=plat.architecture, os=plat.os, variant=plat.variant,
+                              config=ImageConfigBody(Labels=labels), rootfs=RootFS(diff_ids=diff_ids),
+                              history=history)
+        config = Content.of(cfg.to_json_bytes(), OCI_CONFIG)
+        manifest = push_manifest(target, repo, artifact_type=None, layers=own, config=config,
+                                 annotations=annotations)
+        children.append(manifest.descriptor(platform=Platform(os=plat.os, architecture=plat.architecture,
+                                                               variant=plat.variant)))
+    return push_index(target, repo, children, tag, annotations)
+
+
+def convert_to_image(src: Target, src_repo: str, manifest: Manifest, dst: Target, dst_repo: str, tag: str | None, *,
+                     mount: str = DEFAULT_MOUNT_PATH, platforms: Sequence[str] = DEFAULT_PLATFORMS,
+                     base: BaseImage | None = None, concurrency: int = 4,
+                     progress: Progress | None = None) -> Content:
+    """The image form of an artifact already in a store, without its directory: each raw layer is streamed into a
+    one-file tar, each tar layer re-streamed with its members renamed under the mount path (verified against the
+    layer digest as it streams; nothing is copied to disk). The artifact's config is kept in a label."""
+    from ..signing.common import read_verified_blob
+    from .. import limits
+    from .unpack import image_view, select
+
+    mount = mount_path(mount)
+    wanted = _platforms(platforms, base)
+    if image_view(src, src_repo, manifest) is not None:
+        raise UsageError("the source is already an image (its layers are image layers); copy it instead")
+    entries = select(manifest)
+    if not entries:
+        raise UsageError("the source has no named files to convert")
+    prefix = mount.lstrip("/")
+
+    def convert(e: Entry) -> Descriptor:
+        if e.rel is not None:
+            rel = str(e.rel)
+
+            def members() -> Iterator[TarMember]:
+                yield TarMember(None, f"{prefix}/{rel}", e.desc.size, e.mode,
+                                source=lambda: verified_blob(src, src_repo, e.desc))
+        else:
+            def members() -> Iterator[TarMember]:
+                return restream(lambda: verified_blob(src, src_repo, e.desc), e.desc.mediaType,
+                                f"layer {e.desc.digest}", prefix)
+
+        return dst.push_blob_chunks(dst_repo, lambda: nullcontext(iter_tar(members())), OCI_LAYER)
+
+    typed = b"{}"
+    if manifest.config.mediaType != "application/vnd.oci.empty.v1+json" and manifest.config.size > 2:
+        typed = read_verified_blob(src, src_repo, manifest.config, limits.CONFIG_BYTES,
+                                   f"config {manifest.config.digest}")
+    with dst.writing():
+        descs = parallel(convert, entries, concurrency)
+        names = [str(e.rel) if e.rel is not None else f"{e.desc.digest} (tar)" for e in entries]
+        notes = dict(manifest.annotations or {})
+        return write_image(dst, dst_repo, tag, descs, names, mount=mount, typed_config=typed, annotations=notes,
+                           created=notes.get("org.opencontainers.image.created"), platforms=wanted, base=base,
+                           concurrency=concurrency, progress=progress)
+
+
+@contextmanager
+def verified_blob(target: Target, repo: str, desc: Descriptor) -> Iterator[Iterator[bytes]]:
+    """:meth:`Target.open_blob`, checked against ``desc`` as it streams: a wrong byte count or digest raises at the
+    end of the stream, before the consumer (a blob upload) can complete."""
+    with target.open_blob(repo, desc) as chunks:
+        def gen() -> Iterator[bytes]:
+            d = Digester()
+            for chunk in chunks:
+                d.update(chunk)
+                if d.size > desc.size:
+                    break
+                yield chunk
+            if d.size != desc.size or d.digest != desc.digest:
+                raise DigestMismatchError(f"blob digest mismatch: expected {desc.digest} ({desc.size} bytes), got "
+                                          f"{d.digest if d.size <= desc.size else 'more'} ({d.size} bytes)")
+        yield gen()
 
 
 def image_labels(config: bytes) -> dict[str, str]:

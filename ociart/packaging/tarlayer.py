@@ -13,13 +13,14 @@ them: 10 KiB of archive restoring as 1 GiB), and names that collide. What one la
 
 from __future__ import annotations
 
+import io
 import os
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import IO, Literal
 
 from ..errors import TooLargeError, UnsafePathError, UsageError
 from ..safepath import check_name_length
@@ -71,8 +72,9 @@ def _header(m: TarMember) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def iter_tar(members: list[TarMember]) -> Iterator[bytes]:
-    """Stream a deterministic tar of ``members`` (in the given order) in pieces of about 1 MiB."""
+def iter_tar(members: Iterable[TarMember]) -> Iterator[bytes]:
+    """Stream a deterministic tar of ``members`` (in the given order) in pieces of about 1 MiB. ``members`` may be
+    produced lazily: each one is read whole before the next is asked for (convert re-tars a stream this way)."""
     buf = bytearray()
     total = 0
     for m in members:
@@ -287,3 +289,59 @@ def changeset(tar_path: Path, media_type: str, what: str) -> Iterator[tuple[Lite
                     yield "file", name
     except tarfile.TarError as exc:
         raise UnsafePathError(f"{what}: not a valid tar archive ({exc})") from None
+
+
+class _ChunkReader(io.RawIOBase):
+    """A read-only file over an iterator of byte chunks (``tarfile`` stream mode reads it)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._buf:
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                return 0
+            self._buf = nxt
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+def restream(open_chunks: Callable[[], AbstractContextManager[Iterator[bytes]]], media_type: str, what: str,
+             prefix: str) -> Iterator[TarMember]:
+    """The regular members of a tar stream as :class:`TarMember` s named ``prefix/<name>`` whose bytes are read from
+    the stream, in archive order, for :func:`iter_tar` to write again (each is read whole before the next is
+    produced). Every member passes :func:`check_members`; the stream is read to its end, so a digest check in
+    ``open_chunks`` runs."""
+    gz = tar_mode(media_type) == "r:gz"
+    with open_chunks() as chunks:
+        reader = io.BufferedReader(_ChunkReader(chunks), FLUSH)
+        names: set[str] = set()
+        try:
+            with tarfile.open(fileobj=reader, mode="r|gz" if gz else "r|") as tf:
+                for m in tf:
+                    check_members([m], what)
+                    if not m.isreg():
+                        continue
+                    if _clean_name(m.name) in names:
+                        raise UnsafePathError(f"{what}: tar member {m.name!r} appears twice (colliding names)")
+                    names.add(_clean_name(m.name))
+                    src = tf.extractfile(m)
+                    assert src is not None
+
+                    @contextmanager
+                    def body(src: IO[bytes] = src) -> Iterator[Iterator[bytes]]:
+                        yield iter(lambda: src.read(FLUSH), b"")
+
+                    yield TarMember(None, f"{prefix}/{_clean_name(m.name)}", m.size, normal_mode(m.mode),
+                                    source=body)
+        except tarfile.TarError as exc:
+            raise UnsafePathError(f"{what}: not a valid tar archive ({exc})") from None
+        while reader.read(FLUSH):
+            pass
