@@ -22,6 +22,7 @@ from .targets.layout import SWEEP_GRACE_SECONDS, LayoutTarget
 from .targets.referrers import attach, is_scheme_tag, list_referrers
 from .targets.referrers import delete as delete_graph
 from .lineage.record import LineageOptions
+from .packaging.image import FormLink
 from .packaging.unpack import PulledFile
 from .signing.results import Verification
 from .transfer import collect_files, copy_graph, push_files
@@ -101,6 +102,11 @@ class Inspection(BaseModel):
     manifest: dict[str, JsonValue]
     config: JsonValue = None
     files: list[FileInfo] = []
+    #: ``image`` for a runnable image (the image form, a modelcar); its files are under ``mount_path``.
+    form: str | None = None
+    mount_path: str | None = None
+    #: The other form of the same files (``push --with-image``, ``convert``): its artifactType says which.
+    links: list[FormLink] = []
 
 
 class FileChange(BaseModel):
@@ -526,33 +532,58 @@ class Client:
         return pinned, node
 
     def inspect(self, ref: str | Reference) -> Inspection:
+        """Manifest, config, kind and layers. The image form (an index of one image per platform) is described by
+        the image for this machine: its config, mount path and layers; the other form it is linked to, if any, is
+        in ``links``."""
         pinned, content = self.manifest(ref)
         node = content.parse()
+        target = self.target(pinned)
         config: JsonValue = None
         kind = "index"
+        form: str | None = None
+        mount: str | None = None
         files: list[FileInfo] = []
-        if isinstance(node, Manifest):
+        image = node
+        if isinstance(node, Index):
+            from .packaging.image import choose_platform
+
+            child = choose_platform(node)
+            image = target.get_manifest(pinned.repository, child.digest).parse() if child is not None else node
+        if isinstance(image, Manifest):
+            from .oci.mediatypes import IMAGE_CONFIG_TYPES, IMAGE_LAYER_TYPES
+            from .packaging.image import L_MOUNT_PATH
             from .packaging.kinds import category, detect_kind, is_tar
             from .packaging.unpack import layer_path
 
-            kind = detect_kind(node.artifactType, node.config.mediaType, node.annotations or {})
-            if 2 < node.config.size <= limits.CONFIG_BYTES:
+            if image is node:
+                kind = detect_kind(image.artifactType, image.config.mediaType, image.annotations or {})
+            if 2 < image.config.size <= limits.CONFIG_BYTES:
                 from .signing.common import read_verified_blob
 
-                raw = read_verified_blob(self.target(pinned), pinned.repository, node.config, limits.CONFIG_BYTES,
-                                         f"config blob {node.config.digest}")
+                raw = read_verified_blob(target, pinned.repository, image.config, limits.CONFIG_BYTES,
+                                         f"config blob {image.config.digest}")
                 try:
                     config = json.loads(raw)
                 except ValueError:
                     config = None
-            for layer in node.layers:
+            if image.config.mediaType in IMAGE_CONFIG_TYPES and any(
+                    layer.mediaType in IMAGE_LAYER_TYPES for layer in image.layers):
+                form = "image"
+                kind = detect_kind(image.artifactType, image.config.mediaType, image.annotations or {})
+                labels = (config.get("config") or {}).get("Labels") if isinstance(config, dict) else None
+                mount = (labels or {}).get(L_MOUNT_PATH) if isinstance(labels, dict) else None  # type: ignore[assignment]
+            for layer in image.layers:
                 path = layer_path(layer) or ""
                 packed = is_tar(layer.mediaType) and layer.title is None
                 files.append(FileInfo(path=path,
                                       size=layer.size, digest=layer.digest, mediaType=layer.mediaType,
                                       category=category(layer.mediaType), packed=packed))
+        from .packaging.image import form_links
+
         return Inspection(reference=str(pinned), descriptor=content.descriptor(), kind=kind,
-                          manifest=json.loads(content.data), config=config, files=files)
+                          manifest=json.loads(content.data), config=config, files=files, form=form,
+                          mount_path=mount if isinstance(mount, str) else None,
+                          links=form_links(target, pinned.repository, content.digest))
 
     def files(self, ref: str | Reference) -> tuple[Reference, dict[str, tuple[str, int]]]:
         """Every file of an artifact with its digest and size; packed (tar) layers are read to list members."""

@@ -354,6 +354,13 @@ def test_with_image_links_both_forms_and_signs_both(registry: RunningRegistry, u
     assert [r["annotations"]["dev.ociart.form.digest"] for r in to_image] == [img_digest]
     assert [r["annotations"]["dev.ociart.form.digest"] for r in to_art] == [art_digest]
     assert to_art[0]["annotations"]["dev.ociart.form.reference"] == f"{art}@{art_digest}"
+    shown = json.loads(cli("inspect", img, "--json").stdout)
+    assert shown["form"] == "image" and shown["mount_path"] == "/models" and shown["kind"] == "model"
+    assert shown["links"] == [{"artifactType": ARTIFACT_FORM, "digest": art_digest, "reference": f"{art}@{art_digest}"}]
+    assert "model.safetensors" in {f["path"] for f in shown["files"]}
+    human = cli("inspect", art).stdout
+    assert f"linked:       image form {img}@{img_digest}" in human
+    assert "form" not in json.loads(cli("inspect", art, "--json").stdout)  # an artifact, not an image
     for ref in (art, img):
         v = json.loads(cli("verify", ref, "--key", f"{prefix}.pub", "--json").stdout)
         assert v["signatures"], v

@@ -77,11 +77,16 @@ def print_inspection(info: Inspection, stream: TextIO | None = None) -> None:
     if isinstance(cfg, dict):
         size = _size(int(str(cfg.get("size", 0))))
         lines.append(f"config:       {cfg.get('mediaType')}  {cfg.get('digest')}  ({size})")
+    if info.form:
+        lines.append(f"form:         {info.form}" + (f" (files under {info.mount_path})" if info.mount_path else ""))
+    for link in info.links:
+        other = "image form" if link.artifactType.endswith("image-form.v1") else "artifact form"
+        lines.append(f"linked:       {other} {link.reference or link.digest}")
     annotations = m.get("annotations")
     if isinstance(annotations, dict):
         lines += [f"  {k} = {v}" for k, v in sorted(annotations.items())]
     out.write("\n".join(escape(line) for line in lines) + "\n")
-    if "layers" in m:
+    if "layers" in m or info.form == "image":
         table(out, "layers", ("file", "part", "mediaType", "size", "digest"),
               [(f.path, f.category or "", f.mediaType, _size(f.size), _digest(f.digest, tty)) for f in info.files])
         out.write(f"{len(info.files)} layer(s), {_size(sum(f.size for f in info.files))}\n")

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel
+
 from ..cache import DigestCache
 from ..errors import DigestMismatchError, InvalidContentError, UsageError
 from ..oci import Content, Descriptor, Index, Manifest
@@ -55,6 +57,14 @@ IMAGE_FORM = "application/vnd.ociart.image-form.v1"
 ARTIFACT_FORM = "application/vnd.ociart.artifact-form.v1"
 A_FORM_DIGEST = "dev.ociart.form.digest"
 A_FORM_REFERENCE = "dev.ociart.form.reference"
+
+
+class FormLink(BaseModel):
+    """The other form of the same files (a form-link referrer)."""
+
+    artifactType: str
+    digest: str
+    reference: str | None = None
 
 
 def mount_path(value: str) -> str:
@@ -220,7 +230,8 @@ def convert_to_image(src: Target, src_repo: str, manifest: Manifest, dst: Target
     layer digest as it streams; nothing is copied to disk). The artifact's config is kept in a label."""
     from ..signing.common import read_verified_blob
     from .. import limits
-    from .unpack import image_view, select
+    from .metadata import A_FILEPATH
+    from .unpack import image_view, layer_path, select
 
     mount = mount_path(mount)
     wanted = _platforms(platforms, base)
@@ -243,7 +254,8 @@ def convert_to_image(src: Target, src_repo: str, manifest: Manifest, dst: Target
                 return restream(lambda: verified_blob(src, src_repo, e.desc), e.desc.mediaType,
                                 f"layer {e.desc.digest}", prefix)
 
-        return dst.push_blob_chunks(dst_repo, lambda: nullcontext(iter_tar(members())), OCI_LAYER)
+        out = dst.push_blob_chunks(dst_repo, lambda: nullcontext(iter_tar(members())), OCI_LAYER)
+        return out.model_copy(update={"annotations": {A_FILEPATH: layer_path(e.desc) or str(e.rel or ".")}})
 
     typed = b"{}"
     if manifest.config.mediaType != "application/vnd.oci.empty.v1+json" and manifest.config.size > 2:
@@ -320,3 +332,16 @@ def choose_platform(index: Index) -> Descriptor | None:
         if key in by_key:
             return by_key[key]
     return children[0]
+
+
+def form_links(target: Target, repo: str, digest: str) -> list[FormLink]:
+    """The other forms ``digest`` is linked to (its :data:`IMAGE_FORM` / :data:`ARTIFACT_FORM` referrers)."""
+    from ..targets.referrers import list_referrers
+
+    out: list[FormLink] = []
+    for d in list_referrers(target, repo, digest):
+        ann = d.annotations or {}
+        if d.artifactType in (IMAGE_FORM, ARTIFACT_FORM) and A_FORM_DIGEST in ann:
+            out.append(FormLink(artifactType=d.artifactType, digest=ann[A_FORM_DIGEST],
+                                reference=ann.get(A_FORM_REFERENCE)))
+    return out

@@ -213,9 +213,9 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
             cache.put_key(key, out.digest, out.size)
     for m in layer.files:  # the tar headers (size, mode) came from the walk's stat
         check_unchanged(m.path, m.stat)
-    if image_prefix is not None:  # engines need nothing else; pull reads the names from the members
-        return Descriptor(mediaType=media_type, digest=out.digest, size=out.size)
-    annotations = {A_FILEPATH: layer.filepath}
+    annotations = {A_FILEPATH: layer.filepath}  # the image form: for inspect (pull reads the members' names)
+    if image_prefix is not None:
+        return Descriptor(mediaType=media_type, digest=out.digest, size=out.size, annotations=annotations)
     if any(m.untested for m in layer.files):
         annotations[A_UNTESTED] = "true"
     return Descriptor(mediaType=media_type, digest=out.digest, size=out.size, annotations=annotations)

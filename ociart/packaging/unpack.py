@@ -80,14 +80,15 @@ class ImageView:
 
 
 def image_view(target: Target, repo: str, manifest: Manifest) -> ImageView | None:
-    """None unless a layer has an image layer media type (a filesystem changeset, whatever its annotations say).
-    For an image (an image config) the mount path and base layer count come from its labels (the image form's
-    ``dev.ociart.mount-path`` and ``dev.ociart.base-layers``), else the mount path is KServe's ``/models``; for an
-    artifact holding image layers the whole tree is taken."""
-    if not any(layer.mediaType in IMAGE_LAYER_TYPES for layer in manifest.layers):
+    """How to read an image: None unless the config is an image config and a layer has an image layer media type.
+    In an image every such layer is a filesystem changeset, whatever its annotations say (olot titles each one with
+    its file's name); the mount path and base layer count come from the labels (the image form's
+    ``dev.ociart.mount-path`` and ``dev.ociart.base-layers``), else the mount path is KServe's ``/models``.
+    In an artifact (any other config) a titled layer stays a file, as ORAS writes them: oras-py gives plain files
+    the type ``application/vnd.oci.image.layer.v1.tar``."""
+    if manifest.config.mediaType not in IMAGE_CONFIG_TYPES or not any(
+            layer.mediaType in IMAGE_LAYER_TYPES for layer in manifest.layers):
         return None
-    if manifest.config.mediaType not in IMAGE_CONFIG_TYPES:
-        return ImageView("")
     from ..signing.common import read_verified_blob
     from .image import DEFAULT_MOUNT_PATH, L_BASE_LAYERS, L_MOUNT_PATH, image_labels, mount_path
 
@@ -104,10 +105,6 @@ def image_view(target: Target, repo: str, manifest: Manifest) -> ImageView | Non
         raise InvalidContentError(f"image config {manifest.config.digest}: {L_BASE_LAYERS}={skip} but the image has "
                                   f"{len(manifest.layers)} layers")
     return ImageView(mount.lstrip("/"), skip)
-
-    @property
-    def tar(self) -> bool:
-        return self.rel is None
 
 
 def layer_path(layer: Descriptor) -> str | None:
