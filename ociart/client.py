@@ -556,7 +556,8 @@ class Client:
             from .packaging.unpack import layer_path
 
             if image is node:
-                kind = detect_kind(image.artifactType, image.config.mediaType, image.annotations or {})
+                kind = detect_kind(image.artifactType, image.config.mediaType, image.annotations or {},
+                                   [layer.mediaType for layer in image.layers])
             if 2 < image.config.size <= limits.CONFIG_BYTES:
                 from .signing.common import read_verified_blob
 
@@ -572,8 +573,11 @@ class Client:
                 kind = detect_kind(image.artifactType, image.config.mediaType, image.annotations or {})
                 labels = (config.get("config") or {}).get("Labels") if isinstance(config, dict) else None
                 mount = (labels or {}).get(L_MOUNT_PATH) if isinstance(labels, dict) else None  # type: ignore[assignment]
-            for layer in image.layers:
-                path = layer_path(layer) or ""
+            from .packaging.foreign import restored_names
+
+            fixed = restored_names(image, {i for i, layer in enumerate(image.layers) if layer_path(layer)})
+            for i, layer in enumerate(image.layers):
+                path = layer_path(layer) or fixed.get(i, "")
                 packed = is_tar(layer.mediaType) and layer.title is None
                 files.append(FileInfo(path=path,
                                       size=layer.size, digest=layer.digest, mediaType=layer.mediaType,

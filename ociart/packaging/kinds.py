@@ -7,6 +7,7 @@ reuse ModelPack layer types where the blob means the same thing (a checkpoint's 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import PurePosixPath
@@ -144,8 +145,12 @@ _CATEGORY_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^application/vnd\.kitops\.modelkit\.docs\.v1\."), "docs"),
     (re.compile(r"^application/vnd\.kitops\.modelkit\.code\.v1\."), "code"),
     (re.compile(r"^application/vnd\.kitops\.modelkit\.dataset\.v1\."), "dataset"),
-    (re.compile(r"^application/vnd\.docker\.ai\.(gguf|safetensors|dduf)"), "weights"),
+    (re.compile(r"^application/vnd\.docker\.ai\.(gguf|safetensors|dduf|mmproj)"), "weights"),
     (re.compile(r"^application/vnd\.docker\.ai\.(license|chat)"), "docs"),
+    (re.compile(r"^application/vnd\.docker\.ai\.(vllm\.config|dir)\.tar"), "config"),
+    (re.compile(r"^application/vnd\.ollama\.image\.(model|adapter|projector|tensor)\b"), "weights"),
+    (re.compile(r"^application/vnd\.ollama\.image\.(template|system|prompt|params|messages)\b"), "config"),
+    (re.compile(r"^application/vnd\.ollama\.image\.license\b"), "docs"),
     (re.compile(r"^(text/|image/)"), "docs"),
 ]
 
@@ -161,8 +166,10 @@ def is_tar(media_type: str) -> bool:
     return bool(re.search(r"[.+]tar(\+gzip|\+zstd)?\Z", media_type)) or media_type.endswith(".tar")
 
 
-def detect_kind(artifact_type: str | None, config_media_type: str, annotations: dict[str, str]) -> str:
-    """A label for inspect: ociart kinds, ``modelkit`` (KitOps), ``modelpack``, ``oras`` or ``generic``."""
+def detect_kind(artifact_type: str | None, config_media_type: str, annotations: dict[str, str],
+                layer_types: Sequence[str] = ()) -> str:
+    """A label for inspect: ociart kinds, ``modelkit`` (KitOps), ``docker-model`` (Docker Model Runner), ``ollama``,
+    ``modelpack``, ``oras`` or ``generic``."""
     declared = annotations.get("dev.ociart.kind")
     if declared:
         return declared
@@ -172,4 +179,8 @@ def detect_kind(artifact_type: str | None, config_media_type: str, annotations: 
         return "model"
     if config_media_type == KITOPS_CONFIG or artifact_type == KITOPS_MANIFEST:
         return "modelkit"
+    if config_media_type.startswith("application/vnd.docker.ai.model.config."):
+        return "docker-model"
+    if any(t.startswith("application/vnd.ollama.image.") for t in layer_types):
+        return "ollama"
     return "generic"

@@ -34,6 +34,7 @@ from ..safepath import DirTree, safe_dest, safe_relpath
 from ..targets.base import Target
 from ..targets.layout import LayoutTarget
 from ..transfer import copy_blobs
+from .foreign import restored_names
 from .kinds import FILTERS, category, is_tar
 from .metadata import A_FILE_METADATA, A_FILEPATH, A_TITLE
 from .tarlayer import Budget, changeset, extract, member_digests, tar_mode
@@ -160,6 +161,7 @@ def select(manifest: Manifest, filters: Sequence[str] = (), include: Sequence[st
     match = _matcher(include)
     chosen: list[Entry] = []
     names: set[str] = set()
+    fixed = restored_names(manifest, {i for i, layer in enumerate(manifest.layers) if layer_path(layer)})
     for i, layer in enumerate(manifest.layers):
         if view is not None and layer.mediaType in IMAGE_LAYER_TYPES:
             if i >= view.skip:
@@ -168,7 +170,7 @@ def select(manifest: Manifest, filters: Sequence[str] = (), include: Sequence[st
         if wanted and category(layer.mediaType) not in wanted:
             continue
         ann = layer.annotations or {}
-        path = layer_path(layer)
+        path = layer_path(layer) or fixed.get(i)
         if is_tar(layer.mediaType) and (A_FILEPATH in ann or LEGACY_FILEPATH in ann or A_TITLE not in ann):
             if _tar_may_match(ann.get(A_FILEPATH) or ann.get(LEGACY_FILEPATH), include):
                 chosen.append(Entry(layer, None))
