@@ -306,6 +306,27 @@ def test_pull_applies_whiteouts_and_opaque_directories(registry: RunningRegistry
     assert diff["config"]["rootfs"]["type"] == "layers"
 
 
+def test_pull_of_an_image_repeating_a_layer_and_partial_pull(registry: RunningRegistry, unique_repo: str,
+                                                              tmp_path: Path) -> None:
+    """The same blob twice in one image (Docker writes identical layers for identical steps): the later copy wins
+    and nothing collides; ``--include`` and ``--filter`` select among the files under /models by their names there."""
+    first = tar_layer({"models/a.txt": b"a1", "models/w.safetensors": b"w1", "models/cfg/config.json": b"{}"})
+    layers = [first, tar_layer({"models/a.txt": b"a2", "models/.wh.w.safetensors": b""}), first]
+    layout = tmp_path / "layout"
+    write_layout(layout, "rep", layers)
+    ref = f"{registry.host}/{unique_repo}:rep"
+    skopeo(tmp_path, "copy", "--preserve-digests", "--dest-tls-verify=false", f"oci:{layout}:rep", f"docker://{ref}")
+    out = tmp_path / "out"
+    cli("pull", ref, "-o", str(out))
+    assert tree(out) == {"a.txt": b"a1", "w.safetensors": b"w1", "cfg/config.json": b"{}"}
+    some = tmp_path / "some"
+    cli("pull", ref, "-o", str(some), "--include", "cfg/*")
+    assert tree(some) == {"cfg/config.json": b"{}"}
+    weights = tmp_path / "weights"
+    cli("pull", ref, "-o", str(weights), "--filter", "weights")
+    assert tree(weights) == {"w.safetensors": b"w1"}
+
+
 def test_olot_modelcar_pulls_files_not_tar_bytes(registry: RunningRegistry, unique_repo: str,
                                                  tmp_path: Path) -> None:
     """olot (PyPI; Kubeflow model registry's modelcar builder) adds one ``application/vnd.oci.image.layer.v1.tar``
@@ -370,6 +391,8 @@ def test_with_image_links_both_forms_and_signs_both(registry: RunningRegistry, u
     sig = json.loads(skopeo(tmp_path, "inspect", "--raw", "--tls-verify=false",
                             f"docker://{img.rsplit(':', 1)[0]}:sha256-{img_digest.removeprefix('sha256:')}.sig"))
     assert sig["layers"][0]["mediaType"] == "application/vnd.dev.cosign.simplesigning.v1+json"
+    diff = json.loads(cli("diff", art, img, "--json").stdout)  # the two forms hold the same files
+    assert diff["added"] == diff["removed"] == diff["changed"] == [] and diff["unchanged"] == len(tree(src))
     a, b = tmp_path / "a", tmp_path / "b"
     cli("pull", art, "-o", str(a))
     cli("pull", img, "-o", str(b))

@@ -382,13 +382,15 @@ def _unpack_staged(staging: Path, entries: list[Entry], raw_plan: list[tuple[Ent
     image = [e for e in entries if e.image]
     owners = _overlay(blobs, image, view) if view is not None and image else {}
     keep = _member_filter(filters)
+    nth_image = 0
     for i, e in enumerate(x for x in entries if x.tar):
         tree = staging / f"tree{i}"
         what = f"layer {e.desc.digest} ({layer_path(e.desc) or 'tar'})"
         want, scope, strip = match, None, _same_name
         if e.image and view is not None:
-            want = partial(_image_wants, owners, e.desc.digest, view, match, keep)
+            want = partial(_image_wants, owners, nth_image, view, match, keep)
             scope, strip = view.scope, view.strip
+            nth_image += 1
         for full, size, mode, digest in extract(blobs / e.desc.digest.removeprefix("sha256:"), tree,
                                                 e.desc.mediaType, what, want, budget,
                                                 None if budget is not None else layer_limit(e.desc), scope):
@@ -411,25 +413,24 @@ def _same_name(name: str) -> str:
     return name
 
 
-def _overlay(blobs: Path, image: Sequence[Entry], view: ImageView) -> dict[str, str]:
+def _overlay(blobs: Path, image: Sequence[Entry], view: ImageView) -> dict[str, int]:
     """Apply the image layers' changesets in order (image-spec layer.md: a whiteout or an opaque directory hides
-    what the layers *below* it hold): the file names in the mount path that the image ends with -> the digest of
-    the layer whose copy wins. Names outside the mount path are not kept, but a whiteout of the mount path or of a
+    what the layers *below* it hold): the file names in the mount path that the image ends with -> the position in
+    ``image`` of the layer whose copy wins (two layers may be one blob). Names outside the mount path are not kept, but a whiteout of the mount path or of a
     directory above it still hides the files below."""
-    owner: dict[str, tuple[int, str]] = {}
+    owner: dict[str, int] = {}
     for i, e in enumerate(image):
         blob = blobs / e.desc.digest.removeprefix("sha256:")
         for op, name in changeset(blob, e.desc.mediaType, f"layer {e.desc.digest}"):
             if op == "file":
                 if view.scope(name):
-                    owner[name] = (i, e.desc.digest)
+                    owner[name] = i
                 continue
             under = name + "/" if name else ""
-            hidden = [k for k, (j, _) in owner.items() if j < i and (k.startswith(under) or (op == "delete"
-                                                                                       and k == name))]
+            hidden = [k for k, j in owner.items() if j < i and (k.startswith(under) or (op == "delete" and k == name))]
             for k in hidden:
                 del owner[k]
-    return {k: d for k, (_, d) in owner.items()}
+    return owner
 
 
 def _member_filter(filters: Sequence[str]) -> Callable[[str], bool]:
@@ -443,9 +444,9 @@ def _member_filter(filters: Sequence[str]) -> Callable[[str], bool]:
     return lambda name: classify(Kind.MODEL, name, False)[0] in wanted
 
 
-def _image_wants(owners: dict[str, str], digest: str, view: ImageView, match: Callable[[str], bool],
+def _image_wants(owners: dict[str, int], position: int, view: ImageView, match: Callable[[str], bool],
                  keep: Callable[[str], bool], name: str) -> bool:
-    if owners.get(name) != digest:
+    if owners.get(name) != position:
         return False
     rel = view.strip(name)
     return match(rel) and keep(rel)
@@ -504,13 +505,15 @@ def file_digests(target: Target, repo: str, manifest: Manifest) -> dict[str, tup
                     target.fetch_blob(repo, e.desc, blob)
         image = [e for e in entries if e.image]
         owners = _overlay(Path(tmp), image, view) if view is not None and image else {}
+        nth_image = 0
         for e in entries:
             if not e.tar:
                 out[str(e.rel)] = (e.desc.digest, e.desc.size)
                 continue
             blob = Path(tmp) / e.desc.digest.removeprefix("sha256:")
             if e.image and view is not None:
-                wants = partial(_image_wants, owners, e.desc.digest, view, _matcher(()), _member_filter(()))
+                wants = partial(_image_wants, owners, nth_image, view, _matcher(()), _member_filter(()))
+                nth_image += 1
                 for name, digest, size in member_digests(blob, e.desc.mediaType, f"layer {e.desc.digest}", wants,
                                                          view.scope):
                     out[view.strip(name)] = (digest, size)
