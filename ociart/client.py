@@ -6,6 +6,7 @@ import functools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -389,15 +390,19 @@ class Client:
                     if image_r.digest:
                         raise UsageError(f"{image_r}: push to a tag, not a digest")
                     image_target = self.target(image_r)
-                    image_content = push_image(
-                        image_target, image_r.repository, image_r.tag or "latest", Path(paths[0]), k, meta,
-                        mount=mount_path or DEFAULT_MOUNT_PATH,
-                        platforms=list(platforms) or ([] if base_image is not None else list(DEFAULT_PLATFORMS)),
-                        base=base_image, reproducible=reproducible, annotations=annotations,
-                        base_annotations=extra, prehash=_has_versions(image_target, image_r.repository),
-                        concurrency=self.concurrency, progress=progress, follow_symlinks=follow_symlinks,
-                        threshold=DEFAULT_SMALL_FILE_THRESHOLD if small_file_threshold is None
-                        else small_file_threshold)
+                    logged = audit.action("push", str(image_r)) if with_image is not None else nullcontext({})
+                    with logged as facts:  # --with-image: the image form is a push of its own
+                        image_content = push_image(
+                            image_target, image_r.repository, image_r.tag or "latest", Path(paths[0]), k, meta,
+                            mount=mount_path or DEFAULT_MOUNT_PATH,
+                            platforms=list(platforms) or ([] if base_image is not None else list(DEFAULT_PLATFORMS)),
+                            base=base_image, reproducible=reproducible, annotations=annotations,
+                            base_annotations=extra, prehash=_has_versions(image_target, image_r.repository),
+                            concurrency=self.concurrency, progress=progress, follow_symlinks=follow_symlinks,
+                            threshold=DEFAULT_SMALL_FILE_THRESHOLD if small_file_threshold is None
+                            else small_file_threshold)
+                        facts.update({"reference": str(image_r.with_digest(image_content.digest)),
+                                      "after": image_content.digest})
             if k is not Kind.GENERIC and as_image:
                 assert image_content is not None
                 content = image_content
@@ -714,12 +719,14 @@ class Client:
             base_ref = self.ref(base)
             base_image = read_base(self.target(base_ref), base_ref.repository, base_ref.digest or base_ref.tag
                                    or "latest", limits.CONFIG_BYTES)
-        with self._progress() as progress:
+        with self._progress() as progress, audit.action("push", str(d)) as logged:
             content = convert_to_image(
                 src_t, pinned.repository, node, dst_t, d.repository, d.tag or "latest",
                 mount=mount_path or DEFAULT_MOUNT_PATH,
                 platforms=list(platforms) or ([] if base_image is not None else list(DEFAULT_PLATFORMS)),
                 base=base_image, concurrency=self.concurrency, progress=progress)
+            logged.update({"reference": str(d.with_digest(content.digest)), "after": content.digest,
+                           "converted_from": str(pinned)})
         if link:
             art_desc = src_t.resolve(pinned.repository, pinned.digest or pinned.reference)
             link_forms(src_t, pinned.repository, art_desc, str(pinned), dst_t, d.repository, content.descriptor(),
