@@ -393,10 +393,13 @@ def test_with_image_links_both_forms_and_signs_both(registry: RunningRegistry, u
     assert sig["layers"][0]["mediaType"] == "application/vnd.dev.cosign.simplesigning.v1+json"
     diff = json.loads(cli("diff", art, img, "--json").stdout)  # the two forms hold the same files
     assert diff["added"] == diff["removed"] == diff["changed"] == [] and diff["unchanged"] == len(tree(src))
-    a, b = tmp_path / "a", tmp_path / "b"
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     cli("pull", art, "-o", str(a))
     cli("pull", img, "-o", str(b))
     assert tree(a) == tree(b) == tree(src)
+    # the deploy-time fetcher reads the image form through the same unpack path, verified first
+    cli("fetch", img, "-o", str(c), "--verify-key", f"{prefix}.pub")
+    assert {k: v for k, v in tree(c).items() if not k.startswith(".ociart/")} == tree(src)
 
 
 def test_library_push_as_image_into_embedded_store(tmp_path: Path) -> None:

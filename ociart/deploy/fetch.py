@@ -26,7 +26,7 @@ from ..errors import LocalIOError, OverwriteError, UnsafePathError, UsageError
 from ..fsutil import publish, temp_file
 from ..oci import Descriptor
 from ..oci.digest import sha256_file
-from ..packaging.unpack import PulledFile, check_filters, select, staging_store
+from ..packaging.unpack import PulledFile, check_filters, image_view, select, staging_store
 from ..packaging.unpack import pull as unpack
 from ..progress import Progress
 from ..safepath import safe_relpath
@@ -282,7 +282,8 @@ def _fetch_locked(client: Client, target: Target, pinned: Reference, digest: str
                              f"(--no-replace)")
 
     pinned, node = client._image_manifest(pinned)
-    entries = select(node, filters, include)
+    view = image_view(target, pinned.repository, node)  # an image: its config (mount path, base layers) is read here
+    entries = select(node, filters, include, view)
     for e in entries:
         if e.rel is not None and e.rel.parts[0] == META:
             raise UnsafePathError(f"artifact file {str(e.rel)!r} would land in fetch's own directory {META}/")
@@ -298,7 +299,7 @@ def _fetch_locked(client: Client, target: Target, pinned: Reference, digest: str
         if pending is not None:
             replaced.extend(_remove_files(out, pending))
         return unpack(source, "", node, out, filters=filters, include=include, concurrency=client.concurrency,
-                      cleaned=cleaned, staging=STAGING, link=hardlink)
+                      cleaned=cleaned, staging=STAGING, link=hardlink, view=view)
 
     result = FetchResult(reference=str(pinned), digest=digest, output=str(out), files=[], verification=verification)
     if node_cache is not None:

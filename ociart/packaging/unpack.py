@@ -195,7 +195,7 @@ def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filter
          include: Sequence[str] = (), overwrite: bool = False, concurrency: int = 4,
          progress: Progress | None = None, max_size: int | None = None,
          cleaned: list[str] | None = None, staging: str | None = None,
-         link: bool = False) -> list[PulledFile]:
+         link: bool = False, view: ImageView | None = None) -> list[PulledFile]:
     """Copy the selected layers from ``target`` into the staging store ``out_dir/.ociart-pull`` (verified, resumable
     across processes), then restore files from it; nothing is moved into ``out_dir`` before everything checks out.
 
@@ -204,8 +204,10 @@ def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filter
     store and is not kept for resume is removed and named in ``cleaned``. ``staging``: the staging store's path
     inside ``out_dir`` (fetch uses ``.ociart/staging``); ``link``: from a layout ``target`` (a fetch's download
     store or node cache) blobs may be hardlinked into the staging store (:func:`ociart.transfer.copy_blob`).
+    ``view``: how to read an image (:func:`image_view`), when the caller read its config from the origin (fetch's
+    download store holds only the layers); else it is read from ``target`` here.
     """
-    view = image_view(target, repo, manifest)
+    view = view or image_view(target, repo, manifest)
     entries = select(manifest, filters, include, view)
     budget = Budget(max_size, "--max-size") if max_size is not None else None
     if budget is not None:
