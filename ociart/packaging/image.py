@@ -192,7 +192,7 @@ def write_image(target: Target, repo: str, tag: str | None, layers: Sequence[Des
     """The image form's configs, manifests (one per platform, through :func:`~ociart.transfer.push_manifest`) and
     index over ``layers`` (uncompressed tars already stored; ``names`` for the history)."""
     diff_ids = [d.digest for d in layers]
-    labels = {**annotations, L_MOUNT_PATH: mount, L_CONFIG: typed_config.decode()}
+    labels = {**annotations, L_MOUNT_PATH: mount, L_CONFIG: typed_config.decode("utf-8", "replace")}
     history = [History(created=created, created_by=f"ociart push --as-image: {name}") for name in names]
     children: list[Descriptor] = []
     for plat in platforms:
