@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from .lineage.graph import Node
     from .lineage.record import Captured
     from .lineage.statement import Statement
+    from .promotion.models import HistoryEntry
+    from .promotion.promote import PromotionResult
     from .signing.policy import Policy
     from .signing.service import AttestResult, SignResult
     from .signing.signers import Signer
@@ -756,6 +758,48 @@ class Client:
         :class:`~ociart.signing.Trust`, or a policy (a :class:`~ociart.signing.Policy` or its YAML file); raises
         :class:`VerificationError` naming the reason."""
         from .signing.service import verify
+
+        trust, policy = self._trust_or_policy(trust, keys, policy)
+        return verify(self, ref, trust, policy=policy, require_attestations=tuple(require_attestations))
+
+    def promote(self, src: str | Reference, to: str, trust: Trust | None = None, *, keys: Sequence[str | Path] = (),
+                policy: Policy | str | Path | None = None, require_attestations: Sequence[str] = (),
+                gates: Sequence[str] = (), expect: Expect = None, dry_run: bool = False,
+                sign: SignWith | None = None) -> PromotionResult:
+        """Move tag ``to`` (in ``src``'s repository, or ``REPO:TAG`` elsewhere) to the digest ``src`` resolves to,
+        once its gates pass (``keys``/``trust`` + ``require_attestations`` + ``gates`` like ``accuracy>=0.9``, or a
+        ``policy``), by compare-and-set (``expect``; default: the value read first). Records a promotion statement
+        (signed with ``sign``) and appends the tag's history. See :mod:`ociart.promotion.promote`."""
+        from .promotion.promote import promote
+
+        trust, pol = self._trust_or_policy(trust, keys, policy)
+        return promote(self, src, to, trust=trust, policy=pol, require_attestations=require_attestations,
+                       gates=gates, expect=expect, dry_run=dry_run,
+                       signer=_signer(sign) if sign is not None else None)
+
+    def rollback(self, ref: str | Reference, trust: Trust | None = None, *, keys: Sequence[str | Path] = (),
+                 policy: Policy | str | Path | None = None, require_attestations: Sequence[str] = (),
+                 gates: Sequence[str] = (), expect: Expect = None, dry_run: bool = False,
+                 sign: SignWith | None = None) -> PromotionResult:
+        """Move ``REPO:TAG`` back to the digest before its current one, through the same gates; recorded as a
+        promotion with ``rollback: true``."""
+        from .promotion.promote import rollback
+
+        trust, pol = self._trust_or_policy(trust, keys, policy)
+        return rollback(self, ref, trust=trust, policy=pol, require_attestations=require_attestations, gates=gates,
+                        expect=expect, dry_run=dry_run, signer=_signer(sign) if sign is not None else None)
+
+    def history(self, ref: str | Reference) -> list[HistoryEntry]:
+        """The promotions into ``REPO:TAG``, newest first (one read of the tag's history artifact)."""
+        from .promotion.history import history
+
+        r = self.ref(ref)
+        if not r.tag or r.digest:
+            raise UsageError(f"{r}: history takes REPO:TAG")
+        return history(self.target(r, create=False), r.repository, r.tag)
+
+    def _trust_or_policy(self, trust: Trust | None, keys: Sequence[str | Path],
+                         policy: Policy | str | Path | None) -> tuple[Trust | None, Policy | None]:
         from .signing.verify import build_trust
 
         if keys:
@@ -766,7 +810,7 @@ class Client:
             from .signing.policy import load_policy
 
             policy = load_policy(Path(policy))
-        return verify(self, ref, trust, policy=policy, require_attestations=tuple(require_attestations))
+        return trust, policy
 
     def referrers(self, ref: str | Reference, artifact_type: str | None = None) -> list[Descriptor]:
         """Manifests that refer to ``ref`` (its subject), optionally of one artifactType."""

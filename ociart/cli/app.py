@@ -833,3 +833,4 @@ def run(argv: list[str]) -> int:
             signal.signal(signal.SIGTERM, previous)
 from . import fetch as _fetch  # noqa: E402,F401 - registers `ociart fetch`
 from . import convert as _convert  # noqa: E402,F401 - registers `ociart convert`
+from . import promote as _promote  # noqa: E402,F401 - registers `ociart promote`, `rollback`, `history`, `audit`

@@ -189,13 +189,18 @@ def statement(c: Captured, artifact: str, subject_name: str, digest: str, kind: 
 def attach_statement(target: Target, repo: str, subject: Descriptor, stmt: Statement,
                      artifact_type: str = INTOTO_MEDIA_TYPE) -> Content:
     """Push ``stmt`` as a referrer of ``subject``: empty config, one ``application/vnd.in-toto+json`` layer."""
-    data = stmt.to_bytes()
+    return attach_statement_bytes(target, repo, subject, stmt.to_bytes(), stmt.predicateType, artifact_type)
+
+
+def attach_statement_bytes(target: Target, repo: str, subject: Descriptor, data: bytes, predicate_type: str,
+                           artifact_type: str = INTOTO_MEDIA_TYPE) -> Content:
+    """Push an unsigned in-toto statement (its JSON bytes, any predicate) as a referrer of ``subject``."""
     blob = Content.of(data, INTOTO_MEDIA_TYPE)
     layer = Descriptor(mediaType=INTOTO_MEDIA_TYPE, digest=blob.digest, size=blob.size)
     with target.writing():
         target.push_blob_stream(repo, layer, bytes_opener(data))
         return push_manifest(target, repo, artifact_type=artifact_type, layers=[layer], subject=subject,
-                             annotations={A_PREDICATE_TYPE: stmt.predicateType,
+                             annotations={A_PREDICATE_TYPE: predicate_type,
                                           "org.opencontainers.image.created": now()})
 
 

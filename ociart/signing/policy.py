@@ -13,6 +13,13 @@ rules:                                   # first rule whose pattern matches the 
         issuer: https://accounts.example.com   # or issuerRegExp
     trustConfig: sigstore/trust-config.json    # optional; default public-good Sigstore
     attestations: ["https://slsa.dev/provenance/v1"]
+    promotedTo: [prod]                   # optional: the digest must be promoted into one of these tags now
+    promotion:                           # optional: gates of `ociart promote` into this repository
+      - to: "prod"                       # target tag glob
+        from: ["staging", "*/models/*-candidates"]   # optional: source tag or repository globs
+        attestations: ["https://ociart.dev/evaluation/v1"]
+        gates: ["accuracy>=0.9"]
+        signers: {keys: ["keys/eval.pub"]}   # optional: who must have signed evaluations (default: the rule's)
 ```
 
 A repository that no rule matches is refused (deny by default). Names and patterns are compared in canonical form
@@ -86,6 +93,40 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class Signers(_Strict):
+    """Keys and keyless identities (the rule's ``trustConfig``) that must have signed an evaluation."""
+
+    keys: list[str] = Field(default_factory=list)
+    identities: list[TrustedIdentity] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _someone(self) -> Signers:
+        if not self.keys and not self.identities:
+            raise ValueError("signers needs keys or identities")
+        return self
+
+
+class PromotionRule(_Strict):
+    """Gates of a promotion into a tag matching ``to`` (docs/promotion.md, docs/spec.md)."""
+
+    to: str
+    from_: list[str] = Field(default_factory=list, alias="from")
+    attestations: list[str] = Field(default_factory=list)
+    gates: list[str] = Field(default_factory=list)
+    signers: Signers | None = None
+
+    @model_validator(mode="after")
+    def _gates_parse(self) -> PromotionRule:
+        from ..promotion.gates import parse_gate
+
+        for g in self.gates:
+            try:
+                parse_gate(g)
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+
 class PolicyRule(_Strict):
     name: str | None = None
     repositories: list[str] = Field(min_length=1)
@@ -93,6 +134,9 @@ class PolicyRule(_Strict):
     identities: list[TrustedIdentity] = Field(default_factory=list)
     trustConfig: str | None = None
     attestations: list[str] = Field(default_factory=list)
+    #: The verified digest must be promoted into one of these tags (of its repository) now, by a signed record.
+    promotedTo: list[str] = Field(default_factory=list)
+    promotion: list[PromotionRule] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _someone(self) -> PolicyRule:
@@ -131,6 +175,14 @@ class Policy(_Strict):
         trust_config = self._path(rule.trustConfig) if rule.trustConfig else None
         return Trust(keys=trusted_keys, identities=list(rule.identities), trust_config=trust_config), rule
 
+    def signers_trust(self, rule: PolicyRule, entry: PromotionRule) -> Trust | None:
+        """The trust evaluations must verify under for ``entry`` (None: the rule's own)."""
+        if entry.signers is None:
+            return None
+        trusted_keys = [TrustedKey(name=k, key=load_verification_key(str(self._path(k)))) for k in entry.signers.keys]
+        trust_config = self._path(rule.trustConfig) if rule.trustConfig else None
+        return Trust(keys=trusted_keys, identities=list(entry.signers.identities), trust_config=trust_config)
+
 
 def load_policy(path: Path) -> Policy:
     """Read and check a policy file; one clear error line when it is missing or malformed."""
@@ -154,4 +206,4 @@ def load_policy(path: Path) -> Policy:
         raise InvalidContentError(f"policy file {path}: {loc}: {first['msg']}") from None
 
 
-__all__ = ["API_VERSION", "KIND", "Policy", "PolicyRule", "canonical_pattern", "glob_regex", "load_policy"]
+__all__ = ["API_VERSION", "KIND", "Policy", "PolicyRule", "PromotionRule", "Signers", "canonical_pattern", "glob_regex", "load_policy"]

@@ -27,6 +27,8 @@ class Verification(BaseModel):
     signatures: list[Verified]
     attestations: list[Verified]
     rejected: list[str]
+    #: Tags of the policy rule's ``promotedTo`` the digest is currently promoted into (by a signed record).
+    promotedTo: list[str] = []
 
 
 __all__ = ["Verification", "Verified"]

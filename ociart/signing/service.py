@@ -154,8 +154,14 @@ def verify(client: Client, ref: str | Reference, trust: Trust | None = None, *, 
     # the manifest itself is fetched and checked against its digest: bytes changed in the registry are refused here
     pinned, content = client.manifest(r)
     label = str(r) if r.digest else f"{r} ({content.digest})"
-    return verify_digest(client.target(pinned, create=False), r.repository, content.digest, trust,
-                         require_attestations=required, label=label)
+    target = client.target(pinned, create=False)
+    result = verify_digest(target, r.repository, content.digest, trust, require_attestations=required, label=label)
+    if policy is not None and rule.promotedTo:
+        from ..promotion.records import check_promoted
+
+        promoted = check_promoted(target, r.repository, content.digest, rule.promotedTo, trust, label)
+        result = result.model_copy(update={"promotedTo": promoted})
+    return result
 
 
 __all__ = ["AttestResult", "SignResult", "attest", "attest_digest", "docker_reference", "policy_name",

@@ -26,6 +26,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..oci.mediatypes import ANNOTATION_BUNDLE_PREDICATE_TYPE
 from ..errors import InvalidContentError, NotFoundError, UsageError, VerificationError
 from ..reference import check_digest
 from ..targets.base import Target
@@ -143,6 +144,27 @@ def _legacy_check(trust: Trust, signer: list[str]) -> legacy.SignatureCheck:
     return check
 
 
+def verified_statements(target: Target, repo: str, digest: str, trust: Trust, predicate_type: str,
+                        rejected: list[str] | None = None) -> list[tuple[Verified, bundles.Statement]]:
+    """The attestations of ``predicate_type`` about ``repo@digest`` that verify under ``trust``, with their
+    statements (what gates read metrics from); why others were not accepted is appended to ``rejected``."""
+    check_digest(digest)
+    reasons = rejected if rejected is not None else []
+    out: list[tuple[Verified, bundles.Statement]] = []
+    for entry, _layer, data in bundles.bundle_blobs(target, repo, digest, reasons):
+        if (entry.annotations or {}).get(ANNOTATION_BUNDLE_PREDICATE_TYPE, predicate_type) != predicate_type:
+            continue  # another kind of attestation: not read
+        try:
+            stmt, signer = _check_bundle(data, digest, trust)
+        except VerificationError as exc:
+            reasons.append(f"bundle {entry.digest}: {exc}")
+            continue
+        if stmt.predicateType == predicate_type:
+            out.append((Verified(format="bundle", predicateType=stmt.predicateType, signer=signer,
+                                 source=entry.digest), stmt))
+    return out
+
+
 def collect(target: Target, repo: str, digest: str, trust: Trust, *, legacy_signatures: bool = True) -> Verification:
     """Every signature and attestation of ``repo@digest`` that verifies under ``trust`` (nothing is required);
     ``legacy_signatures=False`` reads the bundle referrers only."""
@@ -199,4 +221,5 @@ def verify(target: Target, repo: str, digest: str, trust: Trust, *,
     return result
 
 
-__all__ = ["Trust", "TrustedKey", "Verification", "Verified", "build_trust", "cert_identity", "collect", "verify"]
+__all__ = ["Trust", "TrustedKey", "Verification", "Verified", "build_trust", "cert_identity", "collect",
+           "verified_statements", "verify"]
