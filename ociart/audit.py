@@ -119,8 +119,11 @@ def _name(fd: int) -> str:
 
 def append(action: str, reference: str, *, before: str | None = None, after: str | None = None,
            result: str = "ok", actor: str | None = None, detail: Mapping[str, Any] | None = None,
-           path: Path | None = None) -> AuditEntry:
-    """Append one line, chained to the current last line, under an exclusive lock; returns the entry written."""
+           path: Path | None = None, registry: str | None = None) -> AuditEntry:
+    """Append one line, chained to the current last line, under an exclusive lock; returns the entry written.
+
+    ``registry`` (default: ``$OCIART_AUDIT_REPO``) is a repository that also receives the line, and holds the head
+    (see "Registry copy" below); a registry that cannot be written is a warning, the local line stands."""
     p = path or default_path()
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -139,6 +142,9 @@ def append(action: str, reference: str, *, before: str | None = None, after: str
                     raise LocalIOError(f"audit line for {action} {reference} exceeds {limits.AUDIT_LINE_BYTES} bytes")
                 os.write(fd, data)
                 os.fsync(fd)
+                repo = registry if registry is not None else os.environ.get(REPO_ENV) or None
+                if repo:  # under the lock: the registry copy receives lines in the file's order
+                    _copy_to_registry(p, repo, entry.line(), entry.prev)
             finally:
                 os.close(fd)  # releases the flock
     except OSError as exc:
@@ -269,3 +275,171 @@ def show(path: Path | None = None, *, repository: str | None = None, actor: str 
             continue
         found.append(e)
     return found
+
+
+# -- the registry copy ---------------------------------------------------------------------------------------------
+# A repository (``--audit-repo REF``, ``$OCIART_AUDIT_REPO``) holds every line as an artifact tagged
+# ``line-<number>`` (twelve digits: tags keep them from registry garbage collection) and the tag ``head`` at the
+# newest one. Each line artifact: artifactType LINE_ARTIFACT_TYPE, empty config, one layer (the line's bytes without
+# newline, LINE_MEDIA_TYPE), annotations A_SEQUENCE (line number), A_HASH (sha256 hex of the line), A_PREV (its
+# ``prev``). Lines are pushed while the local file's lock is held, so the copy has the file's order; ``line-<n>`` is
+# created with a compare-and-set from absent and ``head`` moved with one from the previous head, so two logs cannot
+# interleave in one copy. The local file can then not be cut short unnoticed: :func:`check_registry` compares it
+# with the registry's head.
+REPO_ENV = "OCIART_AUDIT_REPO"
+LINE_ARTIFACT_TYPE = "application/vnd.ociart.audit.line.v1"
+LINE_MEDIA_TYPE = "application/vnd.ociart.audit.line.v1+json"
+HEAD_TAG = "head"
+A_SEQUENCE = "dev.ociart.audit.sequence"
+A_HASH = "dev.ociart.audit.hash"
+A_PREV = "dev.ociart.audit.prev"
+
+
+def line_tag(n: int) -> str:
+    return f"line-{n:012d}"
+
+
+class RegistryHead(BaseModel):
+    """The registry copy's newest line: its number and hash, and the manifest holding it."""
+
+    reference: str
+    manifest: str
+    sequence: int
+    hash: str
+
+
+class RegistryCheck(BaseModel):
+    """:func:`check_registry`: the local chain agrees with the registry copy up to the registry's head."""
+
+    path: str
+    lines: int
+    head: str
+    registry: str
+    registry_sequence: int
+    registry_head: str
+    #: Local lines the registry copy does not have yet (its pushes failed, or it was configured later).
+    not_in_registry: int
+
+
+@contextmanager
+def _registry(repo: str) -> Iterator[tuple[Any, str]]:
+    """(target, repository) of the audit repository, through a client with the usual credential lookup."""
+    from .client import Client
+
+    with Client() as client:
+        r = client.ref(repo)
+        if r.tag or r.digest:
+            from .errors import UsageError
+
+            raise UsageError(f"audit repository {repo}: name a repository, without tag or digest")
+        yield client.target(r), r.repository
+
+
+def _head(target: Any, repo: str, where: str) -> RegistryHead | None:
+    from .errors import InvalidContentError, NotFoundError
+    from .oci import Manifest
+
+    try:
+        desc = target.resolve(repo, HEAD_TAG)
+    except NotFoundError:
+        return None
+    node = target.get_manifest(repo, desc.digest).parse()
+    ann = (node.annotations or {}) if isinstance(node, Manifest) else {}
+    if not isinstance(node, Manifest) or node.artifactType != LINE_ARTIFACT_TYPE or A_SEQUENCE not in ann \
+            or A_HASH not in ann or not ann[A_SEQUENCE].isdigit():
+        raise InvalidContentError(f"{where}:{HEAD_TAG} is not an audit line artifact")
+    return RegistryHead(reference=f"{where}:{HEAD_TAG}", manifest=desc.digest, sequence=int(ann[A_SEQUENCE]),
+                        hash=ann[A_HASH])
+
+
+def registry_head(repo: str) -> RegistryHead | None:
+    """The registry copy's head (None: nothing copied yet)."""
+    with _registry(repo) as (target, name):
+        return _head(target, name, repo)
+
+
+def _push_line(target: Any, repo: str, n: int, raw: bytes, prev: str, head: RegistryHead | None,
+               where: str) -> RegistryHead:
+    from .oci import Content, Descriptor
+    from .targets.base import ABSENT, bytes_opener
+    from .transfer import push_manifest
+
+    blob = Content.of(raw, LINE_MEDIA_TYPE)
+    layer = Descriptor(mediaType=LINE_MEDIA_TYPE, digest=blob.digest, size=blob.size)
+    with target.writing():
+        target.push_blob_stream(repo, layer, bytes_opener(raw))
+        content = push_manifest(target, repo, artifact_type=LINE_ARTIFACT_TYPE, layers=[layer],
+                                annotations={A_SEQUENCE: str(n), A_HASH: line_hash(raw), A_PREV: prev})
+    desc = content.descriptor()
+    target.tag(repo, line_tag(n), desc, ABSENT)
+    target.tag(repo, HEAD_TAG, desc, head.manifest if head is not None else ABSENT)
+    return RegistryHead(reference=f"{where}:{HEAD_TAG}", manifest=desc.digest, sequence=n, hash=line_hash(raw))
+
+
+def _copy_to_registry(p: Path, repo: str, raw: bytes, prev: str) -> None:
+    """Give the registry copy the line just appended (and any earlier ones it lacks); failures are warnings."""
+    from .errors import OciartError
+
+    try:
+        with _registry(repo) as (target, name):
+            head = _head(target, name, repo)
+            if (head is None and prev == GENESIS) or (head is not None and head.hash == prev):
+                _push_line(target, name, 1 if head is None else head.sequence + 1, raw, prev, head, repo)
+            else:
+                _catch_up(p, target, name, head, repo)
+    except OciartError as exc:
+        log.warning("audit copy in %s not written: %s (the local log has the line)", repo, exc)
+
+
+def _catch_up(p: Path, target: Any, repo: str, head: RegistryHead | None, where: str) -> RegistryHead | None:
+    """Push every local line after the registry's head; refuse when the local file disagrees with the head."""
+    start = 0 if head is None else head.sequence
+    prev = GENESIS
+    for n, raw in _lines(p):
+        if n == start and head is not None and line_hash(raw) != head.hash:
+            raise VerificationError(f"audit log {p}: line {n} differs from the registry copy's head in {where}")
+        if n > start:
+            head = _push_line(target, repo, n, raw, prev, head, where)
+        prev = line_hash(raw)
+    if head is not None and prev == GENESIS:
+        raise VerificationError(f"audit log {p} is empty but the registry copy in {where} has "
+                                f"{head.sequence} line(s): truncated")
+    return head
+
+
+def sync_registry(repo: str, path: Path | None = None) -> RegistryHead | None:
+    """Push the local lines the registry copy lacks (after checking the local chain against its head)."""
+    p = path or default_path()
+    with _registry(repo) as (target, name):
+        head = _head(target, name, repo)
+        if head is not None:
+            check_registry(repo, p)
+        return _catch_up(p, target, name, head, repo) if p.exists() else head
+
+
+def check_registry(repo: str, path: Path | None = None) -> RegistryCheck:
+    """Verify the local chain (:func:`verify`) and compare it with the registry copy's head: the local line with the
+    head's number must hash to the head. A local file with fewer lines was truncated; one whose line differs was
+    rewritten. Raises :class:`VerificationError` naming which."""
+    p = path or default_path()
+    head = registry_head(repo)
+    if head is None:
+        raise VerificationError(f"audit repository {repo} has no {HEAD_TAG}: nothing was copied there")
+    if not p.exists():
+        raise VerificationError(f"audit log {p} does not exist, but the registry copy in {repo} has "
+                                f"{head.sequence} line(s): truncated")
+    report = verify(p)
+    if report.lines < head.sequence:
+        raise VerificationError(
+            f"audit log {p}: truncated: it has {report.lines} line(s), the registry copy in {repo} has "
+            f"{head.sequence} (its head is line {head.sequence}, sha256 {head.hash})")
+    for n, raw in _lines(p):
+        if n == head.sequence:
+            if line_hash(raw) != head.hash:
+                raise VerificationError(
+                    f"audit log {p}: line {n} differs from the registry copy's head in {repo} (sha256 {head.hash}): "
+                    "the log was rewritten from there or cut short and appended to")
+            break
+    return RegistryCheck(path=str(p), lines=report.lines, head=report.head, registry=repo,
+                         registry_sequence=head.sequence, registry_head=head.hash,
+                         not_in_registry=report.lines - head.sequence)

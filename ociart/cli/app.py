@@ -743,8 +743,12 @@ def command() -> TyperGroup:
     """The command group behind ``ociart``, with :func:`_finish` applied to every command."""
     group = typer.main.get_command(app)
     assert isinstance(group, TyperGroup)
-    for sub in group.commands.values():
+    todo: list[click.Command] = list(group.commands.values())
+    while todo:  # command groups (``ociart audit …``) too
+        sub = todo.pop()
         _finish(sub)
+        if isinstance(sub, TyperGroup):
+            todo.extend(sub.commands.values())
     return group
 
 

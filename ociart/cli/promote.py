@@ -191,3 +191,77 @@ def history(
                      "signed" if e.signed else "unsigned"))
     table(sys.stdout, None, ("time", "digest", "from", "actor", "gates", "record"), rows)
     _err(f"{len(entries)} promotion(s)")
+
+
+# -- ociart audit verify | show -----------------------------------------------------------------------------------
+audit_app = typer.Typer(name="audit", help="Check and read the hash-chained audit log.", no_args_is_help=True,
+                        add_completion=False, rich_markup_mode=None)
+app.add_typer(audit_app, name="audit")
+AuditRepoOpt = Annotated[Optional[str], typer.Option(
+    "--audit-repo", help="Registry repository holding the copy of the log and its head (env OCIART_AUDIT_REPO).")]
+AuditFileOpt = Annotated[Optional[Path], typer.Option(
+    "--file", help="The audit log (default: $OCIART_HOME/audit.jsonl).")]
+METAVARS.update({"--audit-repo": "REF", "--file": "FILE", "--repository": "GLOB", "--actor": "GLOB",
+                 "--action": "GLOB", "--since": "TIME", "--until": "TIME"})
+EXAMPLES.update({"show": "ociart audit show --repository 'localhost:5000/models/*' --action promote"})
+
+
+@audit_app.command("verify", epilog="Example:\n  ociart audit verify --audit-repo localhost:5000/ops/audit")
+def audit_verify(
+    audit_repo: AuditRepoOpt = None, file: AuditFileOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Check the chain (names the first bad line) and, with --audit-repo, the local head against the registry's."""
+    from .. import audit
+
+    if audit_repo:
+        check = audit.check_registry(audit_repo, file)
+        if as_json:
+            _out(check)
+            return
+        _err(f"audit log {check.path}: {check.lines} line(s), chain intact; registry copy {check.registry} has "
+             f"line {check.registry_sequence} as its head and it matches"
+             + (f"; {check.not_in_registry} newer line(s) not copied yet" if check.not_in_registry else ""))
+        say(check.head)
+        return
+    report = audit.verify(file)
+    if as_json:
+        _out(report)
+        return
+    _err(f"audit log {report.path}: {report.lines} line(s), chain intact")
+    say(report.head)
+
+
+@audit_app.command("show", epilog="Example:\n  ociart audit show --action promote --since 2026-12-01T00:00:00Z")
+def audit_show(
+    repository: Annotated[Optional[str], typer.Option(
+        "--repository", help="Only this repository (host/repo; a shell glob).")] = None,
+    actor: Annotated[Optional[str], typer.Option("--actor", help="Only this actor (a shell glob).")] = None,
+    action: Annotated[Optional[str], typer.Option(
+        "--action", help="Only this action: push, tag, promote, rollback, delete, gc (a shell glob).")] = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="Only from this time (ISO 8601).")] = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="Only up to this time (ISO 8601).")] = None,
+    file: AuditFileOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """List audit entries matching every filter given."""
+    from datetime import datetime
+
+    from .. import audit
+
+    def when(value: str | None, flag: str) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"{flag} {value!r}: expected an ISO 8601 time, e.g. 2026-12-01T08:00:00Z") from None
+
+    entries = audit.show(file, repository=repository, actor=actor, action=action, since=when(since, "--since"),
+                         until=when(until, "--until"))
+    if as_json:
+        _out({"entries": [e.model_dump(mode="json") for e in entries]})
+        return
+    from .render import table
+
+    table(sys.stdout, None, ("time", "actor", "action", "reference", "before", "after", "result"),
+          [(e.time, e.actor, e.action, e.reference, e.before or "", e.after or "", e.result) for e in entries])
+    _err(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")

@@ -14,7 +14,6 @@ Order of a promotion, so that a failure never leaves a record of a move that did
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from ..errors import NotFoundError, UsageError, VerificationError
+from ..errors import LocalIOError, NotFoundError, UsageError, VerificationError
 from ..reference import TAG_RE, Reference, canonical_name, check_digest, parse_reference
 from ..targets.base import ABSENT, Expect, Target, check_expected
 from .gates import MetricGate, check_metric, evaluations, metric_values, parse_gate
@@ -101,10 +100,9 @@ def actor_name(signer: Signer | None) -> str:
     """Who acts: the signer's identity, else the OS user."""
     if signer is not None:
         return signer.describe()
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    from ..audit import default_actor
+
+    return default_actor()
 
 
 def gate_spec(*, trust: Trust | None = None, policy: Policy | None = None, require_attestations: Sequence[str] = (),
@@ -299,10 +297,14 @@ def _carry(client: Client, src_t: Target, s: Reference, dst_t: Target, d: Refere
 
 def _audit(client: Client, action: str, d: Reference, before: str | None, after: str | None, actor: str,
            result: str, detail: dict[str, Any]) -> None:
-    """One line in the audit log (and its registry copy when configured)."""
+    """One line in the audit log (and its registry copy when configured). The move has happened (or was refused)
+    whatever the log says: a log that cannot be written is a warning, as for every other action."""
     from .. import audit
 
-    audit.append(action, str(d), before=before, after=after, result=result, actor=actor, detail=detail)
+    try:
+        audit.append(action, str(d), before=before, after=after, result=result, actor=actor, detail=detail)
+    except LocalIOError as exc:
+        audit.log.warning("%s (the %s itself: %s)", exc, action, result)
 
 
 __all__ = ["GateSpec", "PromotionResult", "actor_name", "check_gates", "gate_spec", "promote", "rollback",
