@@ -346,6 +346,7 @@ class Client:
         target = self.target(r)
         prehash = _has_versions(target, r.repository)
         subject_ref, subject_desc = None, None
+        meta = None
         if subject is not None:
             subject_ref = self.ref(subject)
             subject_desc = self.resolve(subject_ref)
@@ -444,6 +445,15 @@ class Client:
                             legacy_mode=legacy_signature)
         if captured is not None and opts is not None and opts.provenance:
             self._record_provenance(target, r, content, captured, k.value, signer)
+        if signer is not None and subject_ref is not None and subject_desc is not None and meta and meta.metrics:
+            # a signed report attests its metrics about the model it evaluated: what promotion gates read
+            from .promotion.gates import attest_evaluation
+
+            dataset = next((i for i in (captured.inputs if captured else []) if i.uri and i.digest), None)
+            attest_evaluation(self.target(subject_ref), subject_ref, subject_desc, signer, meta.metrics,
+                              dataset_uri=dataset.uri if dataset else (meta.datasets[0] if meta.datasets else None),
+                              dataset_digest="sha256:" + dataset.digest["sha256"] if dataset and dataset.digest
+                              and "sha256" in dataset.digest else None, report=content.digest)
         if captured is not None and captured.tracker == "mlflow":
             _tag_mlflow_run(captured.run_id, r, content.digest)
         return PushResult(**content.descriptor().model_dump(exclude_none=True),

@@ -110,4 +110,24 @@ def check_metric(gate: MetricGate, measured: dict[str, Measured]) -> GateResult:
                              f"(evaluation {m.source} of {ts}, signed by {m.signer})")
 
 
-__all__ = ["Measured", "MetricGate", "check_metric", "evaluations", "metric_values", "parse_gate"]
+def attest_evaluation(target: Target, subject_ref: object, subject: object, signer: object, metrics: dict[str, float],
+                      *, dataset_uri: str | None = None, dataset_digest: str | None = None,
+                      evaluator: str | None = None, report: str | None = None) -> str:
+    """Sign an evaluation (:data:`EVALUATION_PREDICATE`) of ``metrics`` about ``subject`` (a descriptor in
+    ``subject_ref``'s repository) and attach it there; returns the bundle referrer's digest. ``report``: the digest
+    of the report artifact the metrics come from (recorded as the evaluator when none is given)."""
+    from datetime import UTC, datetime
+
+    from ..signing.bundle import statement_bytes
+    from ..signing.service import attest_digest, docker_reference
+    from .models import Dataset
+
+    ev = Evaluation(metrics=metrics, dataset=Dataset(uri=dataset_uri, digest=dataset_digest) if dataset_uri else None,
+                    evaluator=evaluator or (f"ociart report {report}" if report else signer.describe()),  # type: ignore[attr-defined]
+                    timestamp=datetime.now(UTC))
+    body = statement_bytes(subject.digest, EVALUATION_PREDICATE,  # type: ignore[attr-defined]
+                           ev.model_dump(mode="json", exclude_none=True), docker_reference(subject_ref))  # type: ignore[arg-type]
+    return attest_digest(target, subject_ref, subject, signer, body, EVALUATION_PREDICATE).bundle  # type: ignore[arg-type]
+
+
+__all__ = ["Measured", "attest_evaluation", "MetricGate", "check_metric", "evaluations", "metric_values", "parse_gate"]

@@ -275,7 +275,7 @@ def write_record(target: Target, d: Reference, subject: Any, predicate: Promotio
     from ..signing.bundle import statement_bytes
     from ..signing.service import attest_digest, docker_reference
 
-    body = statement_bytes(subject.digest, PROMOTION_PREDICATE, predicate.model_dump(mode="json", exclude_none=True),
+    body = statement_bytes(subject.digest, PROMOTION_PREDICATE, predicate.model_dump(mode="json"),
                            docker_reference(d))
     if signer is not None:
         return attest_digest(target, d, subject, signer, body, PROMOTION_PREDICATE).bundle, True

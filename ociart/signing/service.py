@@ -131,7 +131,19 @@ def read_predicate(path: Path, predicate_type: str | None) -> tuple[str, dict[st
 
 def attest(client: Client, ref: str | Reference, signer: Signer | Any, predicate_type: str,
            predicate: dict[str, Any]) -> AttestResult:
-    """Sign ``predicate`` about ``ref``'s manifest digest as an in-toto statement of ``predicate_type``."""
+    """Sign ``predicate`` about ``ref``'s manifest digest as an in-toto statement of ``predicate_type``; an
+    evaluation (``https://ociart.dev/evaluation/v1``) must follow its schema (docs/spec.md), since gates read it."""
+    from ..promotion.models import EVALUATION_PREDICATE, Evaluation
+
+    if predicate_type == EVALUATION_PREDICATE:
+        from pydantic import ValidationError
+
+        try:
+            Evaluation.model_validate(predicate)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise UsageError(f"evaluation predicate: {'.'.join(map(str, first['loc'])) or '(top)'}: "
+                             f"{first['msg']}") from None
     r = client.ref(ref)
     target = client.target(r, create=False)
     desc = target.resolve(r.repository, r.reference)

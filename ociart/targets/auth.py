@@ -269,6 +269,30 @@ class TokenCache:
             self._tokens.pop(key, None)
 
 
+def missing_scopes(requested: tuple[str, ...] | list[str], token: str | None) -> list[str]:
+    """The ``repository:<name>:<action>`` scopes of ``requested`` that a Docker registry JWT's ``access`` claim does
+    not grant, one per action (for refusal messages only: the token is decoded, not verified). [] when the token is
+    not a readable JWT."""
+    if not token or token.count(".") != 2:
+        return []
+    import base64
+    import json
+
+    try:
+        part = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        granted = {(a["type"], a["name"]): set(a.get("actions") or []) for a in claims.get("access") or []}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return []
+    out = []
+    for scope in requested:
+        resource, _, actions = scope.rpartition(":")
+        kind, _, name = resource.partition(":")
+        have = granted.get((kind, name), set())
+        out += [f"{resource}:{a}" for a in actions.split(",") if a and a not in have and "*" not in have]
+    return out
+
+
 def merge_scopes(*groups: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """Union of ``repository:<name>:<actions>`` scopes, actions merged per resource, sorted."""
     merged: dict[str, set[str]] = {}

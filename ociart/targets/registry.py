@@ -52,7 +52,7 @@ from ..oci import MANIFEST_ACCEPT, OCI_INDEX, Content, Descriptor, Index
 from ..oci.digest import Digester
 from ..oci.models import detect_media_type, parse_manifest_content
 from ..reference import canonical_host, is_digest
-from .auth import Challenge, Credentials, TokenCache, lookup_credentials, merge_scopes, parse_challenge
+from .auth import Challenge, Credentials, TokenCache, lookup_credentials, merge_scopes, missing_scopes, parse_challenge
 from .base import ABSENT, Expect, Opener, ProgressFn, Target
 from .ingest import Ingest, temporary
 
@@ -449,7 +449,12 @@ class RegistryTarget(Target):
         creds = self._creds()
         if ch is not None and ch.params.get("error") == "insufficient_scope":
             hint = f"; run `ociart login {self.host}` to authenticate" if creds is None else ""
-            return AuthError(f"{self.host}: access denied: insufficient scope for {' '.join(scopes)}{hint}")
+            who = f" for user {creds.username!r}" if creds is not None and creds.username else ""
+            token = self._tokens.get(TokenCache.key(self.host, ch.params.get("service", ""), scopes))
+            missing = missing_scopes(merge_scopes(scopes, ch.scopes), token)
+            if missing:
+                return AuthError(f"{self.host}: access denied{who}: missing scope {' '.join(missing)}{hint}")
+            return AuthError(f"{self.host}: access denied{who}: insufficient scope for {' '.join(scopes)}{hint}")
         if creds is None:
             return AuthError(f"{self.host}: authentication required: run `ociart login {self.host}` "
                              "or set OCIART_REGISTRY_USERNAME and OCIART_REGISTRY_PASSWORD")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import atexit
 import base64
 import datetime as dt
+import fnmatch
 import ipaddress
 import json
 import math
@@ -163,6 +164,9 @@ class TokenServer:
         self.users = dict(users or {USERNAME: PASSWORD})
         self.anonymous_actions: set[str] = {"pull"}
         self.user_actions: set[str] = {"pull", "push", "delete", "*"}
+        #: Per-repository grants by user (``None``: anonymous): ``[(repository glob, actions), ...]``, first match
+        #: wins; a user listed here gets only these (scoped JWTs as Harbor robot accounts or ECR policies issue).
+        self.grants: dict[str | None, list[tuple[str, set[str]]]] = {}
         self.requests: list[dict[str, Any]] = []
         self.refresh_tokens: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -197,7 +201,10 @@ class TokenServer:
             kind, _, rest = scope.partition(":")
             name, _, actions = rest.rpartition(":")
             granted = access.setdefault((kind, name), [])
-            granted += [a for a in actions.split(",") if a in allowed and a not in granted]
+            scoped = allowed
+            if user in self.grants:
+                scoped = next((acts for glob, acts in self.grants[user] if fnmatch.fnmatchcase(name, glob)), set())
+            granted += [a for a in actions.split(",") if a in scoped and a not in granted]
         claims_access = [{"type": k, "name": n, "actions": a} for (k, n), a in access.items()]
         now = time.time() if now is None else now
         ttl = self.expires_in if expires_in is None else expires_in
