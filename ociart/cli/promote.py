@@ -203,7 +203,7 @@ AuditFileOpt = Annotated[Optional[Path], typer.Option(
     "--file", help="The audit log (default: $OCIART_HOME/audit.jsonl).")]
 METAVARS.update({"--audit-repo": "REF", "--file": "FILE", "--repository": "GLOB", "--actor": "GLOB",
                  "--action": "GLOB", "--since": "TIME", "--until": "TIME"})
-EXAMPLES.update({"show": "ociart audit show --repository 'localhost:5000/models/*' --action promote"})
+EXAMPLES.update({"audit": "ociart audit verify --audit-repo localhost:5000/ops/audit"})
 
 
 @audit_app.command("verify", epilog="Example:\n  ociart audit verify --audit-repo localhost:5000/ops/audit")
