@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from .signing.service import AttestResult, SignResult
     from .signing.signers import load_signing_key, load_verification_key
     from .signing.verify import Trust, TrustedKey
+    from .promotion.models import GateResult, HistoryEntry
+    from .promotion.promote import PromotionResult
     from .targets.base import ABSENT
 
 #: Public name -> module, imported on first use: `import ociart` stays cheap for the CLI.
@@ -66,6 +68,7 @@ _LAZY = {
     "SignResult": "signing.service", "load_signing_key": "signing.signers",
     "load_verification_key": "signing.signers", "Trust": "signing.verify", "TrustedKey": "signing.verify",
     "TagResult": "client", "Listing": "listing", "ListedArtifact": "listing", "ABSENT": "targets.base",
+    "PromotionResult": "promotion.promote", "HistoryEntry": "promotion.models", "GateResult": "promotion.models",
 }
 
 __all__ = [

@@ -130,4 +130,5 @@ def attest_evaluation(target: Target, subject_ref: object, subject: object, sign
     return attest_digest(target, subject_ref, subject, signer, body, EVALUATION_PREDICATE).bundle  # type: ignore[arg-type]
 
 
-__all__ = ["Measured", "attest_evaluation", "MetricGate", "check_metric", "evaluations", "metric_values", "parse_gate"]
+__all__ = ["Measured", "MetricGate", "attest_evaluation", "check_metric", "evaluations", "metric_values",
+           "parse_gate"]

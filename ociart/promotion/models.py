@@ -95,6 +95,6 @@ class History(_Strict):
     entries: list[HistoryEntry] = []
 
 
-__all__ = ["ANNOTATION_HISTORY_PREVIOUS", "EVALUATION_PREDICATE", "Dataset", "Evaluation", "GateResult",
+__all__ = ["ANNOTATION_HISTORY_PREVIOUS", "Dataset", "EVALUATION_PREDICATE", "Evaluation", "GateResult",
            "HISTORY_ARTIFACT_TYPE", "HISTORY_MEDIA_TYPE", "History", "HistoryEntry", "PROMOTION_PREDICATE",
            "Promotion", "PromotionSource", "PromotionTarget"]

@@ -131,14 +131,19 @@ def gate_spec(*, trust: Trust | None = None, policy: Policy | None = None, requi
     return GateSpec(trust=trust, attestations=list(require_attestations), metrics=metrics)
 
 
-def check_gates(spec: GateSpec, target: Target, src: Reference, digest: str) -> list[GateResult]:
+def check_gates(spec: GateSpec, target: Target, src: Reference, digest: str, *,
+                rollback: bool = False) -> list[GateResult]:
     """Every gate of ``spec`` against ``src``'s repository at ``digest``; nothing short-circuits, so a refusal
-    names every failing gate."""
+    names every failing gate. A rollback's source is the tag's own earlier digest: the policy's ``from`` (where a
+    promotion may come from) passes for it; every other gate is checked again."""
     from ..signing.policy import glob_regex
     from ..signing.verify import collect
 
     results: list[GateResult] = []
-    if spec.sources:
+    if spec.sources and rollback:
+        results.append(GateResult(gate="from", passed=True,
+                                  detail="rollback to the digest the tag held before (recorded in its history)"))
+    elif spec.sources:
         names = [n for n in (src.tag, canonical_name(src.with_tag(None)),
                              f"{canonical_name(src.with_tag(None))}:{src.tag}" if src.tag else None) if n]
         ok = any(glob_regex(p).fullmatch(n) for p in spec.sources for n in names)
@@ -178,9 +183,9 @@ def promote(client: Client, src: str | Reference, to: str, *, trust: Trust | Non
 
     Raises :class:`VerificationError` naming every failing gate (nothing changed), :class:`ConflictError` naming the
     digest that won when the tag is not where it was expected."""
-    s = client.ref(src)
+    s = src if isinstance(src, Reference) else parse_reference(src)
     d = target_of(s, to)
-    client.ref(d)
+    client._bind_credentials(s, d)  # -u credentials are for both registries, as for copy
     tag = d.tag
     assert tag is not None
     if isinstance(expect, str):
@@ -203,7 +208,7 @@ def promote(client: Client, src: str | Reference, to: str, *, trust: Trust | Non
     if expect is not None:
         check_expected(where, tag, expect, before, digest)
     expected: Expect = expect if expect is not None else (before if before is not None else ABSENT)
-    results = check_gates(spec, src_t, s, digest)
+    results = check_gates(spec, src_t, s, digest, rollback=_rollback)
     failing = [g for g in results if not g.passed]
     actor = actor_name(signer)
     pinned_src = str(s.with_digest(digest))
