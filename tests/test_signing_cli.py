@@ -211,7 +211,8 @@ def test_attest_and_required_attestations(fake_registry: OciFake, unique_repo: s
     ok("push", ref, str(model_dir(tmp_path, 6)), "--kind", "model", "--no-provenance")
     ok("sign", ref, "--key", str(keydir / "a.key"))
     pred = tmp_path / "eval.json"
-    pred.write_text(json.dumps({"dataset": "squad", "metrics": {"f1": 0.91}}))
+    pred.write_text(json.dumps({"dataset": {"uri": "squad"}, "metrics": {"f1": 0.91},
+                                "timestamp": "2026-12-01T00:00:00Z"}))
     att = json.loads(ok("attest", ref, "--predicate", str(pred), "--type", EVAL, "--key", str(keydir / "a.key"),
                         "--json"))
     assert att["predicateType"] == EVAL
@@ -339,7 +340,7 @@ def test_library_api(unique_repo: str, tmp_path: Path) -> None:
     with Client() as c:
         d = c.push(f"{unique_repo}:v1", [tmp_path / "w.bin"])
         c.sign(f"{unique_repo}:v1", key, legacy_signature="never")
-        c.attest(f"{unique_repo}:v1", key, EVAL, {"f1": 1.0})
+        c.attest(f"{unique_repo}:v1", key, EVAL, {"metrics": {"f1": 1.0}, "timestamp": "2026-12-01T00:00:00Z"})
         trust = Trust(keys=[TrustedKey("k", key.public_key)])
         v = c.verify(f"{unique_repo}:v1", trust, require_attestations=[EVAL])
         assert v.digest == d.digest and len(v.signatures) == 1 and v.attestations[0].predicateType == EVAL
