@@ -95,6 +95,10 @@ class FileInfo(BaseModel):
     mediaType: str
     category: str | None = None
     packed: bool = False
+    #: An ocicrypt-encrypted layer (``+encrypted``): ``digest`` and ``size`` are the ciphertext's.
+    encrypted: bool = False
+    #: How many recipients its layer key is wrapped for (read without a key).
+    recipients: int | None = None
 
 
 class Inspection(BaseModel):
@@ -302,6 +306,8 @@ class Client:
         platforms: Sequence[str] = (),
         base: str | Reference | None = None,
         with_image: str | Reference | None = None,
+        encrypt_recipients: Sequence[str] = (),
+        encrypt_filter: Sequence[str] = (),
     ) -> PushResult:
         """Push files. ``kind`` None or ``generic``: one layer per file (ORAS-style). Any other kind packs one
         directory as a typed artifact (models as CNCF ModelPack); ``metadata`` overrides ``ociart.yaml``.
@@ -320,6 +326,9 @@ class Client:
         Returns the manifest descriptor with ``.ref``, the pushed reference pinned to the digest.
         A symlink inside a pushed directory that leads outside it is refused unless ``follow_symlinks`` (symlinks
         inside the tree are followed and stored as regular files).
+
+        ``encrypt_recipients`` (``jwe:PUB.pem``; RSA or EC) encrypt the layers ``encrypt_filter`` selects (default
+        weights and datasets, and plain files of a generic push) in ocicrypt's format (docs/encryption.md).
         """
         r = self.ref(ref)
         if r.digest:
@@ -337,6 +346,9 @@ class Client:
             raise UsageError(f"unknown kind {chosen!r}: choose from {', '.join(x.value for x in Kind)}") from None
         if subject is not None and k is not Kind.REPORT:
             raise UsageError("--subject attaches an evaluation report: use it with --kind report")
+        from .encryption import EncryptionPlan
+
+        encryption = EncryptionPlan.of(encrypt_recipients, encrypt_filter)
         signer = _signer(sign) if sign is not None else None
         if signer is not None and hasattr(signer, "prepare"):
             signer.prepare()  # keyless: get the certificate before uploading anything
@@ -403,7 +415,7 @@ class Client:
                             base_annotations=extra, prehash=_has_versions(image_target, image_r.repository),
                             concurrency=self.concurrency, progress=progress, follow_symlinks=follow_symlinks,
                             threshold=DEFAULT_SMALL_FILE_THRESHOLD if small_file_threshold is None
-                            else small_file_threshold)
+                            else small_file_threshold, encryption=encryption)
                         facts.update({"reference": str(image_r.with_digest(image_content.digest)),
                                       "after": image_content.digest})
             if k is not Kind.GENERIC and as_image:
@@ -414,7 +426,8 @@ class Client:
                     target, r.repository, r.tag or "latest", Path(paths[0]), k, meta,
                     reproducible=reproducible, annotations=annotations, base_annotations=extra,
                     subject=subject_desc, prehash=prehash, concurrency=self.concurrency, progress=progress,
-                    follow_symlinks=follow_symlinks, threshold=DEFAULT_SMALL_FILE_THRESHOLD if small_file_threshold is None else small_file_threshold)
+                    follow_symlinks=follow_symlinks, encryption=encryption,
+                    threshold=DEFAULT_SMALL_FILE_THRESHOLD if small_file_threshold is None else small_file_threshold)
             else:
                 files = collect_files(paths, follow_symlinks=follow_symlinks)
                 cfg = None
@@ -425,7 +438,7 @@ class Client:
                 content = push_files(target, r.repository, r.tag or "latest", files,
                                      artifact_type=artifact_type, annotations=annotations, config=cfg,
                                      concurrency=self.concurrency, progress=progress,
-                                     manifest_annotations_extra=extra, prehash=prehash)
+                                     manifest_annotations_extra=extra, prehash=prehash, encryption=encryption)
         if with_image is not None and image_content is not None:
             from .packaging.image import link_forms
 
@@ -478,17 +491,21 @@ class Client:
     def pull(self, ref: str | Reference, out_dir: str | Path = ".", *, include: Sequence[str] = (),
              filters: Sequence[str] = (), overwrite: bool = False, keys: Sequence[str | Path] = (),
              trust: Trust | None = None, policy: Policy | str | Path | None = None,
-             max_size: int | None = None) -> PullResult:
+             max_size: int | None = None, decryption_keys: Sequence[str] = ()) -> PullResult:
         """Fetch (verified) and restore an artifact's files. ``filters``: weights, config, docs, code, dataset.
 
         With ``keys`` (public key files), ``trust`` or ``policy`` the signatures are verified first and exactly the
         verified digest is pulled (``result.verification`` says what verified). ``max_size``: the most bytes the
         restored files may add up to, replacing the default bound (the sizes the artifact declares; a gzip tar layer
-        may expand :data:`~ociart.limits.GZIP_RATIO` times)."""
+        may expand :data:`~ociart.limits.GZIP_RATIO` times). ``decryption_keys`` (``KEY.pem[:PASSWORD]``; the CLI also
+        ``OCIART_DECRYPTION_KEY``, comma-separated) open encrypted layers; they are needed only for encrypted layers
+        the filters select."""
+        from .encryption import decryption_keys as load_keys
         from .packaging.unpack import check_filters
         from .packaging.unpack import pull as unpack
 
         check_filters(filters)
+        dec_keys = load_keys(decryption_keys)
         checked = None
         started = time.monotonic()
         with self._progress() as progress:
@@ -503,7 +520,7 @@ class Client:
             cleaned: list[str] = []
             files = unpack(self.target(pinned), pinned.repository, node, Path(out_dir), filters=filters,
                            include=include, overwrite=overwrite, concurrency=self.concurrency, progress=progress,
-                           max_size=max_size, cleaned=cleaned)
+                           max_size=max_size, cleaned=cleaned, decryption_keys=dec_keys)
             progress.event("done", digest=pinned.digest, files=len(files),
                            bytes=sum(f.size for f in files if not f.skipped),
                            seconds=round(time.monotonic() - started, 3))
@@ -515,7 +532,7 @@ class Client:
               require_attestations: Sequence[str] = (), verify: bool = True, filters: Sequence[str] = (),
               include: Sequence[str] = (), verify_files: bool = False, replace: bool = True,
               cache: str | Path | None = None, link: bool = False,
-              cache_max_size: int | None = None) -> FetchResult:
+              cache_max_size: int | None = None, decryption_keys: Sequence[str] = ()) -> FetchResult:
         """Deploy-time fetch (``ociart fetch``): resolve once, verify once, fetch by digest into ``out_dir``
         atomically and idempotently, optionally through a node cache; see :func:`ociart.deploy.fetch.fetch`."""
         from .deploy.fetch import fetch
@@ -524,7 +541,7 @@ class Client:
             return fetch(self, str(ref), out_dir, keys=keys, trust=trust, policy=policy,
                          require_attestations=require_attestations, verify=verify, filters=filters,
                          include=include, verify_files=verify_files, replace=replace, cache=cache, link=link,
-                         cache_max_size=cache_max_size, progress=progress)
+                         cache_max_size=cache_max_size, progress=progress, decryption_keys=decryption_keys)
 
     def _image_manifest(self, ref: str | Reference) -> tuple[Reference, Manifest]:
         """Resolve once; follow an index with a single child; return the pinned ref and the image manifest."""
@@ -567,6 +584,7 @@ class Client:
             child = choose_platform(node)
             image = target.get_manifest(pinned.repository, child.digest).parse() if child is not None else node
         if isinstance(image, Manifest):
+            from .encryption import is_encrypted, plain_media_type, recipient_count
             from .oci.mediatypes import IMAGE_CONFIG_TYPES, IMAGE_LAYER_TYPES
             from .packaging.image import L_MOUNT_PATH
             from .packaging.kinds import category, detect_kind, is_tar
@@ -585,7 +603,7 @@ class Client:
                 except ValueError:
                     config = None
             if image.config.mediaType in IMAGE_CONFIG_TYPES and any(
-                    layer.mediaType in IMAGE_LAYER_TYPES for layer in image.layers):
+                    plain_media_type(layer.mediaType) in IMAGE_LAYER_TYPES for layer in image.layers):
                 form = "image"
                 kind = detect_kind(image.artifactType, image.config.mediaType, image.annotations or {})
                 labels = (config.get("config") or {}).get("Labels") if isinstance(config, dict) else None
@@ -598,7 +616,9 @@ class Client:
                 packed = is_tar(layer.mediaType) and layer.title is None
                 files.append(FileInfo(path=path,
                                       size=layer.size, digest=layer.digest, mediaType=layer.mediaType,
-                                      category=category(layer.mediaType), packed=packed))
+                                      category=category(layer.mediaType), packed=packed,
+                                      encrypted=is_encrypted(layer),
+                                      recipients=recipient_count(layer) if is_encrypted(layer) else None))
         from .packaging.image import form_links
 
         return Inspection(reference=str(pinned), descriptor=content.descriptor(), kind=kind,
@@ -693,8 +713,11 @@ class Client:
         target.delete_tag(r.repository, r.tag)
         return DeleteResult(reference=str(r), digest=digest, tags=[r.tag], tag_only=True)
 
-    def copy(self, src: str | Reference, dst: str | Reference, *, referrers: bool = True) -> Descriptor:
-        """Copy an artifact with its referrers (signatures, attestations, provenance, reports) unless told not to."""
+    def copy(self, src: str | Reference, dst: str | Reference, *, referrers: bool = True,
+             decryption_keys: Sequence[str] = ()) -> Descriptor:
+        """Copy an artifact with its referrers (signatures, attestations, provenance, reports) unless told not to.
+        With ``decryption_keys`` an artifact with encrypted layers is decrypted instead (as :meth:`decrypt`: a new
+        digest, no referrers); one with nothing encrypted is copied unchanged."""
         s, d = (parse_reference(x) if isinstance(x, str) else x for x in (src, dst))
         self._bind_credentials(s, d)  # credentials without registry= are for both registries of a copy
         if d.digest and s.digest and d.digest != s.digest:
@@ -704,8 +727,18 @@ class Client:
         root = src_t.resolve(s.repository, s.reference)
         tag = d.tag or (s.tag if not d.digest else None) or (None if s.digest else "latest")
         with self._progress() as progress:
-            content = copy_graph(src_t, s.repository, dst_t, d.repository, root, tag=tag,
-                                 concurrency=self.concurrency, progress=progress, referrers=referrers)
+            if decryption_keys:
+                from .encryption import decrypt_graph
+                from .encryption import decryption_keys as load_keys
+
+                content = decrypt_graph(src_t, s.repository, dst_t, d.repository, root, load_keys(decryption_keys),
+                                        tag=tag, concurrency=self.concurrency, progress=progress,
+                                        referrers=referrers)
+                if content.digest != root.digest:
+                    return content.descriptor()  # decrypted: a new artifact, the signatures are of the old one
+            else:
+                content = copy_graph(src_t, s.repository, dst_t, d.repository, root, tag=tag,
+                                     concurrency=self.concurrency, progress=progress, referrers=referrers)
         if referrers:  # legacy cosign signatures live at a tag, not in the referrers graph
             from .signing.legacy import copy_legacy
 
@@ -745,6 +778,49 @@ class Client:
                        str(d.with_digest(content.digest)))
         return PushResult(**content.descriptor().model_dump(exclude_none=True),
                           reference=str(d.with_digest(content.digest)))
+
+    def _rewrite_refs(self, src: str | Reference, dst: str | Reference
+                      ) -> tuple[Reference, Reference, Target, Target, Descriptor, str | None]:
+        s, d = (parse_reference(x) if isinstance(x, str) else x for x in (src, dst))
+        self._bind_credentials(s, d)
+        if d.digest:
+            raise UsageError(f"{d}: the result has a new digest; give a tag")
+        src_t = self.target(s, create=False)
+        dst_t = self.target(d)
+        root = src_t.resolve(s.repository, s.reference)
+        return s, d, src_t, dst_t, root, d.tag or s.tag or "latest"
+
+    def encrypt(self, src: str | Reference, dst: str | Reference, *, recipients: Sequence[str],
+                filters: Sequence[str] = (), decryption_keys: Sequence[str] = (), rotate: bool = False) -> Descriptor:
+        """Write ``dst``: ``src`` with its layers encrypted for exactly ``recipients`` (docs/encryption.md).
+
+        Plaintext layers ``filters`` selects are encrypted; already encrypted layers have their keys re-wrapped
+        (needs one current recipient's key in ``decryption_keys``; the blobs are shared) or, with ``rotate``,
+        are re-encrypted with fresh keys (the way to revoke)."""
+        from .encryption import EncryptionPlan, decryption_keys as load_keys, encrypt_graph
+
+        plan = EncryptionPlan.of(recipients, filters)
+        if plan is None:
+            raise UsageError("ociart encrypt needs at least one --encrypt-recipient")
+        keys = load_keys(decryption_keys)
+        s, d, src_t, dst_t, root, tag = self._rewrite_refs(src, dst)
+        with self._progress() as progress:
+            content = encrypt_graph(src_t, s.repository, dst_t, d.repository, root, plan, keys=keys, rotate=rotate,
+                                    tag=tag, concurrency=self.concurrency, progress=progress)
+        return content.descriptor()
+
+    def decrypt(self, src: str | Reference, dst: str | Reference, *, decryption_keys: Sequence[str] = ()
+                ) -> Descriptor:
+        """Write ``dst``: ``src`` with every encrypted layer replaced by its plaintext (HMAC- and digest-checked).
+        With nothing encrypted, ``src`` is copied as it is."""
+        from .encryption import decrypt_graph, decryption_keys as load_keys
+
+        keys = load_keys(decryption_keys)
+        s, d, src_t, dst_t, root, tag = self._rewrite_refs(src, dst)
+        with self._progress() as progress:
+            content = decrypt_graph(src_t, s.repository, dst_t, d.repository, root, keys, tag=tag,
+                                    concurrency=self.concurrency, progress=progress)
+        return content.descriptor()
 
     def sign(self, ref: str | Reference, signer: SignWith, *, legacy_signature: str = "always",
              annotations: Mapping[str, str] | None = None) -> SignResult:

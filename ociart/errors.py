@@ -8,7 +8,8 @@
 | 3    | NotFoundError       | repository, tag, manifest, blob or file not found           |
 | 4    | AuthError           | missing or wrong credentials, access denied                 |
 | 5    | VerificationError   | digest or size mismatch, malformed or oversized content,    |
-|      |                     | unsafe path                                                 |
+|      |                     | unsafe path, encrypted layer without a fitting key or with  |
+|      |                     | a bad HMAC (DecryptionError)                                |
 | 6    | NetworkError        | connection, TLS or timeout failure after retries; a host    |
 |      |                     | that does not resolve or refuses (UnreachableError)         |
 | 7    | ConflictError       | compare-and-set lost: the tag is elsewhere (another writer) |
@@ -81,6 +82,18 @@ class UnsafePathError(VerificationError):
     """A file name in an artifact would be written outside the target directory."""
 
     kind = "unsafe-path"
+
+
+class DecryptionError(VerificationError):
+    """An encrypted layer cannot be opened: no key given, none of the keys is a recipient, malformed options."""
+
+    kind = "decryption"
+
+
+class HmacMismatchError(DecryptionError):
+    """An encrypted layer's HMAC does not match its ciphertext (altered, or encrypted under another key)."""
+
+    kind = "hmac-mismatch"
 
 
 class NetworkError(OciartError):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from . import cancel, limits
 from .cache import DigestCache, StatKey, check_unchanged, stat_key
@@ -33,6 +33,9 @@ from .targets.base import Target, bytes_opener
 from .targets.layout import LayoutTarget
 from .targets.referrers import attach, attach_many, list_referrers
 from .text import escaped_name
+
+if TYPE_CHECKING:
+    from .encryption import EncryptionPlan
 
 log = logging.getLogger("ociart")
 T = TypeVar("T")
@@ -278,6 +281,27 @@ def collect_files(paths: Sequence[str | Path], cwd: Path | None = None, *,
     return specs
 
 
+def push_file_encrypted(target: Target, repo: str, path: Path, media_type: str, annotations: dict[str, str] | None,
+                        plan: EncryptionPlan, cache: DigestCache, progress: Progress | None, label: str,
+                        expected: StatKey | None = None) -> tuple[Descriptor, str]:
+    """Push one file as an encrypted layer (:func:`ociart.encryption.push_encrypted`: a fresh layer key, so nothing
+    is skipped or mounted); returns its descriptor and the plaintext digest, which the digest cache learns. The file
+    must be unchanged at the end, as in :func:`push_file_cached`."""
+    from .encryption import push_encrypted
+    from .targets.base import file_opener
+
+    before = expected or stat_key(path)
+    if before is None:
+        raise NotFoundError(f"{path}: no such file")
+    cb = progress.task(label, before[3]) if progress else None
+    desc, plain = push_encrypted(target, repo, media_type, annotations, file_opener(path), plan.recipients, cb)
+    check_unchanged(path, before)
+    known = cache.get(path)
+    if known is None or known[0] != plain:
+        cache.put(path, plain, before)
+    return desc, plain
+
+
 def push_file_cached(target: Target, repo: str, path: Path, media_type: str, cache: DigestCache, prehash: bool,
                      progress: Progress | None, label: str, expected: StatKey | None = None) -> Descriptor:
     """Push one file, using the digest cache: a known digest is HEAD-checked and skipped when present; an unknown
@@ -318,15 +342,24 @@ def push_files(target: Target, repo: str, tag: str | None, files: Sequence[FileS
                artifact_type: str | None = None, annotations: dict[str, str] | None = None,
                config: tuple[Path, str] | None = None, concurrency: int = 4,
                progress: Progress | None = None, cache: DigestCache | None = None,
-               manifest_annotations_extra: dict[str, str] | None = None, prehash: bool = False) -> Content:
+               manifest_annotations_extra: dict[str, str] | None = None, prehash: bool = False,
+               encryption: EncryptionPlan | None = None) -> Content:
+    """One layer per file (``encryption``: the layers it selects are encrypted; the config never is)."""
     cache = cache if cache is not None else DigestCache()
 
-    def push_one(path: Path, media_type: str, annotations: dict[str, str] | None) -> Descriptor:
+    def push_one(path: Path, media_type: str, annotations: dict[str, str] | None,
+                 encrypt: bool = False) -> Descriptor:
+        if encrypt and encryption is not None and encryption.selects(media_type):
+            return push_file_encrypted(target, repo, path, media_type, annotations, encryption, cache, progress,
+                                       path.name)[0]
         out = push_file_cached(target, repo, path, media_type, cache, prehash, progress, path.name)
         return Descriptor(mediaType=media_type, digest=out.digest, size=out.size, annotations=annotations)
 
+    if encryption is not None:
+        encryption.require_any([f.media_type for f in files])
     with target.writing():
-        layers = parallel(lambda f: push_one(f.path, f.media_type, {ANNOTATION_TITLE: f.title}), files, concurrency)
+        layers = parallel(lambda f: push_one(f.path, f.media_type, {ANNOTATION_TITLE: f.title}, True), files,
+                          concurrency)
         config_desc = push_one(config[0], config[1], None) if config is not None else None
         if config is None and not artifact_type:
             artifact_type = DEFAULT_ARTIFACT_TYPE

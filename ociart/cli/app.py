@@ -65,6 +65,13 @@ IssuerReOpt = Annotated[Optional[str], typer.Option(
 PolicyOpt = Annotated[Optional[Path], typer.Option("--policy", help="Verification policy file (YAML).")]
 RequireOpt = Annotated[list[str], typer.Option(
     "--require-attestation", help="Predicate type URI of an attestation that must verify (repeatable).")]
+# encryption (ocicrypt; docs/encryption.md)
+RecipientOpt = Annotated[list[str], typer.Option(
+    "--encrypt-recipient", help="Encrypt layers for this public key: jwe:PUB.pem, RSA or EC (repeatable).")]
+EncFilterOpt = Annotated[list[str], typer.Option(
+    "--encrypt-filter", help="Layers to encrypt: weights,config,docs,code,dataset or all (default weights,dataset).")]
+DecKeyOpt = Annotated[list[str], typer.Option(
+    "--decryption-key", help="Private key KEY.pem[:PASSWORD] that opens encrypted layers (repeatable).")]
 
 
 def _password(stdin: bool) -> str | None:
@@ -200,6 +207,7 @@ def push(
         "--sign", help="Sign the artifact and its provenance (signed attestation instead of the unsigned one).")] = False,
     key: KeyOpt = None, identity_token: TokenOpt = None, trust_config: TrustOpt = None,
     legacy_signature: LegacyOpt = "always",
+    encrypt_recipient: RecipientOpt = [], encrypt_filter: EncFilterOpt = [],  # noqa: B006
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -238,7 +246,8 @@ def push(
                       small_file_threshold=small_file_threshold, lineage=lineage, subject=subject, sign=signer,
                       legacy_signature=legacy_signature, follow_symlinks=follow_symlinks, as_image=as_image,
                       mount_path=mount_path, platforms=[p for v in platform for p in v.split(",") if p.strip()],
-                      base=base, with_image=with_image)
+                      base=base, with_image=with_image, encrypt_recipients=encrypt_recipient,
+                      encrypt_filter=encrypt_filter)
     if as_json:
         _out(desc)
     else:
@@ -258,7 +267,7 @@ def pull(
         help="Bytes the restored files may add up to (default: what the artifact declares).")] = None,
     verify_key: Annotated[list[str], typer.Option(
         "--verify-key", help="Verify the signature with this public key before pulling (repeatable).")] = [],  # noqa: B006
-    policy: PolicyOpt = None,
+    policy: PolicyOpt = None, decryption_key: DecKeyOpt = [],  # noqa: B006
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
     quiet: QuietOpt = False, log_format: LogFormatOpt = "text", mirror: MirrorOpt = [],  # noqa: B006
@@ -269,7 +278,7 @@ def pull(
     with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json, quiet,
                  log_format, mirror) as c:
         result = c.pull(ref, output, include=include, filters=filter_, overwrite=overwrite, keys=verify_key,
-                        policy=policy, max_size=max_size)
+                        policy=policy, max_size=max_size, decryption_keys=decryption_key)
     if result.verification is not None and not as_json:
         _err(f"verified {result.digest}: {len(result.verification.signatures)} signature(s)")
     if result.cleaned:
@@ -411,11 +420,14 @@ def copy(
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
     no_referrers: Annotated[bool, typer.Option(
         "--no-referrers", help="Do not copy signatures, attestations, provenance and reports along.")] = False,
+    decryption_key: DecKeyOpt = [],  # noqa: B006
     quiet: QuietOpt = False,
 ) -> None:
-    """Copy an artifact (manifest bytes and digest unchanged) with its referrers between registries and layouts."""
+    """Copy an artifact (manifest bytes and digest unchanged) with its referrers between registries and layouts.
+
+    With --decryption-key the copy is decrypted instead (as ociart decrypt: a new digest, no referrers)."""
     with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json, quiet) as c:
-        desc = c.copy(src, dst, referrers=not no_referrers)
+        desc = c.copy(src, dst, referrers=not no_referrers, decryption_keys=decryption_key)
     if as_json:
         _out(desc)
     else:
@@ -656,6 +668,7 @@ METAVARS = {
     "--certificate-oidc-issuer-regexp": "REGEXP", "--require-attestation": "URI", "--repo": "REPO", "--depth": "N",
     "--output-key-prefix": "PREFIX", "--expect": "DIGEST|absent", "--cache": "DIR", "--cache-max-size": "BYTES",
     "--log-format": "text|json", "--mirror": "HOST[:PORT]",
+    "--encrypt-recipient": "jwe:PUB.pem", "--encrypt-filter": "PARTS|all", "--decryption-key": "KEY.pem[:PASSWORD]",
 }
 #: Metavars of positional arguments by parameter name (else the name in capitals).
 ARG_METAVARS = {"paths": "PATH", "old": "OLD", "new": "NEW", "tags": "TAG", "where": "HOST|REPO|oci:PATH", "dest": "DIR"}
@@ -682,6 +695,9 @@ EXAMPLES = {
     "tag": "ociart tag localhost:5000/models/bert:v1 prod stable",
     "ls": "ociart ls localhost:5000/models/bert",
     "fetch": "ociart fetch localhost:5000/models/bert:v1 -o /models --policy /etc/ociart/policy.yaml",
+    "encrypt": "ociart encrypt localhost:5000/models/bert:v1 localhost:5000/models/bert:v1-enc "
+               "--encrypt-recipient jwe:team.pub.pem",
+    "decrypt": "ociart decrypt localhost:5000/models/bert:v1-enc oci:./plain:v1 --decryption-key team.pem",
 }
 ENV_PREFIX = "OCIART_"
 
@@ -838,3 +854,4 @@ def run(argv: list[str]) -> int:
 from . import fetch as _fetch  # noqa: E402,F401 - registers `ociart fetch`
 from . import convert as _convert  # noqa: E402,F401 - registers `ociart convert`
 from . import promote as _promote  # noqa: E402,F401 - registers `ociart promote`, `rollback`, `history`, `audit`
+from . import crypt as _crypt  # noqa: E402,F401 - registers `ociart encrypt`, `ociart decrypt`

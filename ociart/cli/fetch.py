@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UsageError
-from .app import (CaOpt, ConcOpt, IdentityOpt, IdentityReOpt, InsecureOpt, IssuerOpt, IssuerReOpt, JsonOpt,
+from .app import (CaOpt, ConcOpt, DecKeyOpt, IdentityOpt, IdentityReOpt, InsecureOpt, IssuerOpt, IssuerReOpt, JsonOpt,
                   LogFormatOpt, MirrorOpt, PassStdinOpt, PlainOpt, PolicyOpt, QuietOpt, RequireOpt, TrustOpt, UserOpt, _client,
                   _err, _out, _trust, app)
 
@@ -42,6 +42,7 @@ def fetch(
         "--link", help="Hardlink files from the cache (same filesystem; they share the cache's inodes).")] = False,
     cache_max_size: Annotated[Optional[int], typer.Option(
         "--cache-max-size", min=0, help="Evict least recently used unreferenced cache blobs down to BYTES.")] = None,
+    decryption_key: DecKeyOpt = [],  # noqa: B006
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
     quiet: QuietOpt = False, log_format: LogFormatOpt = "text", mirror: MirrorOpt = [],  # noqa: B006
@@ -69,7 +70,7 @@ def fetch(
                  log_format, mirror) as c:
         result = c.fetch(ref, out, trust=trust, policy=pol, require_attestations=require, verify=not no_verify,
                          filters=filter_, include=include, verify_files=verify_files, replace=not no_replace,
-                         cache=cache, link=link, cache_max_size=cache_max_size)
+                         cache=cache, link=link, cache_max_size=cache_max_size, decryption_keys=decryption_key)
     if as_json:
         _out(result)
         return

@@ -87,9 +87,16 @@ def print_inspection(info: Inspection, stream: TextIO | None = None) -> None:
         lines += [f"  {k} = {v}" for k, v in sorted(annotations.items())]
     out.write("\n".join(escape(line) for line in lines) + "\n")
     if "layers" in m or info.form == "image":
-        table(out, "layers", ("file", "part", "mediaType", "size", "digest"),
-              [(f.path, f.category or "", f.mediaType, _size(f.size), _digest(f.digest, tty)) for f in info.files])
-        out.write(f"{len(info.files)} layer(s), {_size(sum(f.size for f in info.files))}\n")
+        rows = [(f.path, f.category or "", f.mediaType, _size(f.size), _digest(f.digest, tty)) for f in info.files]
+        encrypted = [f for f in info.files if f.encrypted]
+        if encrypted:  # ocicrypt layers: which, and for how many recipients (read without a key)
+            table(out, "layers", ("file", "part", "mediaType", "size", "digest", "encryption"),
+                  [(*row, f"encrypted ({f.recipients} recipient{'s' if f.recipients != 1 else ''})"
+                    if f.encrypted else "") for row, f in zip(rows, info.files, strict=True)])
+        else:
+            table(out, "layers", ("file", "part", "mediaType", "size", "digest"), rows)
+        out.write(f"{len(info.files)} layer(s), {_size(sum(f.size for f in info.files))}"
+                  + (f", {len(encrypted)} encrypted" if encrypted else "") + "\n")
     children = m.get("manifests")
     if isinstance(children, list):
         rows = []

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
+from ..encryption import DecryptionKey, open_layers
 from ..errors import LocalIOError, OverwriteError, UnsafePathError, UsageError
 from ..fsutil import publish, temp_file
 from ..oci import Descriptor
@@ -210,14 +211,19 @@ def fetch(client: Client, ref: str, out_dir: str | Path, *, keys: Sequence[str |
           require_attestations: Sequence[str] = (), verify: bool = True, filters: Sequence[str] = (),
           include: Sequence[str] = (), verify_files: bool = False, replace: bool = True,
           cache: str | Path | None = None, link: bool = False, cache_max_size: int | None = None,
-          progress: Progress | None = None) -> FetchResult:
+          progress: Progress | None = None, decryption_keys: Sequence[str] = ()) -> FetchResult:
     """Fetch ``ref`` (``REF`` or ``oci+ociart://REF``) into ``out_dir``, verified, atomically and idempotently.
 
     ``verify`` (the default) needs ``keys``, ``trust`` or ``policy``: without them this is a usage error naming the
     options and ``--no-verify``. ``replace=False`` refuses when ``out_dir`` holds another digest. ``cache``: the node
     cache directory; ``link``: hardlink files from it (same filesystem; they then share the cache's inodes);
     ``cache_max_size``: evict least recently used unreferenced blobs down to that many bytes afterwards.
+    ``decryption_keys`` (``KEY.pem[:PASSWORD]``) open encrypted layers (docs/encryption.md): every selected one is
+    opened before anything in ``out_dir`` changes, and decrypted (HMAC-checked) in the staging store.
     """
+    from ..encryption import decryption_keys as load_keys
+
+    keys_dec = load_keys(decryption_keys)
     started = time.monotonic()
     progress = progress if progress is not None else Progress(False)
     filters = check_filters(filters)
@@ -247,7 +253,7 @@ def fetch(client: Client, ref: str, out_dir: str | Path, *, keys: Sequence[str |
         raise LocalIOError(f"cannot create {out / META}: {exc.strerror or exc}") from None
     with _locked(out):  # one fetch at a time per DIR: the marker, the replacement and the placing are its own
         return _fetch_locked(client, target, pinned, digest, out, verification, filters, list(include),
-                             verify_files, replace, cache, link, cache_max_size, progress, started)
+                             verify_files, replace, cache, link, cache_max_size, progress, started, keys_dec)
 
 
 @contextmanager
@@ -266,7 +272,7 @@ def _locked(out: Path) -> Iterator[None]:
 def _fetch_locked(client: Client, target: Target, pinned: Reference, digest: str, out: Path,
                   verification: Verification | None, filters: list[str], include: list[str], verify_files: bool,
                   replace: bool, cache: str | Path | None, link: bool, cache_max_size: int | None,
-                  progress: Progress, started: float) -> FetchResult:
+                  progress: Progress, started: float, decryption_keys: Sequence[DecryptionKey] = ()) -> FetchResult:
     old = read_marker(out)
     # a replacement that was interrupted: its old files are still the ones to remove
     pending = old if old is not None else read_marker(out, REPLACING)
@@ -287,6 +293,7 @@ def _fetch_locked(client: Client, target: Target, pinned: Reference, digest: str
     for e in entries:
         if e.rel is not None and e.rel.parts[0] == META:
             raise UnsafePathError(f"artifact file {str(e.rel)!r} would land in fetch's own directory {META}/")
+    open_layers([e.desc for e in entries], decryption_keys)  # a missing or wrong key fails before DIR changes
     node_cache = NodeCache(Path(cache)) if cache is not None else None
     _check_space(out, [(e.desc, e.tar) for e in entries], node_cache, link)
     wanted = list({e.desc.digest: e.desc for e in entries}.values())
@@ -299,7 +306,8 @@ def _fetch_locked(client: Client, target: Target, pinned: Reference, digest: str
         if pending is not None:
             replaced.extend(_remove_files(out, pending))
         return unpack(source, "", node, out, filters=filters, include=include, concurrency=client.concurrency,
-                      cleaned=cleaned, staging=STAGING, link=hardlink, view=view)
+                      cleaned=cleaned, staging=STAGING, link=hardlink, view=view,
+                      decryption_keys=decryption_keys)
 
     result = FetchResult(reference=str(pinned), digest=digest, output=str(out), files=[], verification=verification)
     if node_cache is not None:

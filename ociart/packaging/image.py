@@ -38,10 +38,11 @@ from ..targets.base import Target
 from ..transfer import copy_blobs, parallel, push_manifest
 from .kinds import KIND_SPECS, Kind, weight_format
 from .metadata import Metadata, build_config, created_timestamp, manifest_annotations
-from .pack import DEFAULT_SMALL_FILE_THRESHOLD, plan, push_layer
+from .pack import DEFAULT_SMALL_FILE_THRESHOLD, _role_media_type, plan, push_layer
 from .tarlayer import TarMember, iter_tar, restream
 
 if TYPE_CHECKING:
+    from ..encryption import EncryptionPlan
     from .unpack import Entry
 
 #: Image config labels (``config.Labels``) of the image form; they travel with the config when another tool copies
@@ -161,8 +162,11 @@ def push_image(target: Target, repo: str, tag: str | None, root: Path, kind: Kin
                threshold: int = DEFAULT_SMALL_FILE_THRESHOLD, annotations: dict[str, str] | None = None,
                base_annotations: dict[str, str] | None = None, prehash: bool = False, concurrency: int = 4,
                progress: Progress | None = None, cache: DigestCache | None = None,
-               follow_symlinks: bool = False) -> Content:
-    """Pack ``root`` as the image form and push it; returns the image index content (tagged ``tag``)."""
+               follow_symlinks: bool = False, encryption: EncryptionPlan | None = None) -> Content:
+    """Pack ``root`` as the image form and push it; returns the image index content (tagged ``tag``).
+    ``encryption``: the layers it selects by role (weights and datasets by default) are pushed as
+    ``application/vnd.oci.image.layer.v1.tar+encrypted`` (ocicrypt; docs/encryption.md), once for every platform;
+    ``rootfs.diff_ids`` name the plaintext tars, as ocicrypt readers expect."""
     if kind is Kind.GENERIC:
         raise UsageError("--as-image packs a typed artifact: add --kind model (or another kind)")
     mount = mount_path(mount)
@@ -170,11 +174,14 @@ def push_image(target: Target, repo: str, tag: str | None, root: Path, kind: Kin
     cache = cache if cache is not None else DigestCache()
     p = plan(root, kind, threshold, follow_symlinks)
     prefix = mount.lstrip("/")
+    if encryption is not None:
+        encryption.require_any([_role_media_type(kind, lp) for lp in p.layers])
     with target.writing():
-        descs = parallel(lambda lp: push_layer(target, repo, kind, lp, cache, progress, prehash, prefix), p.layers,
-                         concurrency)
+        pushed = parallel(lambda lp: push_layer(target, repo, kind, lp, cache, progress, prehash, prefix,
+                                                encryption), p.layers, concurrency)
+        descs = [d for d, _ in pushed]
         created = created_timestamp(reproducible, p.newest_mtime)
-        diff_ids = [d.digest for d in descs]  # uncompressed: digest == diff_id
+        diff_ids = [diff for _, diff in pushed]  # uncompressed plaintext: digest == diff_id unless encrypted
         weights = [e.rel for lp in p.layers for e in lp.files if e.role == "weight"]
         typed = build_config(kind.value, meta, created, diff_ids, p.files, p.size, weight_format(weights)) \
             if KIND_SPECS[kind].config_media_type is not None else b"{}"
@@ -182,16 +189,17 @@ def push_image(target: Target, repo: str, tag: str | None, root: Path, kind: Kin
         names = [lp.filepath + ("/ (small files)" if lp.tar else "") for lp in p.layers]
         return write_image(target, repo, tag, descs, names, mount=mount, typed_config=typed, annotations=notes,
                            created=created, platforms=wanted, base=base, concurrency=concurrency,
-                           progress=progress)
+                           progress=progress, diff_ids=diff_ids)
 
 
 def write_image(target: Target, repo: str, tag: str | None, layers: Sequence[Descriptor], names: Sequence[str], *,
                 mount: str, typed_config: bytes, annotations: dict[str, str], created: str | None,
                 platforms: Sequence[Platform], base: BaseImage | None, concurrency: int = 4,
-                progress: Progress | None = None) -> Content:
+                progress: Progress | None = None, diff_ids: Sequence[str] | None = None) -> Content:
     """The image form's configs, manifests (one per platform, through :func:`~ociart.transfer.push_manifest`) and
-    index over ``layers`` (uncompressed tars already stored; ``names`` for the history)."""
-    diff_ids = [d.digest for d in layers]
+    index over ``layers`` (uncompressed tars already stored; ``names`` for the history; ``diff_ids`` of the
+    plaintext tars when some layers are encrypted, else their digests)."""
+    diff_ids = list(diff_ids) if diff_ids is not None else [d.digest for d in layers]
     labels = {**annotations, L_MOUNT_PATH: mount, L_CONFIG: typed_config.decode("utf-8", "replace")}
     history = [History(created=created, created_by=f"ociart push --as-image: {name}") for name in names]
     children: list[Descriptor] = []
@@ -237,6 +245,9 @@ def convert_to_image(src: Target, src_repo: str, manifest: Manifest, dst: Target
     wanted = _platforms(platforms, base)
     if image_view(src, src_repo, manifest) is not None:
         raise UsageError("the source is already an image (its layers are image layers); copy it instead")
+    if any(layer.mediaType.endswith("+encrypted") for layer in manifest.layers):
+        raise UsageError("the source has encrypted layers: convert its decrypted copy (ociart decrypt), then "
+                         "ociart encrypt the image")
     entries = select(manifest)
     if not entries:
         raise UsageError("the source has no named files to convert")

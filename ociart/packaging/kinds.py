@@ -156,6 +156,8 @@ _CATEGORY_PATTERNS: list[tuple[re.Pattern[str], str]] = [
 
 
 def category(media_type: str) -> str | None:
+    """The filter category of a layer type; an encrypted layer (``+encrypted``) has its plain type's."""
+    media_type = media_type.removesuffix("+encrypted")
     for pattern, cat in _CATEGORY_PATTERNS:
         if pattern.search(media_type):
             return cat
@@ -163,6 +165,7 @@ def category(media_type: str) -> str | None:
 
 
 def is_tar(media_type: str) -> bool:
+    media_type = media_type.removesuffix("+encrypted")
     return bool(re.search(r"[.+]tar(\+gzip|\+zstd)?\Z", media_type)) or media_type.endswith(".tar")
 
 

@@ -9,6 +9,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..cache import DigestCache, StatKey, check_unchanged, is_racy, key_of
 from ..errors import UsageError
@@ -16,7 +17,7 @@ from ..oci.digest import Digester
 from ..oci import EMPTY_JSON_DIGEST, OCI_LAYER, Content, Descriptor
 from ..progress import Progress
 from ..targets.base import Target
-from ..transfer import check_local_file, parallel, push_file_cached, push_manifest
+from ..transfer import check_local_file, parallel, push_file_cached, push_file_encrypted, push_manifest
 from .kinds import (
     KIND_SPECS,
     REPORT_METRICS,
@@ -40,6 +41,9 @@ from .metadata import (
     manifest_annotations,
 )
 from .tarlayer import TarMember, iter_tar, normal_mode
+
+if TYPE_CHECKING:
+    from ..encryption import EncryptionPlan
 
 #: Files under this size that share a directory and a role are packed into one tar layer.
 DEFAULT_SMALL_FILE_THRESHOLD = 1 << 20
@@ -167,24 +171,34 @@ def _tar_key(layer: LayerPlan, prefix: str = "") -> str | None:
 
 
 def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: DigestCache,
-               progress: Progress | None, prehash: bool = False, image_prefix: str | None = None) -> Descriptor:
-    """Push one layer. ``prehash``: hash files the cache does not know before sending, so blobs the repository
-    already has (an earlier version in another directory) are skipped instead of streamed.
+               progress: Progress | None, prehash: bool = False, image_prefix: str | None = None,
+               encryption: EncryptionPlan | None = None) -> tuple[Descriptor, str]:
+    """Push one layer; returns its descriptor and its plaintext digest (the ModelPack ``diffId`` and the image
+    form's ``rootfs.diff_ids``: the same unless the layer is encrypted). ``prehash``: hash files the cache does not
+    know before sending, so blobs the repository already has (an earlier version in another directory) are skipped
+    instead of streamed.
 
     ``image_prefix`` (the image form, :mod:`ociart.packaging.image`): every layer, a single file too, is an
-    uncompressed tar (``application/vnd.oci.image.layer.v1.tar``) whose members are named ``prefix/<path>``."""
+    uncompressed tar (``application/vnd.oci.image.layer.v1.tar``) whose members are named ``prefix/<path>``.
+    ``encryption``: the layers it selects (by their role, in both forms) are encrypted (:mod:`ociart.encryption`)
+    with fresh keys."""
     if not layer.tar and image_prefix is None:
         e = layer.files[0]
-        out = push_file_cached(target, repo, e.path, _raw_media_type(kind, e), cache, prehash, progress, e.rel,
-                               e.stat)
+        media_type = _raw_media_type(kind, e)
         annotations = {A_TITLE: e.rel, A_FILEPATH: e.rel,
                        A_FILE_METADATA: file_metadata(os.path.basename(e.rel), e.mode, e.size)}
         if e.untested:
             annotations[A_UNTESTED] = "true"
-        return Descriptor(mediaType=out.mediaType, digest=out.digest, size=out.size, annotations=annotations)
+        if encryption is not None and encryption.selects(media_type):
+            return push_file_encrypted(target, repo, e.path, media_type, annotations, encryption, cache, progress,
+                                       e.rel, e.stat)
+        out = push_file_cached(target, repo, e.path, media_type, cache, prehash, progress, e.rel, e.stat)
+        return Descriptor(mediaType=out.mediaType, digest=out.digest, size=out.size, annotations=annotations), \
+            out.digest
     prefix = (image_prefix + "/") if image_prefix else ""
     members = [TarMember(m.path, prefix + m.rel, m.size, m.mode) for m in layer.files]
-    media_type = OCI_LAYER if image_prefix is not None else layer_media_type(kind, layer.role, "tar")
+    role_type = _role_media_type(kind, layer)
+    media_type = OCI_LAYER if image_prefix is not None else role_type
 
     def opener():  # type: ignore[no-untyped-def]
         from contextlib import contextmanager
@@ -195,6 +209,17 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
 
         return cm()
 
+    annotations = {A_FILEPATH: layer.filepath}  # the image form: for inspect (pull reads the members' names)
+    if image_prefix is None and any(m.untested for m in layer.files):
+        annotations[A_UNTESTED] = "true"
+    if encryption is not None and encryption.selects(role_type):
+        from ..encryption import push_encrypted
+
+        cb = progress.task(layer.filepath, sum(m.size for m in layer.files)) if progress else None
+        desc, plain = push_encrypted(target, repo, media_type, annotations, opener, encryption.recipients, cb)
+        for m in layer.files:
+            check_unchanged(m.path, m.stat)
+        return desc, plain
     key = _tar_key(layer, prefix)
     known = cache.get_key(key) if key else None
     if known is None and prehash:
@@ -213,12 +238,12 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
             cache.put_key(key, out.digest, out.size)
     for m in layer.files:  # the tar headers (size, mode) came from the walk's stat
         check_unchanged(m.path, m.stat)
-    annotations = {A_FILEPATH: layer.filepath}  # the image form: for inspect (pull reads the members' names)
-    if image_prefix is not None:
-        return Descriptor(mediaType=media_type, digest=out.digest, size=out.size, annotations=annotations)
-    if any(m.untested for m in layer.files):
-        annotations[A_UNTESTED] = "true"
-    return Descriptor(mediaType=media_type, digest=out.digest, size=out.size, annotations=annotations)
+    return Descriptor(mediaType=media_type, digest=out.digest, size=out.size, annotations=annotations), out.digest
+
+
+def _role_media_type(kind: Kind, layer: LayerPlan) -> str:
+    """The artifact-form media type of a planned layer: what --encrypt-filter chooses by, in both forms."""
+    return _raw_media_type(kind, layer.files[0]) if not layer.tar else layer_media_type(kind, layer.role, "tar")
 
 
 def push_directory(target: Target, repo: str, tag: str | None, root: Path, kind: Kind, meta: Metadata, *,
@@ -226,25 +251,31 @@ def push_directory(target: Target, repo: str, tag: str | None, root: Path, kind:
                    annotations: dict[str, str] | None = None, base_annotations: dict[str, str] | None = None,
                    subject: Descriptor | None = None, prehash: bool = False, concurrency: int = 4,
                    progress: Progress | None = None, cache: DigestCache | None = None,
-                   follow_symlinks: bool = False) -> Content:
+                   follow_symlinks: bool = False, encryption: EncryptionPlan | None = None) -> Content:
     """Pack ``root`` as an artifact of ``kind`` and push it; returns the manifest content.
 
     ``base_annotations`` (lineage) are overridden by metadata annotations, which ``annotations`` override.
     With ``subject`` (a report's evaluated model) the manifest is also attached as a referrer of it.
+    ``encryption``: encrypt the layers it selects (weights and datasets by default); the config stays readable and
+    its ``diffIds`` name the plaintext digests.
     """
     cache = cache if cache is not None else DigestCache()
     p = plan(root, kind, threshold, follow_symlinks)
     if kind is Kind.REPORT:
         meta = meta.model_copy(update={"metrics": {**report_metrics(root), **meta.metrics}})
+    if encryption is not None:
+        encryption.require_any([_role_media_type(kind, lp) for lp in p.layers])
     with target.writing():
-        descs = parallel(lambda lp: push_layer(target, repo, kind, lp, cache, progress, prehash), p.layers,
-                         concurrency)
+        pushed = parallel(lambda lp: push_layer(target, repo, kind, lp, cache, progress, prehash,
+                                                encryption=encryption),
+                          p.layers, concurrency)
+        descs = [d for d, _ in pushed]
         created = created_timestamp(reproducible, p.newest_mtime)
         spec = KIND_SPECS[kind]
         config: Content | None = None
         if spec.config_media_type is not None:
             weights = [e.rel for lp in p.layers for e in lp.files if e.role == "weight"]
-            config_bytes = build_config(kind.value, meta, created, [d.digest for d in descs], p.files, p.size,
+            config_bytes = build_config(kind.value, meta, created, [diff for _, diff in pushed], p.files, p.size,
                                         weight_format(weights))
             config = Content.of(config_bytes, spec.config_media_type)
             if config.digest == EMPTY_JSON_DIGEST:

@@ -8,6 +8,7 @@ every blob is verified and every tar member has passed the safety checks.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import fnmatch
 import json
@@ -24,8 +25,10 @@ from pathlib import Path, PurePosixPath
 from pydantic import BaseModel
 
 from .. import limits
-from ..errors import (AuthError, Interrupted, InvalidContentError, LocalIOError, NetworkError, OverwriteError,
-                      UnsafePathError, UsageError)
+from ..encryption import (DecryptionKey, LayerSecret, decrypt_file, is_encrypted, plain_media_type,
+                          unwrap)
+from ..errors import (AuthError, DecryptionError, Interrupted, InvalidContentError, LocalIOError, NetworkError,
+                      OverwriteError, UnsafePathError, UsageError)
 from ..oci import Descriptor, Manifest
 from ..oci.mediatypes import IMAGE_CONFIG_TYPES, IMAGE_LAYER_TYPES
 from ..oci.digest import sha256_file
@@ -33,13 +36,14 @@ from ..progress import Progress
 from ..safepath import DirTree, safe_dest, safe_relpath
 from ..targets.base import Target
 from ..targets.layout import LayoutTarget
-from ..transfer import copy_blobs
+from ..transfer import copy_blobs, parallel
 from .foreign import restored_names
 from .kinds import FILTERS, category, is_tar
 from .metadata import A_FILE_METADATA, A_FILEPATH, A_TITLE
 from .tarlayer import Budget, changeset, extract, member_digests, tar_mode
 
 LEGACY_FILEPATH = "org.cnai.model.filepath"
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 LEGACY_FILE_METADATA = "org.cnai.model.file.metadata+json"
 
 
@@ -88,7 +92,7 @@ def image_view(target: Target, repo: str, manifest: Manifest) -> ImageView | Non
     In an artifact (any other config) a titled layer stays a file, as ORAS writes them: oras-py gives plain files
     the type ``application/vnd.oci.image.layer.v1.tar``."""
     if manifest.config.mediaType not in IMAGE_CONFIG_TYPES or not any(
-            layer.mediaType in IMAGE_LAYER_TYPES for layer in manifest.layers):
+            plain_media_type(layer.mediaType) in IMAGE_LAYER_TYPES for layer in manifest.layers):  # or encrypted
         return None
     from ..signing.common import read_verified_blob
     from .image import DEFAULT_MOUNT_PATH, L_BASE_LAYERS, L_MOUNT_PATH, image_labels, mount_path
@@ -163,7 +167,7 @@ def select(manifest: Manifest, filters: Sequence[str] = (), include: Sequence[st
     names: set[str] = set()
     fixed = restored_names(manifest, {i for i, layer in enumerate(manifest.layers) if layer_path(layer)})
     for i, layer in enumerate(manifest.layers):
-        if view is not None and layer.mediaType in IMAGE_LAYER_TYPES:
+        if view is not None and plain_media_type(layer.mediaType) in IMAGE_LAYER_TYPES:
             if i >= view.skip:
                 chosen.append(Entry(layer, None, image=True))
             continue
@@ -195,7 +199,8 @@ def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filter
          include: Sequence[str] = (), overwrite: bool = False, concurrency: int = 4,
          progress: Progress | None = None, max_size: int | None = None,
          cleaned: list[str] | None = None, staging: str | None = None,
-         link: bool = False, view: ImageView | None = None) -> list[PulledFile]:
+         link: bool = False, view: ImageView | None = None,
+         decryption_keys: Sequence[DecryptionKey] = ()) -> list[PulledFile]:
     """Copy the selected layers from ``target`` into the staging store ``out_dir/.ociart-pull`` (verified, resumable
     across processes), then restore files from it; nothing is moved into ``out_dir`` before everything checks out.
 
@@ -206,6 +211,8 @@ def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filter
     store or node cache) blobs may be hardlinked into the staging store (:func:`ociart.transfer.copy_blob`).
     ``view``: how to read an image (:func:`image_view`), when the caller read its config from the origin (fetch's
     download store holds only the layers); else it is read from ``target`` here.
+    Encrypted layers (ocicrypt) are opened with ``decryption_keys`` before anything is written and decrypted in the
+    staging store (:func:`_decrypt_plan`).
     """
     view = view or image_view(target, repo, manifest)
     entries = select(manifest, filters, include, view)
@@ -224,7 +231,7 @@ def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filter
     try:
         return _restore(target, repo, entries, out_dir, _matcher(include), overwrite, concurrency, progress,
                         budget, cleaned if cleaned is not None else [], staging or STAGING, link, view,
-                        check_filters(filters))
+                        check_filters(filters), decryption_keys)
     except BaseException:
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()  # leave no trace of a failed pull
@@ -314,7 +321,8 @@ def _check_dest(dest: Path, digest: str, size: int, overwrite: bool, mode: int |
 def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, match: Callable[[str], bool],
              overwrite: bool, concurrency: int, progress: Progress | None, budget: Budget | None,
              cleaned: list[str], staging_name: str = STAGING, link: bool = False, view: ImageView | None = None,
-             filters: Sequence[str] = ()) -> list[PulledFile]:
+             filters: Sequence[str] = (), decryption_keys: Sequence[DecryptionKey] = ()) -> list[PulledFile]:
+    entries, encrypted = _decrypt_plan(entries, decryption_keys)
     results: list[PulledFile] = []
     fetch: dict[str, Descriptor] = {}
     raw_plan: list[tuple[Entry, Path]] = []
@@ -331,8 +339,19 @@ def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, mat
             continue
         fetch[e.desc.digest] = e.desc
         raw_plan.append((e, dest))
-    with staging_store(out_dir, list(fetch.values()), cleaned, staging_name) as store:
-        copy_blobs(target, repo, store, "", list(fetch.values()), concurrency, progress, link=link)
+    wanted = [encrypted[d.digest][0] if d.digest in encrypted else d for d in fetch.values()]
+    with staging_store(out_dir, wanted, cleaned, staging_name) as store:
+        copy_blobs(target, repo, store, "", wanted, concurrency, progress, link=link)
+
+        def decrypt(digest: str) -> None:  # HMAC-checked, then in place of the ciphertext
+            cipher_desc, secret = encrypted[digest]
+            cipher_path = store.blob_path(cipher_desc.digest)
+            decrypt_file(cipher_path, cipher_desc, secret, cipher_path.parent, name=digest.removeprefix("sha256:"),
+                         strict=digest != cipher_desc.digest)
+            if digest != cipher_desc.digest:
+                cipher_path.unlink(missing_ok=True)
+
+        parallel(decrypt, [d for d in fetch if d in encrypted], concurrency)
         staging = Path(tempfile.mkdtemp(prefix="restore-", dir=store.root))
         try:
             moves = _unpack_staged(staging, entries, raw_plan, results, out_dir, match, overwrite, checked,
@@ -341,6 +360,32 @@ def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, mat
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return sorted(results, key=lambda r: r.path)
+
+
+def _decrypt_plan(entries: list[Entry], keys: Sequence[DecryptionKey]
+                  ) -> tuple[list[Entry], dict[str, tuple[Descriptor, LayerSecret]]]:
+    """The restore-side hook of :mod:`ociart.encryption`: open every selected encrypted layer's key now, before
+    anything is fetched or written (a missing or wrong key fails here), and describe the layer by its plaintext
+    (digest from the wrapped options, the plain media type). Returns the entries so rewritten and, by plaintext
+    digest, the ciphertext descriptor and layer secret to decrypt with once the ciphertext is staged. A tar layer
+    keeps its ciphertext digest as its staged name: the plaintext digest in the wrapped options is the encryptor's
+    unauthenticated claim (see :func:`ociart.encryption.decrypt_file`) and its members are what is restored."""
+    out: list[Entry] = []
+    encrypted: dict[str, tuple[Descriptor, LayerSecret]] = {}
+    for e in entries:
+        if not is_encrypted(e.desc):
+            out.append(e)
+            continue
+        secret = LayerSecret.opened(e.desc, unwrap(e.desc, keys))
+        digest = e.desc.digest  # a tar layer is staged under its ciphertext's name (its members are what counts)
+        if not e.tar:  # a raw file is restored under the plaintext digest, which must then be right
+            if not secret.plain_digest or not DIGEST_RE.match(secret.plain_digest):
+                raise DecryptionError(f"layer {e.desc.digest}: its wrapped key names no sha256 plaintext digest")
+            digest = secret.plain_digest
+        plain = e.desc.model_copy(update={"mediaType": plain_media_type(e.desc.mediaType), "digest": digest})
+        encrypted[plain.digest] = (e.desc, secret)
+        out.append(dataclasses.replace(e, desc=plain))
+    return out, encrypted
 
 
 @dataclass
@@ -511,6 +556,9 @@ def file_digests(target: Target, repo: str, manifest: Manifest) -> dict[str, tup
         for e in entries:
             if not e.tar:
                 out[str(e.rel)] = (e.desc.digest, e.desc.size)
+                continue
+            if is_encrypted(e.desc):  # listed whole by its ciphertext: no key, no members
+                out[layer_path(e.desc) or e.desc.digest] = (e.desc.digest, e.desc.size)
                 continue
             blob = Path(tmp) / e.desc.digest.removeprefix("sha256:")
             if e.image and view is not None:
