@@ -598,6 +598,58 @@ def test_encrypt_image_index_shares_encrypted_layers(registry: RunningRegistry, 
 
 
 @needs_skopeo
+def test_push_as_image_encrypted_pulls_and_decrypts_with_skopeo(registry: RunningRegistry, unique_repo: str,
+                                                                tmp_path: Path, keys: dict[str, Path],
+                                                                policy: Path) -> None:
+    """``push --as-image`` with a recipient: the weights' layer (an image layer) is encrypted once for every platform,
+    configs and docs stay readable, diff_ids name the plaintext tars; ociart pull restores the files, and skopeo
+    decrypts every platform's image to exactly the layers of the same push without encryption."""
+    src = _model_dir(tmp_path / "model")
+    base = f"{registry.host}/{unique_repo}"
+    _ok(run_cli("push", f"{base}:plain", str(src), "--kind", "model", "--as-image", "--reproducible", "-q",
+                "--no-git"))
+    _ok(run_cli("push", f"{base}:enc", str(src), "--kind", "model", "--as-image", "--reproducible", "-q", "--no-git",
+                "--encrypt-recipient", f"jwe:{keys['rsa.pub']}"))
+    from ociart.oci import Index
+
+    with Client() as c:
+        t = c.target(parse_reference(f"{base}:x"))
+        indexes = {tag: c.manifest(f"{base}:{tag}")[1].parse() for tag in ("plain", "enc")}
+        assert all(isinstance(i, Index) for i in indexes.values())
+        images = {tag: [t.get_manifest(unique_repo, m.digest).parse() for m in idx.manifests]  # type: ignore[union-attr]
+                  for tag, idx in indexes.items()}
+    plain, enc = images["plain"][0], images["enc"][0]
+    assert all(m.layers == enc.layers for m in images["enc"])  # type: ignore[union-attr]
+    types = [x.mediaType for x in enc.layers]  # type: ignore[union-attr]
+    assert types.count("application/vnd.oci.image.layer.v1.tar+encrypted") == 1, types
+    assert types.count("application/vnd.oci.image.layer.v1.tar") == len(types) - 1
+    enc_cfg = json.loads(_blob(registry, unique_repo, enc.config))  # type: ignore[union-attr]
+    plain_cfg = json.loads(_blob(registry, unique_repo, plain.config))  # type: ignore[union-attr]
+    assert enc_cfg["rootfs"]["diff_ids"] == plain_cfg["rootfs"]["diff_ids"]
+    out = tmp_path / "out"
+    _ok(run_cli("pull", f"{base}:enc", "-o", str(out), "-q", "--decryption-key", str(keys["rsa.pem"])))
+    assert tree_digest(out) == tree_digest(src)
+    _refused(run_cli("pull", f"{base}:enc", "-o", str(tmp_path / "nokey"), "--json"), "decryption")
+    assert not (tmp_path / "nokey").exists()
+    layout = tmp_path / "layout"
+    skopeo(policy, "copy", "--all", "--src-tls-verify=false", "--decryption-key", str(keys["rsa.pem"]),
+           f"docker://{base}:enc", f"oci:{layout}:v1")
+    index = json.loads((layout / "index.json").read_text())
+    top = json.loads(_layout_blob(layout, index["manifests"][0]["digest"]))
+    assert len(top["manifests"]) == len(images["enc"])
+    for child in top["manifests"]:
+        got = json.loads(_layout_blob(layout, child["digest"]))["layers"]
+        for i, (p_layer, e_layer) in enumerate(zip(plain.layers, enc.layers, strict=True)):  # type: ignore[union-attr]
+            if e_layer.mediaType.endswith("+encrypted"):  # decrypted by skopeo: byte for byte the plaintext tar
+                assert (got[i]["mediaType"], got[i]["digest"]) == (p_layer.mediaType, p_layer.digest)
+                assert sha256_bytes(_layout_blob(layout, p_layer.digest)) == p_layer.digest
+            else:  # skopeo may gzip a plain layer while it rewrites the manifest; the tar inside is the same
+                blob = _layout_blob(layout, got[i]["digest"])
+                tar = gzip.decompress(blob) if got[i]["mediaType"].endswith("+gzip") else blob
+                assert sha256_bytes(tar) == p_layer.digest
+
+
+@needs_skopeo
 def test_skopeo_decrypts_artifact_form_ciphertext(registry: RunningRegistry, unique_repo: str, tmp_path: Path,
                                                   keys: dict[str, Path], policy: Path) -> None:
     """skopeo refuses media types it does not know, so a copy of the manifest relabels the encrypted layers as
