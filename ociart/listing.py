@@ -104,42 +104,86 @@ def list_store(target: Target, repositories: list[str] | None = None, *, all: bo
 
 def _list_repository(target: Target, repo: str, all: bool) -> list[tuple[ListedArtifact, dict[str, int]]]:
     if isinstance(target, ManifestLister):
-        entries = [(m.descriptor, list(m.tags)) for m in target.manifests(repo)]
+        listed = [(m.descriptor, list(m.tags)) for m in target.manifests(repo)]
     else:
-        by_digest: dict[str, tuple[Descriptor, list[str]]] = {}
-        for tag in target.tags(repo):
-            if not all and is_scheme_tag(tag):
-                continue  # not shown: spare the request
-            try:
-                desc = target.resolve(repo, tag)
-            except NotFoundError:
-                continue  # deleted meanwhile
-            by_digest.setdefault(desc.digest, (desc, []))[1].append(tag)
-        entries = list(by_digest.values())
+        listed = _tagged(target, repo, all)
     out: list[tuple[ListedArtifact, dict[str, int]]] = []
     seen: set[str] = set()
-    queue = list(entries)
+    queue = list(listed)
     while queue:
         desc, tags = queue.pop(0)
         shown_tags = sorted(t for t in tags if all or not is_scheme_tag(t))
         if desc.digest in seen or not (all or shown_tags):
             continue  # without --all: only what has a tag of its own (not sha256-*)
         seen.add(desc.digest)
-        try:
-            content = target.get_manifest(repo, desc.digest)
-        except NotFoundError:
+        found = describe(target, repo, desc, tags, all=all)
+        if found is None:
             continue  # an index entry whose manifest blob is gone
-        node = content.parse()
-        subject = node.subject.digest if node.subject is not None else None
         if all and not isinstance(target, ManifestLister):
             queue += [(r, []) for r in list_referrers(target, repo, desc.digest) if r.digest not in seen]
-        parts = _parts(target, repo, content, node, 0)
-        out.append((ListedArtifact(
-            repository=repo, tags=shown_tags, digest=content.digest, mediaType=content.media_type,
-            artifactType=node.artifactType, kind=artifact_kind(node, tags),
-            created=(node.annotations or {}).get(ANNOTATION_CREATED), size=sum(parts.values()), subject=subject),
-            parts))
+        out.append(found)
     return out
+
+
+def describe(target: Target, repo: str, desc: Descriptor, tags: list[str], *,
+             all: bool = False) -> tuple[ListedArtifact, dict[str, int]] | None:
+    """One artifact as ``ls`` lists it (its manifest read once), with the digest -> size of what it references;
+    None when its manifest is gone. ``tags``: the tags pointing at it (scheme tags shown only with ``all``)."""
+    try:
+        content = target.get_manifest(repo, desc.digest)
+    except NotFoundError:
+        return None
+    node = content.parse()
+    subject = node.subject.digest if node.subject is not None else None
+    parts = _parts(target, repo, content, node, 0)
+    return ListedArtifact(
+        repository=repo, tags=sorted(t for t in tags if all or not is_scheme_tag(t)), digest=content.digest,
+        mediaType=content.media_type, artifactType=node.artifactType, kind=artifact_kind(node, tags),
+        created=(node.annotations or {}).get(ANNOTATION_CREATED), size=sum(parts.values()), subject=subject), parts
+
+
+def entries(target: Target, repositories: list[str] | None = None) -> list[tuple[str, Descriptor, list[str]]]:
+    """(repository, descriptor, tags) of every manifest a store names, without reading any manifest: for a
+    layout one read of ``index.json`` (untagged entries, the referrers, come with repository ''), for a registry
+    each repository's tags resolved. None: every repository the store can name. For paging through large stores
+    (``ociart ui``): :func:`describe` then reads only the manifests shown."""
+    if repositories is None and not isinstance(target, RepositoryLister):
+        raise UsageError(f"{target.name} cannot list its repositories; name one")
+    out: list[tuple[str, Descriptor, list[str]]] = []
+    if isinstance(target, ManifestLister):
+        embedded = getattr(target, "embedded", False)
+        wanted = None if repositories is None else set(repositories)
+        for m in target.manifests(""):  # one pass: every entry, tags as index.json names them
+            if not m.tags:
+                out.append(("", m.descriptor, []))
+                continue
+            by_repo: dict[str, list[str]] = {}
+            for name in m.tags:
+                repo, _, tag = name.rpartition(":") if embedded else ("", "", name)
+                by_repo.setdefault(repo, []).append(tag)
+            out += [(repo, m.descriptor, tags) for repo, tags in by_repo.items() if wanted is None or repo in wanted]
+        return out
+    assert isinstance(target, RepositoryLister) or repositories is not None
+    for repo in repositories if repositories is not None else target.repositories():  # type: ignore[union-attr]
+        try:
+            out += [(repo, d, sorted(t)) for d, t in _tagged(target, repo, False)]
+        except NotFoundError:
+            continue  # in the catalog, but without tags now
+    return out
+
+
+def _tagged(target: Target, repo: str, all: bool) -> list[tuple[Descriptor, list[str]]]:
+    """A registry repository's manifests by digest, with their tags (scheme tags only with ``all``)."""
+    by_digest: dict[str, tuple[Descriptor, list[str]]] = {}
+    for tag in target.tags(repo):
+        if not all and is_scheme_tag(tag):
+            continue  # not shown: spare the request
+        try:
+            desc = target.resolve(repo, tag)
+        except NotFoundError:
+            continue  # deleted meanwhile
+        by_digest.setdefault(desc.digest, (desc, []))[1].append(tag)
+    return list(by_digest.values())
 
 
 def _parts(target: Target, repo: str, content: Content, node: Manifest | Index, depth: int) -> dict[str, int]:

@@ -698,6 +698,7 @@ EXAMPLES = {
     "encrypt": "ociart encrypt localhost:5000/models/bert:v1 localhost:5000/models/bert:v1-enc "
                "--encrypt-recipient jwe:team.pub.pem",
     "decrypt": "ociart decrypt localhost:5000/models/bert:v1-enc oci:./plain:v1 --decryption-key team.pem",
+    "ui": "ociart ui localhost:5000 --policy policy.yaml",
 }
 ENV_PREFIX = "OCIART_"
 
@@ -851,7 +852,10 @@ def run(argv: list[str]) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
 from . import fetch as _fetch  # noqa: E402,F401 - registers `ociart fetch`
 from . import convert as _convert  # noqa: E402,F401 - registers `ociart convert`
 from . import promote as _promote  # noqa: E402,F401 - registers `ociart promote`, `rollback`, `history`, `audit`
 from . import crypt as _crypt  # noqa: E402,F401 - registers `ociart encrypt`, `ociart decrypt`
+from . import ui as _ui  # noqa: E402,F401 - registers `ociart ui`

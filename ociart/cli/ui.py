@@ -1,0 +1,69 @@
+"""``ociart ui``: serve the read-only web view (:mod:`ociart.ui`)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import LocalIOError
+from .app import CaOpt, InsecureOpt, JsonOpt, PlainOpt, PolicyOpt, _err, _out, app
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command()
+def ui(
+    targets: Annotated[Optional[list[str]], typer.Argument(
+        help="What to show: registry hosts (HOST[:PORT]), repositories, oci:PATH; default: the embedded store.")] = None,
+    policy: PolicyOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to bind (the app has no authentication).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: a free one).")] = 0,
+    open_: Annotated[bool, typer.Option("--open", help="Open the page in a browser.")] = False,
+    plain_http: PlainOpt = False, insecure: InsecureOpt = False, ca_file: CaOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Serve a local, read-only web view of artifacts, files, lineage, signatures and the audit log; prints the URL."""
+    from ..ui import require
+
+    require()
+    from ..ui.app import create_app
+    from ..ui.service import View
+
+    view = View(list(targets or []), policy=policy,
+                client_options={"plain_http": plain_http, "insecure": insecure, "ca_file": ca_file})
+    if host not in LOOPBACK:
+        _err(f"warning: --host {host}: the app has no authentication; anyone who can reach {host} can read every "
+             "artifact it serves")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise LocalIOError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    url = f"http://{shown}:{bound}/"
+    allowed = ["127.0.0.1", "localhost", "[::1]"] if host in LOOPBACK else ["*"]
+    application = create_app(view, allowed_hosts=allowed)
+    if as_json:
+        _out({"url": url, "sources": [s.model_dump() for s in view.sources]})
+    else:
+        print(url)
+    sys.stdout.flush()
+    if open_:
+        import webbrowser
+
+        webbrowser.open(url)
+    import uvicorn
+
+    config = uvicorn.Config(application, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
