@@ -33,12 +33,12 @@ from ..reference import DIGEST_RE, NAME_RE, TAG_RE, Reference, parse_reference
 from ..signing.results import Verification
 from ..targets.base import Target
 from ..targets.referrers import is_scheme_tag, list_referrers
+from ..lineage.graph import REPORT_TYPE
 
 SignatureStatus = Literal["verified", "signed", "unsigned"]
 #: How long a signature status or a registry's tag listing is reused (seconds).
 STATUS_TTL = 30.0
 DESCRIBE_CACHE = 50_000
-REPORT_TYPE = "application/vnd.ociart.report.v1"
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 FORM_TYPES = {"application/vnd.ociart.image-form.v1": "image form",
               "application/vnd.ociart.artifact-form.v1": "artifact form"}
@@ -172,6 +172,8 @@ class ScopedClient(Client):
     def target(self, ref: Reference, *, create: bool = True) -> Target:
         if not any(_within(s, ref) for s in self._allowed):
             raise NotFoundError(f"{ref}: outside the stores this view serves")
+        if ref.layout is not None and not (ref.layout / "oci-layout").is_file():
+            raise NotFoundError(f"{ref.layout}: not an OCI image layout (no oci-layout file)")  # never created here
         return super().target(ref, create=False)
 
 
@@ -212,16 +214,16 @@ class View:
 
     def __init__(self, targets: list[str], *, policy: Path | None = None, client: Client | None = None,
                  client_options: dict[str, Any] | None = None) -> None:
-        self.scopes = [parse_scope(t) for t in (targets or [None])]  # type: ignore[list-item]
-        for scope in self.scopes:
-            if scope.layout is not None and not (scope.layout / "oci-layout").is_file():
-                raise NotFoundError(f"{scope.layout}: not an OCI image layout (no oci-layout file)")
-        self.client = client or ScopedClient(self.scopes, **(client_options or {}))
         self.policy = None
         if policy is not None:
             from ..signing.policy import load_policy
 
             self.policy = load_policy(policy)
+        self.scopes = [parse_scope(t) for t in (targets or [None])]  # type: ignore[list-item]
+        for scope in self.scopes:  # the embedded store may not exist yet: shown empty, never created here
+            if scope.layout is not None and not scope.embedded and not (scope.layout / "oci-layout").is_file():
+                raise NotFoundError(f"{scope.layout}: not an OCI image layout (no oci-layout file)")
+        self.client = client or ScopedClient(self.scopes, **(client_options or {}))
         self.sources = [Source(id=i, label=self._label(s)) for i, s in enumerate(self.scopes)]
         self._described = _TTL(None, DESCRIBE_CACHE)
         self._status = _TTL(STATUS_TTL)
@@ -281,19 +283,23 @@ class View:
     def _entries(self, sid: int) -> list[tuple[str, Descriptor, list[str]]]:
         """Every tagged manifest of a source, cheap (no manifest read); a registry's for a few seconds."""
         scope = self.scopes[sid]
-        target = self.target(sid)
         repos = [scope.repository] if scope.repository else None
         if scope.layout is not None:
             index = scope.layout / "index.json"
-            st = index.stat()
+            try:
+                st = index.stat()
+            except FileNotFoundError:
+                if scope.embedded:
+                    return []  # nothing pushed yet
+                raise NotFoundError(f"{scope.layout}: not an OCI image layout (no index.json)") from None
             key = (sid, st.st_ino, st.st_mtime_ns, st.st_size)
             found = self._listed.get(key)
             if found is None:
-                found = self._listed.put(key, entries(target, repos))
+                found = self._listed.put(key, entries(self.target(sid), repos))
             return found  # type: ignore[no-any-return]
         found = self._listed.get(sid)
         if found is None:
-            found = self._listed.put(sid, entries(target, repos))
+            found = self._listed.put(sid, entries(self.target(sid), repos))
         return found  # type: ignore[no-any-return]
 
     def _describe(self, sid: int, repo: str, desc: Descriptor, tags: list[str]) -> ListedArtifact | None:

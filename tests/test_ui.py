@@ -1,0 +1,434 @@
+"""``ociart ui``: the JSON API (Starlette's TestClient) and the pages in a real browser (Playwright driving Debian's
+chromium), against a distribution 2.8.2 registry holding a dataset -> model -> report chain, the model signed and
+promoted (``ociart tag ... prod``), plus an artifact with hostile text; also the embedded store and an ``oci:``
+layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from helpers import run_cli
+
+pytest.importorskip("starlette", reason="the ui extra (pip install 'ociart[ui]') is not installed")
+pytest.importorskip("grandalf", reason="the ui extra (pip install 'ociart[ui]') is not installed")
+
+from starlette.testclient import TestClient  # noqa: E402
+
+from ociart.ui.app import CSP, create_app, safe_filename  # noqa: E402
+from ociart.ui.service import View  # noqa: E402
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _env(base: Path) -> dict[str, str]:
+    env = {}
+    for sub in ("home", "ociart-home", "docker-config"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    env.update(HOME=str(base / "home"), OCIART_HOME=str(base / "ociart-home"), DOCKER_CONFIG=str(base / "docker-config"),
+               REGISTRY_AUTH_FILE=str(base / "none.json"), COSIGN_PASSWORD="ui-test", OCIART_ACTOR="tester")
+    return env
+
+
+def _ok(env: dict[str, str], *args: str, cwd: Path | None = None) -> str:
+    r = run_cli(*args, env=env, cwd=cwd)
+    assert r.returncode == 0, (args, r.stderr)
+    return r.stdout.strip()
+
+
+def _build(env: dict[str, str], work: Path, prefix: str) -> dict[str, Any]:
+    """dataset -> model (signed, --input dataset, promoted to prod) -> report (--subject and --input model), and
+    a generic artifact whose title, description and file name are markup. ``prefix``: ``host/`` or ''."""
+    u = uuid.uuid4().hex[:6]
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "train.csv").write_text("text,label\n" + "".join(f"row {i},{i % 2}\n" for i in range(40)))
+    (work / "model").mkdir()
+    (work / "model" / "model.safetensors").write_bytes(os.urandom(70_000))
+    (work / "model" / "config.json").write_text(json.dumps({"hidden": 64, "layers": 2}))
+    (work / "model2").mkdir()
+    (work / "model2" / "model.safetensors").write_bytes(os.urandom(70_000))
+    (work / "model2" / "config.json").write_text(json.dumps({"hidden": 128, "layers": 2}))
+    (work / "eval").mkdir()
+    (work / "eval" / "report.md").write_text("# evaluation\n")
+    (work / "hostile").mkdir()
+    (work / "hostile" / HOSTILE).write_text("inert\n")
+    _ok(env, "keygen", "--output-key-prefix", str(work / "release"))
+    names = {"data": f"{prefix}data-{u}/train", "model": f"{prefix}models-{u}/clf",
+             "report": f"{prefix}models-{u}/clf-eval", "hostile": f"{prefix}hostile-{u}/x"}
+    out: dict[str, Any] = {"names": names, "key": work / "release.pub", "u": u}
+    out["data"] = _ok(env, "push", f"{names['data']}:v1", str(work / "data"), "--kind", "dataset", "--no-git")
+    out["model0"] = _ok(env, "push", f"{names['model']}:v0", str(work / "model2"), "--kind", "model", "--no-git",
+                        "--metric", "accuracy=0.80")
+    out["model"] = _ok(env, "push", f"{names['model']}:v1", str(work / "model"), "--kind", "model", "--no-git",
+                       "--input", f"train={names['data']}:v1", "--metric", "accuracy=0.91",
+                       "--sign", "--key", str(work / "release.key"))
+    out["report"] = _ok(env, "push", f"{names['report']}:v1", str(work / "eval"), "--kind", "report", "--no-git",
+                        "--subject", f"{names['model']}:v1", "--input", f"{names['model']}:v1",
+                        "--metric", "accuracy=0.91")
+    _ok(env, "tag", f"{names['model']}:v1", "prod")
+    out["hostile"] = _ok(env, "push", f"{names['hostile']}:v1", str(work / "hostile"), "--no-git",
+                         "--annotation", f"org.opencontainers.image.title={HOSTILE}",
+                         "--annotation", "org.opencontainers.image.description=<script>alert(2)</script>",
+                         cwd=work / "hostile")
+    policy = work / "policy.yaml"
+    policy.write_text("apiVersion: ociart.dev/v1alpha1\nkind: VerificationPolicy\nrules:\n"
+                      f"  - repositories: [\"**\"]\n    keys: [{work / 'release.pub'}]\n")
+    out["policy"] = policy
+    return out
+
+
+@pytest.fixture(scope="module")
+def chain(registry: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    base = tmp_path_factory.mktemp("ui-chain")
+    env = _env(base)
+    built = _build(env, base / "work", f"{registry.host}/")
+    built.update(env=env, host=registry.host)
+    return built
+
+
+@pytest.fixture
+def api(chain: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    for k, v in chain["env"].items():
+        monkeypatch.setenv(k, v)
+    view = View([chain["host"]], policy=chain["policy"])
+    with TestClient(create_app(view, allowed_hosts=["testserver"])) as client:
+        yield client
+    view.client.close()
+
+
+def _q(chain: dict[str, Any], what: str, **extra: str) -> str:
+    repo = chain["names"][what].split("/", 1)[1]
+    return "&".join([f"s=0&repo={repo}&digest={chain[what]}", *(f"{k}={v}" for k, v in extra.items())])
+
+
+def _cli_json(chain: dict[str, Any], *args: str) -> Any:
+    return json.loads(_ok(chain["env"], *args, "--json"))
+
+
+# -- the JSON API ---------------------------------------------------------------------------------------------
+def test_api_lists_artifacts_with_signature_status_and_promotions(api: TestClient, chain: dict[str, Any]) -> None:
+    page = api.get("/api/artifacts", params={"q": chain["u"]}).json()
+    rows = {(a["repository"], tuple(a["tags"])): a for a in page["items"]}
+    names = {k: v.split("/", 1)[1] for k, v in chain["names"].items()}
+    assert set(rows) == {(names["data"], ("v1",)), (names["model"], ("v0",)), (names["model"], ("prod", "v1")),
+                         (names["report"], ("v1",)), (names["hostile"], ("v1",))}
+    model = rows[(names["model"], ("prod", "v1"))]
+    assert (model["digest"], model["kind"], model["signature"], model["promoted"]) == \
+        (chain["model"], "model", "verified", ["prod"])
+    assert rows[(names["data"], ("v1",))]["signature"] == "unsigned"
+    assert rows[(names["report"], ("v1",))]["kind"] == "report"
+    assert page["total"] == 5 and page["policy"] is True
+    # the same rows as `ociart ls --json` (plus signature and promoted)
+    listed = _cli_json(chain, "ls", chain["names"]["model"])
+    ls_model = next(a for a in listed["artifacts"] if a["digest"] == chain["model"])
+    assert {k: model[k] for k in ls_model} == ls_model
+    # filters and pages
+    only = api.get("/api/artifacts", params={"q": chain["u"], "kind": "dataset"}).json()
+    assert [a["digest"] for a in only["items"]] == [chain["data"]] and only["total"] == 1
+    second = api.get("/api/artifacts", params={"q": chain["u"], "per_page": 2, "page": 2}).json()
+    first = api.get("/api/artifacts", params={"q": chain["u"], "per_page": 2, "page": 1}).json()
+    assert len(second["items"]) == 2 and second["total"] == 5
+    assert not {a["digest"] + str(a["tags"]) for a in first["items"]} & \
+        {a["digest"] + str(a["tags"]) for a in second["items"]}
+    assert api.get("/api/artifacts", params={"q": "no-such-thing-" + chain["u"]}).json()["items"] == []
+
+
+def test_api_returns_the_cli_json_models(api: TestClient, chain: dict[str, Any]) -> None:
+    model_ref = f"{chain['names']['model']}@{chain['model']}"
+    assert api.get(f"/api/inspect?{_q(chain, 'model')}").json() == _cli_json(chain, "inspect", model_ref)
+    assert api.get(f"/api/lineage?{_q(chain, 'model')}").json() == _cli_json(chain, "lineage", model_ref)
+    verified = api.get(f"/api/verify?{_q(chain, 'model')}").json()
+    assert verified == _cli_json(chain, "verify", model_ref, "--policy", str(chain["policy"]))
+    assert verified["signatures"] and verified["digest"] == chain["model"]
+    old = f"{chain['names']['model']}@{chain['model0']}"
+    repo = chain["names"]["model"].split("/", 1)[1]
+    diff = api.get(f"/api/diff?s=0&repo={repo}&old={chain['model0']}&new={chain['model']}").json()
+    assert diff == _cli_json(chain, "diff", old, model_ref)
+    assert [c["path"] for c in diff["changed"]] == ["config.json", "model.safetensors"]
+    refs = api.get(f"/api/referrers?{_q(chain, 'model')}").json()
+    assert refs == _cli_json(chain, "referrers", model_ref)
+
+
+def test_api_artifact_view_graph_and_compare(api: TestClient, chain: dict[str, Any]) -> None:
+    a = api.get(f"/api/artifact?{_q(chain, 'model')}").json()
+    assert a["signature"] == "verified" and a["verification"]["signatures"]
+    assert a["promoted"] == ["prod"] and a["tags"] == ["prod", "v1"]
+    assert {f["path"]: f["role"] for f in a["files"]} == {"config.json": "config", "model.safetensors": "weights"}
+    assert {r["label"] for r in a["referrers"]} >= {"signature", "report"}
+    report = next(r for r in a["referrers"] if r["label"] == "report")
+    assert report["digest"] == chain["report"] and report["metrics"] == {"accuracy": 0.91}
+    assert a["provenance"]["inputs"][0]["digest"] == chain["data"]
+    assert a["provenance"]["metrics"] == {"accuracy": 0.91}
+    assert any(c.startswith(f"ociart pull {chain['names']['model']}@{chain['model']}") for c in a["commands"])
+
+    g = api.get(f"/api/graph?{_q(chain, 'model')}").json()
+    by_digest = {n["digest"]: n for n in g["nodes"]}
+    assert set(by_digest) == {chain["data"], chain["model"], chain["report"]}
+    edges = {(next(n["digest"] for n in g["nodes"] if n["id"] == e["source"]),
+              next(n["digest"] for n in g["nodes"] if n["id"] == e["target"])) for e in g["edges"]}
+    assert edges == {(chain["data"], chain["model"]), (chain["model"], chain["report"])}
+    assert by_digest[chain["model"]]["promoted"] == ["prod"] and by_digest[chain["model"]]["root"]
+
+    repo = chain["names"]["model"].split("/", 1)[1]
+    c = api.get(f"/api/compare?s=0&repo={repo}&old={chain['model0']}&new={chain['model']}").json()
+    assert {x["key"]: (x["old"], x["new"]) for x in c["metrics"]} == {"accuracy": (0.8, 0.91)}
+    assert "modelfs.diffIds" in {x["key"] for x in c["config"]}  # the ModelPack config names the layers
+    assert [x["path"] for x in c["diff"]["changed"]] == ["config.json", "model.safetensors"]
+
+
+def test_api_refuses_what_it_does_not_serve(api: TestClient, chain: dict[str, Any]) -> None:
+    r = api.get(f"/api/inspect?s=7&repo=x&digest={chain['model']}")
+    assert r.status_code == 404 and r.json()["code"] == "not-found"
+    r = api.get(f"/api/inspect?s=0&repo=../../etc&digest={chain['model']}")
+    assert r.status_code == 400 and "invalid repository name" in r.json()["error"]
+    r = api.get("/api/inspect?s=0&repo=a&digest=sha256:zz")
+    assert r.status_code == 400
+    # a Host header the app was not started for (DNS rebinding) is refused
+    assert api.get("/api/sources", headers={"host": "evil.example"}).status_code == 400
+
+
+def test_security_headers_everywhere(api: TestClient, chain: dict[str, Any]) -> None:
+    for path in ("/artifacts", f"/artifact?{_q(chain, 'model')}", "/static/style.css", "/api/sources",
+                 "/artifact?s=0&repo=nope&digest=sha256:" + "0" * 64, "/audit"):
+        r = api.get(path)
+        assert r.headers["content-security-policy"] == CSP, path
+        assert r.headers["x-content-type-options"] == "nosniff", path
+    assert "'unsafe-inline'" not in CSP and "script-src 'self'" in CSP
+
+
+def test_hostile_text_is_escaped_in_html(api: TestClient, chain: dict[str, Any]) -> None:
+    html = api.get(f"/artifact?{_q(chain, 'hostile')}").text
+    assert HOSTILE not in html and "<script>alert(2)" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html
+
+
+def test_download_is_verified_streamed_and_safely_named(api: TestClient, chain: dict[str, Any]) -> None:
+    r = api.get(f"/download?{_q(chain, 'model')}&path=config.json")
+    assert r.status_code == 200 and json.loads(r.content) == {"hidden": 64, "layers": 2}
+    assert r.headers["content-type"] == "application/octet-stream"
+    assert r.headers["content-disposition"] == 'attachment; filename="config.json"'
+    r = api.get(f"/download?{_q(chain, 'hostile')}&{urlencode({'path': HOSTILE})}")
+    assert r.status_code == 200 and r.content == b"inert\n"
+    assert r.headers["content-disposition"] == 'attachment; filename="_img_src_x_onerror_alert_1__"'
+    r = api.get(f"/download?{_q(chain, 'model')}&path=../../etc/passwd")
+    assert r.status_code == 404
+    assert safe_filename('a/"b\r\n.txt') == "_b__.txt" and safe_filename("../..") == "download"
+
+
+def test_audit_page_and_api(api: TestClient, chain: dict[str, Any]) -> None:
+    v = api.get("/api/audit", params={"action": "tag"}).json()
+    assert "chain_error" not in v
+    assert v["lines"] >= 6
+    assert [(e["action"], e["after"]) for e in v["entries"]] == [("tag", chain["model"])]
+    html = api.get("/audit").text
+    assert "hash chain intact" in html and chain["model"][:19] in html
+
+
+def test_embedded_store_and_oci_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _env(tmp_path / "env")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    built = _build(env, tmp_path / "work", "")
+    layout = tmp_path / "layout"
+    _ok(env, "copy", f"{built['names']['model']}:v1", f"oci:{layout}:clf")
+    view = View([], policy=built["policy"])
+    with TestClient(create_app(view, allowed_hosts=["testserver"])) as api:
+        page = api.get("/api/artifacts").json()
+        assert {a["repository"] for a in page["items"]} == {n for n in built["names"].values()}
+        model = next(a for a in page["items"] if a["digest"] == built["model"] and "prod" in a["tags"])
+        assert model["signature"] == "verified" and model["promoted"] == ["prod"]
+        repo = built["names"]["model"]
+        g = api.get(f"/api/graph?s=0&repo={repo}&digest={built['model']}").json()
+        assert {n["digest"] for n in g["nodes"]} == {built["data"], built["model"], built["report"]}
+        assert api.get(f"/lineage?s=0&repo={repo}&digest={built['model']}").status_code == 200
+        assert api.get(f"/artifact?s=0&repo={repo}&tag=prod", follow_redirects=True).status_code == 200
+    view.client.close()
+    view = View([f"oci:{layout}"])
+    with TestClient(create_app(view, allowed_hosts=["testserver"])) as api:
+        page = api.get("/api/artifacts").json()
+        assert [(a["repository"], a["tags"], a["digest"]) for a in page["items"]] == [("", ["clf"], built["model"])]
+        a = api.get(f"/api/artifact?s=0&repo=&digest={built['model']}").json()
+        assert a["signature"] == "signed"  # copied along; no policy given here
+        assert "config.json" in {f["path"] for f in a["files"]}
+        assert api.get(f"/artifact?s=0&repo=&digest={built['model']}").status_code == 200
+        r = api.get(f"/download?s=0&repo=&digest={built['model']}&path=config.json")
+        assert json.loads(r.content) == {"hidden": 64, "layers": 2}
+    view.client.close()
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    r = run_cli("ui", f"oci:{tmp_path / 'none'}")
+    assert r.returncode == 3 and r.stderr.strip().count("\n") == 0 and "not an OCI image layout" in r.stderr
+    (tmp_path / "p.yaml").write_text("nope: [")
+    r = run_cli("ui", "--policy", str(tmp_path / "p.yaml"))
+    assert r.returncode == 5 and "policy file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from ociart.errors import UsageError
+    from ociart.ui import require
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "grandalf" else real(name, *a))
+    with pytest.raises(UsageError, match=r"pip install 'ociart\[ui\]' \(missing: grandalf\)"):
+        require()
+
+
+# -- in a real browser ----------------------------------------------------------------------------------------
+def _start_ui(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "ociart", "ui", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    assert proc.stdout is not None and proc.stderr is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    if not ready:
+        proc.kill()
+        pytest.fail("ociart ui printed no URL within 60 s")
+    url = proc.stdout.readline().strip()
+    if not url:
+        proc.wait(5)
+        pytest.fail(f"ociart ui exited: {proc.stderr.read()}")
+    warned = ""
+    if select.select([proc.stderr], [], [], 0.5)[0]:
+        warned = proc.stderr.readline()
+    return proc, url, warned
+
+
+@pytest.fixture(scope="module")
+def served(chain: dict[str, Any]) -> Iterator[str]:
+    proc, url, _ = _start_ui([chain["host"], "--policy", str(chain["policy"])], chain["env"])
+    assert url.startswith("http://127.0.0.1:")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)", pytrace=False)
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any, tmp_path: Path) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1300, "height": 900})
+    pg = context.new_page()
+    dialogs: list[str] = []
+    errors: list[str] = []
+    pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    pg.dialogs = dialogs  # type: ignore[attr-defined]
+    pg.console_errors = errors  # type: ignore[attr-defined]
+    yield pg
+    context.close()
+
+
+def _shot(pg: Any, request: pytest.FixtureRequest, tmp_path: Path, name: str) -> None:
+    out = tmp_path / "screenshots"
+    out.mkdir(exist_ok=True)
+    pg.screenshot(path=str(out / f"{request.node.name}-{name}.png"), full_page=True)
+
+
+def test_browser_lists_the_artifacts(page: Any, served: str, chain: dict[str, Any],
+                                     request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    page.goto(f"{served}artifacts?q={chain['u']}")
+    rows = page.locator("#artifacts tbody tr.artifact")
+    assert rows.count() == 5
+    repos = {r.split("/", 1)[1] for r in chain["names"].values()}
+    assert {t.strip() for t in page.locator("#artifacts a.repo").all_inner_texts()} == repos
+    model_row = rows.filter(has_text="prod")
+    assert model_row.locator(".sig-verified").count() == 1 and model_row.locator(".tag.promoted").inner_text() == "prod"
+    page.select_option("select[name=kind]", "report")
+    page.click("form.filters button")
+    assert page.locator("#artifacts tbody tr.artifact").count() == 1
+    _shot(page, request, tmp_path, "list")
+    assert not page.dialogs and not page.console_errors
+
+
+def test_browser_model_page_shows_a_verified_signature(page: Any, served: str, chain: dict[str, Any],
+                                                       request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    page.goto(f"{served}artifact?{_q(chain, 'model')}")
+    assert page.locator("#sig-status").inner_text() == "verified under the policy"
+    assert page.locator("tr.verified-signature").count() >= 1
+    assert page.locator("#digest").inner_text() == chain["model"]
+    assert page.locator("tr.referrer-report").count() == 1
+    _shot(page, request, tmp_path, "model")
+    assert not page.console_errors
+
+
+def test_browser_lineage_graph_nodes_edges_and_click(page: Any, served: str, chain: dict[str, Any],
+                                                     request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    page.goto(f"{served}lineage?{_q(chain, 'model')}")
+    # one node per artifact (dataset, model, report) and one edge per recorded input (model <- dataset,
+    # report <- model)
+    assert page.locator("svg#lineage g.node.artifact").count() == 3
+    assert page.locator("svg#lineage path.edge").count() == 2
+    assert page.locator("svg#lineage g.node.promoted").count() == 1
+    _shot(page, request, tmp_path, "lineage")
+    docs = os.environ.get("OCIART_UI_SCREENSHOT")  # set to refresh docs/ui-lineage.png
+    if docs:
+        page.screenshot(path=docs)
+    page.locator("svg#lineage g.node.kind-dataset").click()
+    page.wait_for_url("**/artifact?**")
+    assert chain["data"] in page.url
+    assert page.locator("#digest").inner_text() == chain["data"]
+    assert not page.console_errors
+
+
+def test_browser_hostile_title_is_text(page: Any, served: str, chain: dict[str, Any],
+                                       request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    page.goto(f"{served}artifact?{_q(chain, 'hostile')}")
+    assert page.locator("#artifact-title").inner_text() == HOSTILE
+    assert page.locator("#artifact-description").inner_text() == "<script>alert(2)</script>"
+    assert page.locator("tr.file td.path").inner_text() == HOSTILE
+    assert page.locator("main img").count() == 0 and page.locator("main script").count() == 0
+    page.goto(f"{served}lineage?{_q(chain, 'hostile')}")
+    assert page.locator("svg#lineage g.node text.n").inner_text().startswith("<img src=x")
+    assert page.locator("svg img, svg foreignObject").count() == 0
+    _shot(page, request, tmp_path, "hostile")
+    time.sleep(0.3)  # a dialog opened by an onerror handler would have fired by now
+    assert page.dialogs == []
+
+
+def test_ui_host_warns(chain: dict[str, Any]) -> None:
+    proc, url, warned = _start_ui(["--host", "0.0.0.0", chain["host"]], chain["env"])
+    try:
+        assert url.startswith("http://0.0.0.0:")
+        assert "no authentication" in warned
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_ui_json_prints_url(chain: dict[str, Any]) -> None:
+    proc, line, _ = _start_ui(["--json", chain["host"]], chain["env"])
+    try:
+        rest = line
+        while not rest.rstrip().endswith("}"):
+            rest += proc.stdout.readline()  # type: ignore[union-attr]
+        out = json.loads(rest)
+        assert out["url"].startswith("http://127.0.0.1:") and out["sources"] == [{"id": 0, "label": chain["host"]}]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
