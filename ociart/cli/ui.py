@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 from typing import Annotated, Optional
@@ -9,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import LocalIOError
-from .app import CaOpt, InsecureOpt, JsonOpt, PlainOpt, PolicyOpt, _err, _out, app
+from .app import CaOpt, InsecureOpt, JsonOpt, PlainOpt, PolicyOpt, _err, app
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -50,7 +51,8 @@ def ui(
     allowed = ["127.0.0.1", "localhost", "[::1]"] if host in LOOPBACK else ["*"]
     application = create_app(view, allowed_hosts=allowed)
     if as_json:
-        _out({"url": url, "sources": [s.model_dump() for s in view.sources]})
+        # one line: the server keeps running after it, so a reader takes the first line
+        sys.stdout.write(json.dumps({"url": url, "sources": [s.model_dump() for s in view.sources]}) + "\n")
     else:
         print(url)
     sys.stdout.flush()

@@ -12,6 +12,7 @@ machinery into a temp directory (digest-verified, never whole in memory), then s
 from __future__ import annotations
 
 import glob
+import html
 import json
 import re
 import shutil
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from markupsafe import Markup
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -134,8 +136,17 @@ def _short(digest: Any) -> str:
 
 
 def _finalize(value: Any) -> Any:
-    """Every ``{{ value }}``: control and bidi characters shown as escapes (autoescape then HTML-escapes it)."""
+    """Every ``{{ value }}``: control and bidi characters shown as escapes (autoescape then HTML-escapes it).
+    Markup passes as is: only :func:`_pretty` makes it, from text it has escaped itself."""
+    if isinstance(value, Markup):
+        return value
     return escape(value) if isinstance(value, str) else ("" if value is None else value)
+
+
+def _pretty(value: Any) -> Markup:
+    """JSON for a ``<pre>``: indented (its newlines kept), every string's control characters JSON-escaped
+    (``ensure_ascii``), bidi and other non-ASCII characters as ``\\uXXXX``, then HTML-escaped."""
+    return Markup(html.escape(json.dumps(value, indent=2, ensure_ascii=True)))
 
 
 def create_app(view: View, *, allowed_hosts: list[str] | None = None) -> Starlette:
@@ -147,7 +158,7 @@ def create_app(view: View, *, allowed_hosts: list[str] | None = None) -> Starlet
     env.filters["size"] = _size
     env.filters["short"] = _short
     env.filters["escape_text"] = escape
-    env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=False)
+    env.filters["pretty"] = _pretty
     env.globals["sources"] = view.sources
     env.globals["urlencode"] = lambda **kw: urlencode({k: v for k, v in kw.items() if v not in (None, "")})
     lock = threading.RLock()  # one request at a time talks to the stores (the Client's targets are shared)

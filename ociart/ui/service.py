@@ -347,8 +347,7 @@ class View:
         """Whether any signature is attached: a cosign-sign bundle referrer, or a legacy ``.sig`` tag."""
         legacy = f"sha256-{digest.removeprefix('sha256:')}.sig"
         if self.scopes[sid].layout is not None:
-            return digest in self._layout_signed(sid) or any(
-                legacy in tags for r, _, tags in self._entries(sid) if r == repo)
+            return digest in self._layout_signed(sid)
         target = self.target(sid)
         try:
             target.resolve(repo, legacy)
@@ -359,8 +358,8 @@ class View:
                    for r in list_referrers(target, repo, digest, SIGSTORE_BUNDLE))
 
     def _layout_signed(self, sid: int) -> set[str]:
-        """Subjects of the signature bundles in a layout: its untagged entries of the bundle type are read (each
-        once, cached by digest), not every manifest of the store."""
+        """Digests signed in a layout: subjects of legacy ``.sig`` tags, and of the signature bundles, whose untagged
+        entries are read (each once, cached by digest), not every manifest of the store."""
         listed = self._entries(sid)
         key = ("signed", sid, id(listed))
         hit = self._listed.get(key)
@@ -368,6 +367,9 @@ class View:
             return hit  # type: ignore[no-any-return]
         out = set()
         for repo, d, tags in listed:
+            for t in tags:  # legacy cosign signatures: sha256-<hex>.sig names the subject
+                if t.startswith("sha256-") and t.endswith(".sig"):
+                    out.add("sha256:" + t[len("sha256-"):-len(".sig")])
             if tags or d.artifactType != SIGSTORE_BUNDLE:
                 continue
             item = self._describe(sid, repo, d, [])
