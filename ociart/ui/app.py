@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import html
 import json
+import logging
 import re
 import shutil
 import tempfile
@@ -40,6 +41,7 @@ from ..text import escape
 from .service import View
 
 HERE = Path(__file__).parent
+log = logging.getLogger("ociart.ui")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 SECURITY_HEADERS = [
@@ -172,6 +174,10 @@ def create_app(view: View, *, allowed_hosts: list[str] | None = None) -> Starlet
                 except OciartError as exc:
                     return templates.TemplateResponse(request, "error.html", {"error": str(exc), "code": exc.kind},
                                                       status_code=_status(exc))
+                except Exception as exc:  # noqa: BLE001 - one line on the page and in the log, never a traceback
+                    log.exception("ociart ui: %s failed", request.url.path)
+                    return templates.TemplateResponse(request, "error.html", {
+                        "error": f"internal error ({type(exc).__name__})", "code": "internal"}, status_code=500)
                 if isinstance(ctx, Response):
                     return ctx
                 return templates.TemplateResponse(request, name, {"policy": view.policy is not None, **ctx})
@@ -186,6 +192,10 @@ def create_app(view: View, *, allowed_hosts: list[str] | None = None) -> Starlet
             except OciartError as exc:
                 return JSONResponse({"error": str(exc), "code": exc.kind, "exit_code": exc.exit_code},
                                     status_code=_status(exc))
+            except Exception as exc:  # noqa: BLE001
+                log.exception("ociart ui: %s failed", request.url.path)
+                return JSONResponse({"error": f"internal error ({type(exc).__name__})", "code": "internal",
+                                     "exit_code": 1}, status_code=500)
         return endpoint
 
     def sid(request: Request) -> int:
