@@ -26,6 +26,8 @@ quote (``benchmarks/README.md``).
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import argparse
 import hashlib
 import json
@@ -173,9 +175,9 @@ def bench_layout(n: int, rounds: int) -> dict[str, Any]:
         cols.setdefault(round(x, 1), []).append(y)
     for ys in cols.values():  # boxes in one layer never overlap
         ys.sort()
-        assert all(b - a >= NODE_H for a, b in zip(ys, ys[1:])), "overlapping boxes"
+        assert all(b - a >= NODE_H for a, b in pairwise(ys)), "overlapping boxes"
     xs = sorted(cols)
-    assert all(b - a >= NODE_W for a, b in zip(xs, xs[1:])), "overlapping layers"
+    assert all(b - a >= NODE_W for a, b in pairwise(xs)), "overlapping layers"
     return {"nodes": len(graph.nodes), "edges": len(graph.edges), "layers": len(cols),
             "layout_s": statistics.median(times), "rounds": times}
 

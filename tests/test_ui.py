@@ -23,10 +23,10 @@ from helpers import run_cli
 pytest.importorskip("starlette", reason="the ui extra (pip install 'ociart[ui]') is not installed")
 pytest.importorskip("grandalf", reason="the ui extra (pip install 'ociart[ui]') is not installed")
 
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
-from ociart.ui.app import CSP, create_app, safe_filename  # noqa: E402
-from ociart.ui.service import View  # noqa: E402
+from ociart.ui.app import CSP, create_app, safe_filename
+from ociart.ui.service import View
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 CHROMIUM = "/usr/bin/chromium"

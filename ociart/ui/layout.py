@@ -10,6 +10,8 @@ no compiled code); lineage graphs are DAGs, which is what a layered (Sugiyama) l
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from pydantic import BaseModel
 
 from .service import GraphNode, LineageGraph
@@ -111,7 +113,7 @@ def layout(graph: LineageGraph) -> Drawing:
 def _path(pts: list[tuple[float, float]]) -> str:
     """A smooth path through the points: horizontal tangents at each end (cubic Bézier per segment)."""
     parts = [f"M{pts[0][0]:.1f},{pts[0][1]:.1f}"]
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+    for (x0, y0), (x1, y1) in pairwise(pts):
         mx = (x0 + x1) / 2
         parts.append(f"C{mx:.1f},{y0:.1f} {mx:.1f},{y1:.1f} {x1:.1f},{y1:.1f}")
     return " ".join(parts)

@@ -26,6 +26,7 @@ from pydantic import BaseModel, JsonValue
 from .. import audit, limits
 from ..client import Client, DiffResult, Inspection
 from ..errors import NotFoundError, OciartError, UsageError, VerificationError
+from ..lineage.graph import REPORT_TYPE
 from ..listing import ListedArtifact, describe, entries, parse_scope
 from ..oci import Descriptor
 from ..oci.mediatypes import ANNOTATION_BUNDLE_PREDICATE_TYPE, SIGSTORE_BUNDLE
@@ -33,7 +34,6 @@ from ..reference import DIGEST_RE, NAME_RE, TAG_RE, Reference, parse_reference
 from ..signing.results import Verification
 from ..targets.base import Target
 from ..targets.referrers import is_scheme_tag, list_referrers
-from ..lineage.graph import REPORT_TYPE
 
 SignatureStatus = Literal["verified", "signed", "unsigned"]
 #: How long a signature status or a registry's tag listing is reused (seconds).
