@@ -243,6 +243,8 @@ def test_embedded_store_and_oci_layout(tmp_path: Path, monkeypatch: pytest.Monke
     built = _build(env, tmp_path / "work", "")
     layout = tmp_path / "layout"
     _ok(env, "copy", f"{built['names']['model']}:v1", f"oci:{layout}:clf")
+    store = Path(env["OCIART_HOME"]) / "store"
+    before = _snapshot(store), _snapshot(layout)
     view = View([], policy=built["policy"])
     with TestClient(create_app(view, allowed_hosts=["testserver"])) as api:
         page = api.get("/api/artifacts").json()
@@ -266,6 +268,25 @@ def test_embedded_store_and_oci_layout(tmp_path: Path, monkeypatch: pytest.Monke
         r = api.get(f"/download?s=0&repo=&digest={built['model']}&path=config.json")
         assert json.loads(r.content) == {"hidden": 64, "layers": 2}
     view.client.close()
+    assert (_snapshot(store), _snapshot(layout)) == before  # the view wrote nothing to either store
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """path -> (size, mtime_ns) of every file under ``root``."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*") if p.is_file()}
+
+
+def test_empty_store_is_shown_not_created(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OCIART_HOME", str(tmp_path / "home"))
+    view = View([])
+    with TestClient(create_app(view, allowed_hosts=["testserver"])) as api:
+        assert api.get("/api/artifacts").json()["items"] == []
+        assert "nothing matches" in api.get("/artifacts").text
+        assert api.get("/api/audit").json() == {"entries": []}
+        r = api.get("/api/inspect?s=0&repo=a&digest=sha256:" + "0" * 64)
+        assert r.status_code == 404
+    assert not (tmp_path / "home" / "store").exists()
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:

@@ -561,6 +561,8 @@ class View:
         """The audit log, newest first (filters are shell globs), and whether its hash chain holds."""
         found = audit.show(repository=repository or None, action=action or None, actor=actor or None)
         view = AuditView(entries=list(reversed(found))[:limit])
+        if not audit.default_path().exists():
+            return view  # nothing logged yet
         try:
             report = audit.verify()
             view.lines, view.head = report.lines, report.head
