@@ -53,6 +53,8 @@ def _build(env: dict[str, str], work: Path, prefix: str) -> dict[str, Any]:
     u = uuid.uuid4().hex[:6]
     (work / "data").mkdir(parents=True)
     (work / "data" / "train.csv").write_text("text,label\n" + "".join(f"row {i},{i % 2}\n" for i in range(40)))
+    (work / "data" / "splits").mkdir()
+    (work / "data" / "splits" / "val.csv").write_text("text,label\nv,1\n")
     (work / "model").mkdir()
     (work / "model" / "model.safetensors").write_bytes(os.urandom(70_000))
     (work / "model" / "config.json").write_text(json.dumps({"hidden": 64, "layers": 2}))
@@ -185,6 +187,17 @@ def test_api_artifact_view_graph_and_compare(api: TestClient, chain: dict[str, A
     assert {x["key"]: (x["old"], x["new"]) for x in c["metrics"]} == {"accuracy": (0.8, 0.91)}
     assert "modelfs.diffIds" in {x["key"] for x in c["config"]}  # the ModelPack config names the layers
     assert [x["path"] for x in c["diff"]["changed"]] == ["config.json", "model.safetensors"]
+
+
+def test_file_tree(api: TestClient, chain: dict[str, Any]) -> None:
+    a = api.get(f"/api/artifact?{_q(chain, 'data')}").json()
+    raw = {f["path"] for f in a["inspection"]["files"] if not f.get("packed")}
+    rows = {f["path"]: (f["packed"], f["depth"]) for f in a["files"]}
+    assert rows == {p: (p not in raw, p.count("/")) for p in ("splits/val.csv", "train.csv")}
+    html = api.get(f"/artifact?{_q(chain, 'data')}").text
+    assert '<tr class="dir"><td class="path depth-0" colspan="5">splits/</td></tr>' in html
+    r = api.get(f"/download?{_q(chain, 'data')}&path=splits/val.csv")
+    assert r.content == b"text,label\nv,1\n" and r.headers["content-disposition"] == 'attachment; filename="val.csv"'
 
 
 def test_api_refuses_what_it_does_not_serve(api: TestClient, chain: dict[str, Any]) -> None:

@@ -76,6 +76,8 @@ class FileRow(BaseModel):
     digest: str
     role: str | None = None
     packed: bool = False
+    #: How many directories deep (the page indents the tree by it).
+    depth: int = 0
 
 
 class ReferrerRow(BaseModel):
@@ -457,7 +459,7 @@ class View:
             for path, (d, size) in sorted(every.items()):
                 layer = raw.get(path)
                 files.append(FileRow(path=path, size=size, digest=d, role=layer.category if layer else
-                                     _packed_role(inspection), packed=layer is None))
+                                     _packed_role(inspection), packed=layer is None, depth=path.count("/")))
         except OciartError as exc:
             files_error = str(exc)
         rows = []
