@@ -284,6 +284,29 @@ def test_embedded_store_and_oci_layout(tmp_path: Path, monkeypatch: pytest.Monke
     assert (_snapshot(store), _snapshot(layout)) == before  # the view wrote nothing to either store
 
 
+def test_lineage_stays_inside_the_served_stores(chain: dict[str, Any], registry: Any, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """An input recorded in provenance that lies outside the served TARGETs is shown, never fetched."""
+    env = _env(tmp_path / "env")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "w.bin").write_bytes(b"w" * 100)
+    digest = _ok(env, "push", "local/model:v1", str(tmp_path / "m"), "--kind", "model", "--no-git",
+                 "--input", f"train={chain['names']['data']}:v1")
+    repo = chain["names"]["data"].split("/", 1)[1]
+    view = View([])
+    with TestClient(create_app(view, allowed_hosts=["testserver"])) as api:
+        seen = registry.log_text().count(f"/v2/{repo}/")
+        assert seen > 0  # the log names requests (the push resolved the input there)
+        g = api.get(f"/api/graph?s=0&repo=local/model&digest={digest}").json()
+        assert registry.log_text().count(f"/v2/{repo}/") == seen  # nothing asked of the registry
+    view.client.close()
+    outside = next(n for n in g["nodes"] if n["id"] != g["root"])
+    assert outside["kind"] == "missing" and "href" not in outside and outside["digest"] == chain["data"]
+    assert [(e["source"], e["target"]) for e in g["edges"]] == [(outside["id"], g["root"])]
+
+
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """path -> (size, mtime_ns) of every file under ``root``."""
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
