@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shlex
 import subprocess
 import sys
 import time
@@ -172,7 +173,14 @@ def test_api_artifact_view_graph_and_compare(api: TestClient, chain: dict[str, A
     assert report["digest"] == chain["report"] and report["metrics"] == {"accuracy": 0.91}
     assert a["provenance"]["inputs"][0]["digest"] == chain["data"]
     assert a["provenance"]["metrics"] == {"accuracy": 0.91}
-    assert any(c.startswith(f"ociart pull {chain['names']['model']}@{chain['model']}") for c in a["commands"])
+    pinned = f"{chain['names']['model']}@{chain['model']}"
+    assert [c.split(" -o ")[0].split(" --")[0] for c in a["commands"]] == [
+        f"ociart pull {pinned}", f"ociart fetch {pinned}", f"ociart verify {pinned}"]
+    out = Path(chain["env"]["HOME"]) / f"fetched-{uuid.uuid4().hex[:6]}"
+    for cmd in a["commands"]:  # as printed, with the policy file and a fresh directory filled in
+        args = shlex.split(cmd.replace("POLICY.yaml", str(chain["policy"])).replace("./clf", str(out)))[1:]
+        assert _ok(chain["env"], *args).splitlines()[-1] == chain["model"]
+    assert json.loads((out / "config.json").read_text()) == {"hidden": 64, "layers": 2}
 
     g = api.get(f"/api/graph?{_q(chain, 'model')}").json()
     by_digest = {n["digest"]: n for n in g["nodes"]}

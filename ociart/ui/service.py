@@ -468,10 +468,12 @@ class View:
         status, verification, why = self.verification(sid, repo, digest)
         tags = self.tags_of(sid, repo, digest)
         pinned = str(ref)
-        commands = [f"ociart pull {pinned} -o ./{_dirname(repo)}"]
-        if self.policy is not None:
-            commands.append(f"ociart pull {pinned} --policy POLICY.yaml -o ./{_dirname(repo)}")
-        commands.append(f"ociart verify {pinned} --key cosign.pub")
+        name = _dirname(repo)
+        commands = [f"ociart pull {pinned} -o ./{name}",
+                    f"ociart fetch {pinned} -o ./{name} " + ("--policy POLICY.yaml" if self.policy is not None else
+                                                             "--verify-key cosign.pub"),
+                    f"ociart verify {pinned} " + ("--policy POLICY.yaml" if self.policy is not None else
+                                                  "--key cosign.pub")]
         return ArtifactView(source=self.source(sid), repository=repo, inspection=inspection, tags=tags,
                             promoted=self._promoted(sid, repo, digest, tags, self._promotions()), files=files,
                             files_error=files_error, referrers=rows, signature=status, verification=verification,
