@@ -151,6 +151,10 @@ def test_api_returns_the_cli_json_models(api: TestClient, chain: dict[str, Any])
     model_ref = f"{chain['names']['model']}@{chain['model']}"
     assert api.get(f"/api/inspect?{_q(chain, 'model')}").json() == _cli_json(chain, "inspect", model_ref)
     assert api.get(f"/api/lineage?{_q(chain, 'model')}").json() == _cli_json(chain, "lineage", model_ref)
+    repos = sorted(chain["names"].values())
+    down = api.get(f"/api/lineage?{_q(chain, 'model')}&downstream=1").json()
+    assert down == _cli_json(chain, "lineage", model_ref, "--downstream", *(x for r in repos for x in ("--repo", r)))
+    assert [c["digest"] for c in down["children"]] == [chain["report"]]
     verified = api.get(f"/api/verify?{_q(chain, 'model')}").json()
     assert verified == _cli_json(chain, "verify", model_ref, "--policy", str(chain["policy"]))
     assert verified["signatures"] and verified["digest"] == chain["model"]

@@ -217,9 +217,7 @@ def create_app(view: View, *, allowed_hosts: list[str] | None = None) -> Starlet
     def api_lineage(request: Request) -> Any:
         s, repo, digest = pinned(request)
         if request.query_params.get("downstream"):
-            repos = sorted({r for r, _, tags in view._entries(s) if tags})
-            return view.client.lineage(view.ref(s, repo, digest), downstream=[
-                str(view.ref(s, r)) for r in repos])
+            return view.client.lineage(view.ref(s, repo, digest), downstream=view.repositories(s))
         return view.client.lineage(view.ref(s, repo, digest))
 
     def api_compare(request: Request) -> Any:

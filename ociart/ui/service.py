@@ -312,14 +312,14 @@ class View:
             if found is None:
                 return None
             hit = self._described.put(key, found[0])
-        return hit.model_copy(update={"tags": sorted(t for t in tags if not is_scheme_tag(t))})  # type: ignore[no-any-return]
+        return hit.model_copy(update={"tags": sorted(t for t in tags if _shown(t))})  # type: ignore[no-any-return]
 
     def artifacts(self, sid: int, *, kind: str | None = None, q: str | None = None, page: int = 1,
                   per_page: int = 50) -> ArtifactPage:
         """One page of the tagged artifacts of a source, filtered by kind and by text (repository, tag or digest)."""
         source = self.source(sid)
         page, per_page = max(1, page), min(max(1, per_page), 500)
-        rows = [(repo, d, tags) for repo, d, tags in self._entries(sid) if any(not is_scheme_tag(t) for t in tags)]
+        rows = [(repo, d, tags) for repo, d, tags in self._entries(sid) if any(_shown(t) for t in tags)]
         rows.sort(key=lambda e: (e[0], min(e[2])))
         if q:
             needle = q.lower()
@@ -440,12 +440,17 @@ class View:
     def tags_of(self, sid: int, repo: str, digest: str) -> list[str]:
         for r, d, tags in self._entries(sid):
             if r == repo and d.digest == digest:
-                return sorted(t for t in tags if not is_scheme_tag(t))
+                return sorted(t for t in tags if _shown(t))
         return []
+
+    def repositories(self, sid: int) -> list[str]:
+        """The repositories of a source with tagged artifacts, as references (where downstream lineage looks)."""
+        names = sorted({r for r, _, tags in self._entries(sid) if any(_shown(t) for t in tags)})
+        return [str(replace(self.scopes[sid], repository=r, tag=None, digest=None)) for r in names]
 
     def versions(self, sid: int, repo: str) -> list[tuple[str, str]]:
         """(tag, digest) of every tag of ``repo``."""
-        out = [(t, d.digest) for r, d, tags in self._entries(sid) if r == repo for t in tags if not is_scheme_tag(t)]
+        out = [(t, d.digest) for r, d, tags in self._entries(sid) if r == repo for t in tags if _shown(t)]
         return sorted(out)
 
     def artifact(self, sid: int, repo: str, digest: str) -> ArtifactView:
@@ -505,10 +510,8 @@ class View:
 
         ref = self.ref(sid, repo, digest)
         up = self.client.lineage(ref, depth=depth)
-        repos = sorted({r for r, _, tags in self._entries(sid) if tags})
-        base = self.scopes[sid]
-        down = self.client.lineage(ref, downstream=[str(replace(base, repository=r, tag=None, digest=None))
-                                                   for r in repos], depth=depth) if repos else None
+        repos = self.repositories(sid)
+        down = self.client.lineage(ref, downstream=repos, depth=depth) if repos else None
         nodes: dict[str, GraphNode] = {}
         edges: dict[tuple[str, str], GraphEdge] = {}
         promotions = self._promotions()
@@ -573,6 +576,11 @@ class View:
         except VerificationError as exc:
             view.chain_error = str(exc)
         return view
+
+
+def _shown(tag: str) -> bool:
+    """A tag of an artifact, not one of the machinery's (referrer and signature scheme tags)."""
+    return not is_scheme_tag(tag)
 
 
 def _packed_role(inspection: Inspection) -> str | None:
