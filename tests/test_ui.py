@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 import pytest
 from helpers import run_cli
+from support.registry import registry_binary, start_registry
 
 pytest.importorskip("starlette", reason="the ui extra (pip install 'ociart[ui]') is not installed")
 pytest.importorskip("grandalf", reason="the ui extra (pip install 'ociart[ui]') is not installed")
@@ -92,12 +93,22 @@ def _build(env: dict[str, str], work: Path, prefix: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def chain(registry: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    base = tmp_path_factory.mktemp("ui-chain")
-    env = _env(base)
-    built = _build(env, base / "work", f"{registry.host}/")
-    built.update(env=env, host=registry.host)
-    return built
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The chain in a registry of its own: the view serves the whole registry (its catalog), and the session-wide
+    registry holds every other test's repositories."""
+    try:
+        registry_binary()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    registry = start_registry(tmp_path_factory.mktemp("ui-registry"))
+    try:
+        base = tmp_path_factory.mktemp("ui-chain")
+        env = _env(base)
+        built = _build(env, base / "work", f"{registry.host}/")
+        built.update(env=env, host=registry.host, registry=registry)
+        yield built
+    finally:
+        registry.stop()
 
 
 @pytest.fixture
@@ -296,9 +307,10 @@ def test_embedded_store_and_oci_layout(tmp_path: Path, monkeypatch: pytest.Monke
     assert (_snapshot(store), _snapshot(layout)) == before  # the view wrote nothing to either store
 
 
-def test_lineage_stays_inside_the_served_stores(chain: dict[str, Any], registry: Any, tmp_path: Path,
+def test_lineage_stays_inside_the_served_stores(chain: dict[str, Any], tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """An input recorded in provenance that lies outside the served TARGETs is shown, never fetched."""
+    registry = chain["registry"]
     env = _env(tmp_path / "env")
     for k, v in env.items():
         monkeypatch.setenv(k, v)
