@@ -300,8 +300,7 @@ def create_app(view: View, *, allowed_hosts: list[str] | None = None) -> Starlet
                 s, repo, digest = pinned(request)
                 path = _arg(request, "path") or ""
                 ref = view.ref(s, repo, digest)
-                _, files = view.client.files(ref)
-                if path not in files:
+                if path not in view.files(s, repo, digest):
                     raise NotFoundError(f"{ref}: no file {path!r}")
                 tmp = tempfile.mkdtemp(prefix="ociart-ui-")
                 view.client.pull(ref, tmp, include=[glob.escape(path)])

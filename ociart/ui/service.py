@@ -230,6 +230,7 @@ class View:
         self._described = _TTL(None, DESCRIBE_CACHE)
         self._status = _TTL(STATUS_TTL)
         self._listed = _TTL(STATUS_TTL, 64)
+        self._files = _TTL(None, 256)
 
     @staticmethod
     def _label(scope: Reference) -> str:
@@ -453,6 +454,15 @@ class View:
         out = [(t, d.digest) for r, d, tags in self._entries(sid) if r == repo for t in tags if _shown(t)]
         return sorted(out)
 
+    def files(self, sid: int, repo: str, digest: str) -> dict[str, tuple[str, int]]:
+        """path -> (digest, size) of every file (:meth:`ociart.Client.files`); packed layers' members are read from
+        the tar stream once per digest."""
+        ref = self.ref(sid, repo, digest)
+        every = self._files.get(ref)
+        if every is None:
+            every = self._files.put(ref, self.client.files(ref)[1])
+        return every  # type: ignore[no-any-return]
+
     def artifact(self, sid: int, repo: str, digest: str) -> ArtifactView:
         ref = self.ref(sid, repo, digest)
         inspection = self.client.inspect(ref)
@@ -460,7 +470,7 @@ class View:
         files_error = None
         raw = {f.path: f for f in inspection.files if not f.packed}
         try:
-            _, every = self.client.files(ref)
+            every = self.files(sid, repo, digest)
             for path, (d, size) in sorted(every.items()):
                 layer = raw.get(path)
                 files.append(FileRow(path=path, size=size, digest=d, role=layer.category if layer else
