@@ -26,8 +26,6 @@ quote (``benchmarks/README.md``).
 
 from __future__ import annotations
 
-from itertools import pairwise
-
 import argparse
 import hashlib
 import json
@@ -37,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
