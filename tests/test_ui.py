@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from helpers import run_cli
@@ -221,6 +221,24 @@ def test_file_tree(api: TestClient, chain: dict[str, Any]) -> None:
     assert '<tr class="dir"><td class="path depth-0" colspan="5">splits/</td></tr>' in html
     r = api.get(f"/download?{_q(chain, 'data')}&path=splits/val.csv")
     assert r.content == b"text,label\nv,1\n" and r.headers["content-disposition"] == 'attachment; filename="val.csv"'
+
+
+def test_image_and_artifact_forms_link_each_other(api: TestClient, chain: dict[str, Any], tmp_path: Path) -> None:
+    u = uuid.uuid4().hex[:6]
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.safetensors").write_bytes(os.urandom(5000))
+    art, img = f"{chain['host']}/forms-{u}/clf", f"{chain['host']}/forms-{u}/clf-image"
+    digest = _ok(chain["env"], "push", f"{art}:v1", str(tmp_path / "m"), "--kind", "model", "--no-git",
+                 "--with-image", f"{img}:v1").splitlines()[-1]
+    a = api.get(f"/api/artifact?s=0&repo=forms-{u}/clf&digest={digest}").json()
+    [form] = a["forms"]
+    assert form["label"] == "image form" and form["reference"].startswith(f"{img}:v1@sha256:")
+    image_digest = form["reference"].rsplit("@", 1)[1]
+    assert form["href"] == f"/artifact?s=0&repo=forms-{u}%2Fclf-image&digest={image_digest.replace(':', '%3A')}"
+    back = api.get(form["href"].replace("/artifact?", "/api/artifact?")).json()
+    assert [(f["label"], f["reference"].rsplit("@", 1)[1]) for f in back["forms"]] == [("artifact form", digest)]
+    html = api.get(f"/artifact?s=0&repo=forms-{u}/clf&digest={digest}").text
+    assert 'class="form-link">image form: <a href="/artifact?s=0&amp;repo=forms-' in html
 
 
 def test_api_refuses_what_it_does_not_serve(api: TestClient, chain: dict[str, Any]) -> None:
@@ -471,7 +489,7 @@ def test_browser_lineage_graph_nodes_edges_and_click(page: Any, served: str, cha
         page.screenshot(path=docs)
     page.locator("svg#lineage g.node.kind-dataset").click()
     page.wait_for_url("**/artifact?**")
-    assert chain["data"] in page.url
+    assert parse_qs(urlsplit(page.url).query)["digest"] == [chain["data"]]
     assert page.locator("#digest").inner_text() == chain["data"]
     assert not page.console_errors
 

@@ -30,6 +30,7 @@ from ..lineage.graph import REPORT_TYPE
 from ..listing import ListedArtifact, describe, entries, parse_scope
 from ..oci import Descriptor
 from ..oci.mediatypes import ANNOTATION_BUNDLE_PREDICATE_TYPE, SIGSTORE_BUNDLE
+from ..packaging.image import ARTIFACT_FORM, IMAGE_FORM
 from ..reference import DIGEST_RE, NAME_RE, TAG_RE, Reference, parse_reference
 from ..signing.results import Verification
 from ..targets.base import Target
@@ -40,8 +41,7 @@ SignatureStatus = Literal["verified", "signed", "unsigned"]
 STATUS_TTL = 30.0
 DESCRIBE_CACHE = 50_000
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
-FORM_TYPES = {"application/vnd.ociart.image-form.v1": "image form",
-              "application/vnd.ociart.artifact-form.v1": "artifact form"}
+FORM_TYPES = {IMAGE_FORM: "image form", ARTIFACT_FORM: "artifact form"}
 
 
 class Source(BaseModel):
@@ -101,6 +101,14 @@ class Provenance(BaseModel):
     inputs: list[dict[str, str]] = []
 
 
+class FormView(BaseModel):
+    """The other form of the same files (image form of an artifact, or the reverse), linked when served here."""
+
+    label: str
+    reference: str
+    href: str | None = None
+
+
 class ArtifactView(BaseModel):
     source: Source
     repository: str
@@ -116,6 +124,7 @@ class ArtifactView(BaseModel):
     provenance: Provenance | None = None
     commands: list[str]
     versions: list[tuple[str, str]] = []
+    forms: list[FormView] = []
 
 
 class GraphNode(BaseModel):
@@ -489,7 +498,13 @@ class View:
                                                              "--verify-key cosign.pub"),
                     f"ociart verify {pinned} " + ("--policy POLICY.yaml" if self.policy is not None else
                                                   "--key cosign.pub")]
-        return ArtifactView(source=self.source(sid), repository=repo, inspection=inspection, tags=tags,
+        forms = []
+        for link in inspection.links:
+            where = self.locate(link.reference) if link.reference else None
+            forms.append(FormView(label=FORM_TYPES.get(link.artifactType, "other form"),
+                                  reference=link.reference or link.digest,
+                                  href=None if where is None else _href(*where)))
+        return ArtifactView(source=self.source(sid), repository=repo, inspection=inspection, tags=tags, forms=forms,
                             promoted=self._promoted(sid, repo, digest, tags, self._promotions()), files=files,
                             files_error=files_error, referrers=rows, signature=status, verification=verification,
                             verify_error=why, provenance=self.provenance(sid, repo, digest), commands=commands,
@@ -533,7 +548,7 @@ class View:
                 href = tags = promoted = None
                 if where is not None:
                     s, r, d = where
-                    href = f"/artifact?s={s}&repo={r}&digest={d}"
+                    href = _href(s, r, d)
                     tags = self.tags_of(s, r, d)
                     promoted = self._promoted(s, r, d, tags, promotions)
                 nodes[key] = GraphNode(id=f"n{len(nodes)}", kind=n.kind, name=n.name, ref=n.ref, digest=n.digest,
@@ -586,6 +601,12 @@ class View:
         except VerificationError as exc:
             view.chain_error = str(exc)
         return view
+
+
+def _href(sid: int, repo: str, digest: str) -> str:
+    from urllib.parse import urlencode
+
+    return "/artifact?" + urlencode({"s": sid, "repo": repo, "digest": digest})
 
 
 def _shown(tag: str) -> bool:
