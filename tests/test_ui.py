@@ -81,6 +81,7 @@ def _build(env: dict[str, str], work: Path, prefix: str) -> dict[str, Any]:
                         "--subject", f"{names['model']}:v1", "--input", f"{names['model']}:v1",
                         "--metric", "accuracy=0.91")
     _ok(env, "tag", f"{names['model']}:v1", "prod")
+    _ok(env, "promote", f"{names['model']}:v1", "--to", "staging", "--key", str(work / "release.pub"))
     out["hostile"] = _ok(env, "push", f"{names['hostile']}:v1", str(work / "hostile"), "--no-git",
                          "--annotation", f"org.opencontainers.image.title={HOSTILE}",
                          "--annotation", "org.opencontainers.image.description=<script>alert(2)</script>",
@@ -135,11 +136,11 @@ def test_api_lists_artifacts_with_signature_status_and_promotions(api: TestClien
     page = api.get("/api/artifacts", params={"q": chain["u"]}).json()
     rows = {(a["repository"], tuple(a["tags"])): a for a in page["items"]}
     names = {k: v.split("/", 1)[1] for k, v in chain["names"].items()}
-    assert set(rows) == {(names["data"], ("v1",)), (names["model"], ("v0",)), (names["model"], ("prod", "v1")),
+    assert set(rows) == {(names["data"], ("v1",)), (names["model"], ("v0",)), (names["model"], ("prod", "staging", "v1")),
                          (names["report"], ("v1",)), (names["hostile"], ("v1",))}
-    model = rows[(names["model"], ("prod", "v1"))]
+    model = rows[(names["model"], ("prod", "staging", "v1"))]
     assert (model["digest"], model["kind"], model["signature"], model["promoted"]) == \
-        (chain["model"], "model", "verified", ["prod"])
+        (chain["model"], "model", "verified", ["prod", "staging"])
     assert rows[(names["data"], ("v1",))]["signature"] == "unsigned"
     assert rows[(names["report"], ("v1",))]["kind"] == "report"
     assert page["total"] == 5 and page["policy"] is True
@@ -181,7 +182,7 @@ def test_api_returns_the_cli_json_models(api: TestClient, chain: dict[str, Any])
 def test_api_artifact_view_graph_and_compare(api: TestClient, chain: dict[str, Any]) -> None:
     a = api.get(f"/api/artifact?{_q(chain, 'model')}").json()
     assert a["signature"] == "verified" and a["verification"]["signatures"]
-    assert a["promoted"] == ["prod"] and a["tags"] == ["prod", "v1"]
+    assert "prod" in a["promoted"] and "v1" not in a["promoted"] and {"prod", "v1"} <= set(a["tags"])
     assert {f["path"]: f["role"] for f in a["files"]} == {"config.json": "config", "model.safetensors": "weights"}
     assert {r["label"] for r in a["referrers"]} >= {"signature", "report"}
     report = next(r for r in a["referrers"] if r["label"] == "report")
@@ -203,7 +204,7 @@ def test_api_artifact_view_graph_and_compare(api: TestClient, chain: dict[str, A
     edges = {(next(n["digest"] for n in g["nodes"] if n["id"] == e["source"]),
               next(n["digest"] for n in g["nodes"] if n["id"] == e["target"])) for e in g["edges"]}
     assert edges == {(chain["data"], chain["model"]), (chain["model"], chain["report"])}
-    assert by_digest[chain["model"]]["promoted"] == ["prod"] and by_digest[chain["model"]]["root"]
+    assert by_digest[chain["model"]]["promoted"] == ["prod", "staging"] and by_digest[chain["model"]]["root"]
 
     repo = chain["names"]["model"].split("/", 1)[1]
     c = api.get(f"/api/compare?s=0&repo={repo}&old={chain['model0']}&new={chain['model']}").json()
@@ -239,6 +240,19 @@ def test_image_and_artifact_forms_link_each_other(api: TestClient, chain: dict[s
     assert [(f["label"], f["reference"].rsplit("@", 1)[1]) for f in back["forms"]] == [("artifact form", digest)]
     html = api.get(f"/artifact?s=0&repo=forms-{u}/clf&digest={digest}").text
     assert 'class="form-link">image form: <a href="/artifact?s=0&amp;repo=forms-' in html
+
+
+def test_promotion_history(api: TestClient, chain: dict[str, Any]) -> None:
+    repo = chain["names"]["model"].split("/", 1)[1]
+    h = api.get(f"/api/history?s=0&repo={repo}&tag=staging").json()
+    cli = _cli_json(chain, "history", f"{chain['names']['model']}:staging")
+    assert h["entries"] == cli["entries"] and h["current"] == chain["model"]
+    assert [(e["digest"], [g["passed"] for g in e["gates"]]) for e in h["entries"]] == [(chain["model"], [True])]
+    html = api.get(f"/history?s=0&repo={repo}&tag=staging").text
+    assert html.count('class="promotion') == 1 and chain["model"][:19] in html
+    assert api.get(f"/api/history?s=0&repo={repo}&tag=v1").json()["entries"] == []
+    a = api.get(f"/api/artifact?{_q(chain, 'model')}").json()
+    assert a["tags"] == ["prod", "staging", "v1"] and a["promoted"] == ["prod", "staging"]
 
 
 def test_api_refuses_what_it_does_not_serve(api: TestClient, chain: dict[str, Any]) -> None:
@@ -304,7 +318,7 @@ def test_embedded_store_and_oci_layout(tmp_path: Path, monkeypatch: pytest.Monke
         page = api.get("/api/artifacts").json()
         assert {a["repository"] for a in page["items"]} == {n for n in built["names"].values()}
         model = next(a for a in page["items"] if a["digest"] == built["model"] and "prod" in a["tags"])
-        assert model["signature"] == "verified" and model["promoted"] == ["prod"]
+        assert model["signature"] == "verified" and model["promoted"] == ["prod", "staging"]
         repo = built["names"]["model"]
         g = api.get(f"/api/graph?s=0&repo={repo}&digest={built['model']}").json()
         assert {n["digest"] for n in g["nodes"]} == {built["data"], built["model"], built["report"]}
@@ -456,7 +470,7 @@ def test_browser_lists_the_artifacts(page: Any, served: str, chain: dict[str, An
     repos = {r.split("/", 1)[1] for r in chain["names"].values()}
     assert {t.strip() for t in page.locator("#artifacts a.repo").all_inner_texts()} == repos
     model_row = rows.filter(has_text="prod")
-    assert model_row.locator(".sig-verified").count() == 1 and model_row.locator(".tag.promoted").inner_text() == "prod"
+    assert model_row.locator(".sig-verified").count() == 1 and model_row.locator(".tag.promoted").all_inner_texts() == ["prod", "staging"]
     page.select_option("select[name=kind]", "report")
     page.click("form.filters button")
     assert page.locator("#artifacts tbody tr.artifact").count() == 1

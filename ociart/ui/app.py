@@ -246,6 +246,8 @@ def create_app(view: View, *, allowed_hosts: list[str] | None = None) -> Starlet
         Route("/api/diff", api(api_diff)),
         Route("/api/compare", api(api_compare)),
         Route("/api/audit", api(api_audit)),
+        Route("/api/history", api(lambda r: view.history(sid(r), r.query_params.get("repo", ""),
+                                                         _arg(r, "tag") or ""))),
     ]
 
     # -- pages --------------------------------------------------------------------------------------------
@@ -291,6 +293,11 @@ def create_app(view: View, *, allowed_hosts: list[str] | None = None) -> Starlet
                                 actor=_arg(request, "actor", False)),
                 "f": {k: request.query_params.get(k, "") for k in ("repository", "action", "actor")}}
 
+    @page("history.html")
+    def history_page(request: Request) -> dict[str, Any]:
+        s = sid(request)
+        return {"h": view.history(s, request.query_params.get("repo", ""), _arg(request, "tag") or ""), "s": s}
+
     def download(request: Request) -> Response:
         """One file of an artifact: restored by pull (digest-verified, atomically placed) into a temp directory,
         then streamed; the temp directory is removed when the response is done."""
@@ -323,6 +330,7 @@ def create_app(view: View, *, allowed_hosts: list[str] | None = None) -> Starlet
         Route("/lineage", lineage_page),
         Route("/compare", compare_page),
         Route("/audit", audit_page),
+        Route("/history", history_page),
         Route("/download", download),
         *api_routes,
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),

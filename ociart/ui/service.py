@@ -32,6 +32,7 @@ from ..oci import Descriptor
 from ..oci.mediatypes import ANNOTATION_BUNDLE_PREDICATE_TYPE, SIGSTORE_BUNDLE
 from ..packaging.image import ARTIFACT_FORM, IMAGE_FORM
 from ..reference import DIGEST_RE, NAME_RE, TAG_RE, Reference, parse_reference
+from ..promotion import HistoryEntry, is_history_tag
 from ..signing.results import Verification
 from ..targets.base import Target
 from ..targets.referrers import is_scheme_tag, list_referrers
@@ -170,6 +171,16 @@ class AuditView(BaseModel):
     lines: int | None = None
     head: str | None = None
     chain_error: str | None = None
+
+
+class TagHistory(BaseModel):
+    """The promotions into one tag, newest first (``ociart history REPO:TAG --json``'s entries)."""
+
+    repository: str
+    tag: str
+    #: The digest the tag points at now (None: the tag is gone).
+    current: str | None = None
+    entries: list[HistoryEntry]
 
 
 class ScopedClient(Client):
@@ -588,6 +599,16 @@ class View:
                           metrics=_changes(_flatten(ma), _flatten(mb)))
 
     # -- history ----------------------------------------------------------------------------------------------
+    def history(self, sid: int, repo: str, tag: str) -> TagHistory:
+        """The promotions into ``repo:tag`` (:func:`ociart.promotion.history`: one read of the tag's history)."""
+        ref = self.ref(sid, repo, tag=tag)
+        entries = self.client.history(ref)
+        try:
+            current: str | None = self.client.resolve(ref).digest
+        except NotFoundError:
+            current = None
+        return TagHistory(repository=repo, tag=tag, current=current, entries=entries)
+
     def audit(self, *, repository: str | None = None, action: str | None = None, actor: str | None = None,
               limit: int = 500) -> AuditView:
         """The audit log, newest first (filters are shell globs), and whether its hash chain holds."""
@@ -610,8 +631,8 @@ def _href(sid: int, repo: str, digest: str) -> str:
 
 
 def _shown(tag: str) -> bool:
-    """A tag of an artifact, not one of the machinery's (referrer and signature scheme tags)."""
-    return not is_scheme_tag(tag)
+    """A tag of an artifact, not one of the machinery's: referrer/signature scheme tags, promotion histories."""
+    return not is_scheme_tag(tag) and not is_history_tag(tag)
 
 
 def _packed_role(inspection: Inspection) -> str | None:
