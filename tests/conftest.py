@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from support.ocifake import OciFake
 from support.registry import AuthMode, RunningRegistry, registry_binary, start_registry
+from support.s3 import S3Server, S3Unavailable, start_s3
 from support.sigstore_mock import MockUnavailable, SigstoreMock, start_sigstore_mock
 
 RegistryFactory = Callable[..., RunningRegistry]
@@ -61,17 +62,46 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegist
     running.stop()
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """Session-wide local S3 (``moto_server``, ``support/s3.py``) with one bucket and a FaultProxy in front
+    (``.proxy``: its log shows every request reaching the S3 origin). Each registry on it has its own prefix."""
+    try:
+        server = start_s3(tmp_path_factory.mktemp("s3"))
+    except S3Unavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_registry(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Iterator[RunningRegistry]:
+    """Session-wide anonymous registry whose storage is the ``s3`` driver on ``s3_server``, redirects on: blob GETs
+    answer 307 to a presigned URL on the S3 origin (through ``s3_server.proxy``)."""
+    _require_registry()
+    running = start_registry(tmp_path_factory.mktemp("registry-s3"), s3=s3_server)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def any_registry(request: pytest.FixtureRequest) -> RunningRegistry:
+    """The session registry, once on the filesystem driver and once on S3 with redirects (``s3_registry``)."""
+    return request.getfixturevalue("registry" if request.param == "filesystem" else "s3_registry")
+
+
 @pytest.fixture
-def registry_factory(tmp_path: Path) -> Iterator[RegistryFactory]:
-    """``registry_factory(auth=None|"htpasswd"|"token", tls=False, token_expires_in=300, delete=True)`` → a started
-    registry in its own temp dir, stopped at teardown."""
+def registry_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RegistryFactory]:
+    """``registry_factory(auth=None|"htpasswd"|"token", tls=False, token_expires_in=300, delete=True, s3=False)`` →
+    a started registry in its own temp dir, stopped at teardown (``s3=True``: blobs on ``s3_server``)."""
     _require_registry()
     started: list[RunningRegistry] = []
 
     def factory(auth: AuthMode = None, tls: bool = False, token_expires_in: int = 300,
-                delete: bool = True) -> RunningRegistry:
+                delete: bool = True, s3: bool = False) -> RunningRegistry:
+        server = request.getfixturevalue("s3_server") if s3 else None
         running = start_registry(tmp_path / f"registry-{len(started)}", auth=auth, tls=tls,
-                                 token_expires_in=token_expires_in, delete=delete)
+                                 token_expires_in=token_expires_in, delete=delete, s3=server)
         started.append(running)
         return running
 

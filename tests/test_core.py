@@ -38,7 +38,10 @@ def _client(**kw: object) -> ociart.Client:
     return ociart.Client(plain_http=True, **kw)  # type: ignore[arg-type]
 
 
-def test_push_pull_roundtrip(registry, unique_repo: str, model_dir: Path, tmp_path: Path) -> None:
+def test_push_pull_roundtrip(any_registry, unique_repo: str, model_dir: Path, tmp_path: Path) -> None:
+    registry = any_registry
+    if registry.s3 is not None:  # 2.8.2's s3 driver cannot store an empty blob (test_object_storage.py)
+        (model_dir / "empty.txt").unlink()
     ref = f"{registry.host}/{unique_repo}:v1"
     with _client() as c:
         desc = c.push(ref, [model_dir], annotations={"team": "nlp"})
@@ -50,11 +53,16 @@ def test_push_pull_roundtrip(registry, unique_repo: str, model_dir: Path, tmp_pa
         assert m["config"] == {"mediaType": OCI_EMPTY, "digest": EMPTY_JSON_DIGEST, "size": 2}
         assert m["annotations"] == {"team": "nlp"}
         titles = sorted(layer["annotations"]["org.opencontainers.image.title"] for layer in m["layers"])
-        assert titles == ["config.json", "empty.txt", "tok/vocab.txt", "weights.bin"]
+        assert titles == sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file())
+        assert "weights.bin" in titles and "tok/vocab.txt" in titles
         result = c.pull(ref, tmp_path / "out")
     assert result.digest == desc.digest
     assert tree_digest(tmp_path / "out") == tree_digest(model_dir)
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".ociart")]
+    if registry.s3 is not None:  # the blobs came from the object store, after a 307
+        fetched = {e["path"].split("?")[0].rsplit("/", 2)[1] for e in registry.s3.client_requests()
+                   if e["method"] == "GET" and e["status"] == 200}
+        assert {layer["digest"].removeprefix("sha256:") for layer in m["layers"]} <= fetched
 
 
 def test_file_arguments_are_titled_relative_to_cwd(registry, unique_repo: str, model_dir: Path,

@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -53,28 +55,53 @@ def _partial(out: Path, digest: str) -> tuple[Path, Path]:
     return ingest / f"{hexd}.partial", ingest / f"{hexd}.ranges.json"
 
 
-def _interrupted_pull(proxy: FaultProxy, ref: str, out: Path, cut: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A pull whose blob download is cut after ``cut`` bytes with no retry budget left: it fails, partial kept."""
-    monkeypatch.setenv("OCIART_RETRY_BUDGET", "0")
-    proxy.drop_after("/blobs/sha256:", cut)
-    with pytest.raises(NetworkError):
-        ociart.Client(plain_http=True).pull(ref.replace(ref.split("/")[0], proxy.host), out)
-    monkeypatch.delenv("OCIART_RETRY_BUDGET")
+def _reset(proxy: FaultProxy) -> None:
     proxy.clear()
     proxy.reset_counts()
     proxy.log.clear()
 
 
-def test_pull_killed_at_60_percent_resumes_after_restart(registry: RunningRegistry, unique_repo: str,
+@contextmanager
+def _blob_proxy(registry: RunningRegistry) -> Iterator[tuple[FaultProxy, str, str]]:
+    """(fault proxy that blob bodies pass through, host to pull through, path substring of blob body requests).
+
+    Filesystem registry: a proxy in front of the registry. S3 registry: blob GETs answer 307 to a presigned URL on
+    the S3 origin, so the bodies pass through the proxy in front of the S3 server (``s3_server.proxy``) and the
+    client talks to the registry itself."""
+    if registry.s3 is None:
+        with FaultProxy(registry.url) as proxy:
+            yield proxy, proxy.host, "/blobs/sha256:"
+        return
+    proxy = registry.s3.proxy
+    _reset(proxy)
+    try:
+        yield proxy, registry.host, "/data?X-Amz-"  # presigned blob GETs (the registry's own reads are unsigned)
+    finally:
+        _reset(proxy)
+
+
+def _interrupted_pull(proxy: FaultProxy, via: str, out: Path, cut: int, monkeypatch: pytest.MonkeyPatch,
+                      blobs: str) -> None:
+    """A pull whose blob download is cut after ``cut`` bytes with no retry budget left: it fails, partial kept."""
+    monkeypatch.setenv("OCIART_RETRY_BUDGET", "0")
+    proxy.drop_after(blobs, cut)
+    with pytest.raises(NetworkError):
+        ociart.Client(plain_http=True).pull(via, out)
+    monkeypatch.delenv("OCIART_RETRY_BUDGET")
+    _reset(proxy)
+
+
+def test_pull_killed_at_60_percent_resumes_after_restart(any_registry: RunningRegistry, unique_repo: str,
                                                           tmp_path: Path) -> None:
-    size = 256 * MiB
+    registry = any_registry
+    size = 256 * MiB if registry.s3 is None else 96 * MiB  # moto keeps up, but slowly
     ref, digest = _push(registry, unique_repo, tmp_path / "src", size)
     out = tmp_path / "out"
-    with FaultProxy(registry.url) as proxy:
-        via = ref.replace(registry.host, proxy.host)
+    with _blob_proxy(registry) as (proxy, host, blobs):
+        via = ref.replace(registry.host, host)
         cmd = [sys.executable, "-m", "ociart", "pull", "--plain-http", "-o", str(out), via]
-        proxy.limit_rate(32 * MiB, "/blobs/sha256:")  # so the kill lands near 60 %, not after the end
-        at_60 = proxy.when_sent("/blobs/sha256:", int(size * 0.6))
+        proxy.limit_rate(32 * MiB, blobs)  # so the kill lands near 60 %, not after the end
+        at_60 = proxy.when_sent(blobs, int(size * 0.6))
         first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             assert at_60.wait(180), "the first pull never reached 60 %"
@@ -83,7 +110,7 @@ def test_pull_killed_at_60_percent_resumes_after_restart(registry: RunningRegist
             first.kill()
             first.communicate(timeout=60)
         assert first.returncode == -signal.SIGKILL
-        killed_at = proxy.sent("/blobs/sha256:")
+        killed_at = proxy.sent(blobs)
         assert size * 0.6 <= killed_at < size, killed_at
 
         partial, record = _partial(out, digest)
@@ -98,8 +125,8 @@ def test_pull_killed_at_60_percent_resumes_after_restart(registry: RunningRegist
         proxy.log.clear()
         second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert second.returncode == 0, second.stderr
-        fetched = proxy.sent("/blobs/sha256:")
-        gets = proxy.find("GET", "/blobs/sha256:")
+        fetched = proxy.sent(blobs)
+        gets = proxy.find("GET", blobs)
     assert fetched <= 0.45 * size, f"the second run fetched {fetched / size:.0%} of the blob"
     assert fetched == size - rec.ranges[0].end  # exactly the missing part: the prefix was re-hashed and kept
     assert gets[-1]["headers"]["range"] == f"bytes={rec.ranges[0].end}-{size - 1}" and gets[-1]["status"] == 206
@@ -107,14 +134,15 @@ def test_pull_killed_at_60_percent_resumes_after_restart(registry: RunningRegist
     assert sorted(p.name for p in out.iterdir()) == ["weights.bin"]  # staging gone after success
 
 
-def test_corrupted_partial_is_refetched(registry: RunningRegistry, unique_repo: str, tmp_path: Path,
+def test_corrupted_partial_is_refetched(any_registry: RunningRegistry, unique_repo: str, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = any_registry
     size = 24 * MiB + 321
     ref, digest = _push(registry, unique_repo, tmp_path / "src", size)
     out = tmp_path / "out"
-    with FaultProxy(registry.url) as proxy:
-        via = ref.replace(registry.host, proxy.host)
-        _interrupted_pull(proxy, ref, out, 14 * MiB, monkeypatch)
+    with _blob_proxy(registry) as (proxy, host, blobs):
+        via = ref.replace(registry.host, host)
+        _interrupted_pull(proxy, via, out, 14 * MiB, monkeypatch, blobs)
         partial, record = _partial(out, digest)
         end = RangesRecord.model_validate_json(record.read_bytes()).ranges[0].end
         assert end >= 8 * MiB and partial.stat().st_size >= end
@@ -125,8 +153,8 @@ def test_corrupted_partial_is_refetched(registry: RunningRegistry, unique_repo: 
             f.write(bytes([byte[0] ^ 0x01]))
 
         result = ociart.Client(plain_http=True).pull(via, out)
-        gets = proxy.find("GET", "/blobs/sha256:")
-        fetched = proxy.sent("/blobs/sha256:")
+        gets = proxy.find("GET", blobs)
+        fetched = proxy.sent(blobs)
     assert [f.path for f in result.files] == ["weights.bin"]
     assert len(gets) == 1 and "range" not in gets[0]["headers"]  # the bad prefix was detected, not resumed
     assert fetched == size
@@ -134,33 +162,35 @@ def test_corrupted_partial_is_refetched(registry: RunningRegistry, unique_repo: 
     assert sorted(p.name for p in out.iterdir()) == ["weights.bin"]
 
 
-def test_resume_when_the_registry_ignores_range(registry: RunningRegistry, unique_repo: str, tmp_path: Path,
+def test_resume_when_the_registry_ignores_range(any_registry: RunningRegistry, unique_repo: str, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = any_registry
     size = 12 * MiB + 7
     ref, digest = _push(registry, unique_repo, tmp_path / "src", size)
     out = tmp_path / "out"
-    with FaultProxy(registry.url) as proxy:
-        via = ref.replace(registry.host, proxy.host)
-        _interrupted_pull(proxy, ref, out, 9 * MiB, monkeypatch)
+    with _blob_proxy(registry) as (proxy, host, blobs):
+        via = ref.replace(registry.host, host)
+        _interrupted_pull(proxy, via, out, 9 * MiB, monkeypatch, blobs)
         assert _partial(out, digest)[1].exists()
         proxy.drop_request_header("range")
         ociart.Client(plain_http=True).pull(via, out)
-        gets = proxy.find("GET", "/blobs/sha256:")
-        fetched = proxy.sent("/blobs/sha256:")
+        gets = proxy.find("GET", blobs)
+        fetched = proxy.sent(blobs)
     assert gets[-1]["headers"].get("range", "").startswith("bytes=") and gets[-1]["status"] == 200
     assert fetched == size  # the whole blob again, written from byte 0
     assert _sha256(out / "weights.bin") == digest
     assert sorted(p.name for p in out.iterdir()) == ["weights.bin"]
 
 
-def test_stale_and_unwanted_partials_are_removed(registry: RunningRegistry, unique_repo: str, tmp_path: Path,
+def test_stale_and_unwanted_partials_are_removed(any_registry: RunningRegistry, unique_repo: str, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = any_registry
     size = 10 * MiB
     ref, digest = _push(registry, unique_repo, tmp_path / "src", size)
     out = tmp_path / "out"
-    with FaultProxy(registry.url) as proxy:
-        via = ref.replace(registry.host, proxy.host)
-        _interrupted_pull(proxy, ref, out, 6 * MiB, monkeypatch)
+    with _blob_proxy(registry) as (proxy, host, blobs):
+        via = ref.replace(registry.host, host)
+        _interrupted_pull(proxy, via, out, 6 * MiB, monkeypatch, blobs)
         partial, record = _partial(out, digest)
         assert partial.exists()
         # a partial of a digest this pull does not want, and our own made two days old
@@ -170,7 +200,7 @@ def test_stale_and_unwanted_partials_are_removed(registry: RunningRegistry, uniq
         for p in (partial, record):
             os.utime(p, (old, old))
         ociart.Client(plain_http=True).pull(via, out)
-        gets = proxy.find("GET", "/blobs/sha256:")
+        gets = proxy.find("GET", blobs)
     assert len(gets) == 1 and "range" not in gets[0]["headers"]  # stale: not resumed
     assert not other.exists()
     assert _sha256(out / "weights.bin") == digest

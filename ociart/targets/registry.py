@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 import random
 import re
@@ -65,6 +66,29 @@ HOST_QUIRKS: list[tuple[re.Pattern[str], dict[str, Any]]] = [
     (re.compile(r"\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?\Z"), {"strategy": "monolithic", "chunk_min": 5 << 20}),
     (re.compile(r"(-docker\.pkg\.dev|(^|\.)gcr\.io)\Z"), {"strategy": "monolithic"}),
 ]
+
+
+_URL_QUERY = re.compile(r"(https?://[^\s?'\"<>]+)\?[^\s'\"<>]*")
+_SECRET_PARAM = re.compile(r"(?i)\b(_state|sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token"
+                           r"|x-goog-signature|x-goog-credential)=[^&\s'\"<>]*")
+
+
+class _RedactQueries(logging.Filter):
+    """httpx logs every request's URL at INFO and httpcore every response header at DEBUG. A redirect to object
+    storage carries a presigned URL whose query is a credential (``X-Amz-Signature``, ``sig=``, ...), and upload
+    URLs carry the registry's ``_state``: log records of both lose URL queries and those parameters."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _SECRET_PARAM.sub(r"\1=<redacted>", _URL_QUERY.sub(r"\1?<redacted>", message))
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+for _name in ("httpx", "httpcore.connection", "httpcore.connection_pool", "httpcore.http11", "httpcore.http2",
+              "httpcore.proxy", "httpcore.socks"):
+    logging.getLogger(_name).addFilter(_RedactQueries())
 
 
 def _is_loopback(host: str) -> bool:

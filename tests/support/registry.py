@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .fakeserver import BodyReader, FakeServer, HeaderItems
+from .s3 import S3Server
 
 USERNAME = "alice"
 PASSWORD = "s3cret"
@@ -303,6 +304,8 @@ class RunningRegistry:
     token_server: TokenServer | None = None
     #: TLS only: a directory holding just ``ca.crt`` (for ``skopeo --cert-dir`` / containers ``certs.d``).
     cert_dir: Path | None = None
+    #: The S3 server holding the blobs when started with ``s3=`` (blob GETs answer 307 to it), else None.
+    s3: S3Server | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -355,8 +358,10 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, verify: ssl.SSLContext 
 
 def start_registry(workdir: Path, *, auth: AuthMode = None, tls: bool = False,
                    token_expires_in: int = 300, delete: bool = True,
-                   proxy_remoteurl: str | None = None) -> RunningRegistry:
-    """Configure and start distribution 2.8.2 with filesystem storage under ``workdir/storage``.
+                   proxy_remoteurl: str | None = None, s3: S3Server | None = None) -> RunningRegistry:
+    """Configure and start distribution 2.8.2 with filesystem storage under ``workdir/storage``, or with the ``s3``
+    driver on the bucket of ``s3`` (a :func:`support.s3.start_s3` server; redirects on: blob GETs answer 307 to a
+    presigned URL on the S3 origin).
 
     ``auth="htpasswd"``: Basic ``alice``/``s3cret``. ``auth="token"``: a :class:`TokenServer` (anonymous pull,
     push/delete for alice) whose tokens last ``token_expires_in`` seconds. ``tls=True``: HTTPS with a test CA
@@ -379,6 +384,9 @@ def start_registry(workdir: Path, *, auth: AuthMode = None, tls: bool = False,
     if proxy_remoteurl is not None:
         config["proxy"] = {"remoteurl": proxy_remoteurl}
     ca_file = cert_dir = None
+    if s3 is not None:
+        config["storage"] = {**s3.storage_config(f"/{workdir.name}-{uuid.uuid4().hex[:8]}"),
+                             "delete": config["storage"]["delete"], "maintenance": config["storage"]["maintenance"]}
     if tls:
         ca = make_test_ca(workdir / "tls")
         ca_file = ca.ca_cert
@@ -406,7 +414,9 @@ def start_registry(workdir: Path, *, auth: AuthMode = None, tls: bool = False,
     config_path = workdir / "config.yml"
     log_path = workdir / "registry.log"
     # REGISTRY_* variables override the config file (REGISTRY_AUTH_FILE would even add an auth block): drop them.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    # AWS_* too: with AWS_CA_BUNDLE set, 2.8.2's s3 driver panics at start (LoadCustomCABundleError), and the
+    # user's own AWS credentials or profile must not reach the test bucket's driver.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "AWS_"))}
     scheme = "https" if tls else "http"
     try:
         for _attempt in range(5):
@@ -419,7 +429,7 @@ def start_registry(workdir: Path, *, auth: AuthMode = None, tls: bool = False,
             registry = RunningRegistry(host=f"127.0.0.1:{port}", url=f"{scheme}://127.0.0.1:{port}", root=root,
                                        config_path=config_path, log_path=log_path, ca_file=ca_file,
                                        username=username, password=password, token_server=token_server,
-                                       cert_dir=cert_dir, process=proc)
+                                       cert_dir=cert_dir, s3=s3, process=proc)
             if _wait_ready(proc, registry.url, registry.verify, time.monotonic() + START_TIMEOUT):
                 atexit.register(registry.stop)
                 return registry
