@@ -302,10 +302,18 @@ def push_file_encrypted(target: Target, repo: str, path: Path, media_type: str, 
     return desc, plain
 
 
+#: A blob this large whose digest is not cached is hashed while it is sent, never before (one read of the file),
+#: even where a pre-pass could find it already in the repository: re-pushes of the same path are the digest cache's.
+#: Smaller ones in a repository that has versions are hashed first, so an unchanged file in a new directory is
+#: skipped (reading a few MiB twice costs less than one upload request).
+PREHASH_MAX_BYTES = 16 << 20
+
+
 def push_file_cached(target: Target, repo: str, path: Path, media_type: str, cache: DigestCache, prehash: bool,
                      progress: Progress | None, label: str, expected: StatKey | None = None) -> Descriptor:
     """Push one file, using the digest cache: a known digest is HEAD-checked and skipped when present; an unknown
-    one is hashed first when ``prehash`` (so blobs the repository already has are skipped), else while sending.
+    one is hashed first when ``prehash`` and the file is under :data:`PREHASH_MAX_BYTES` (so blobs the repository
+    already has are skipped), else while sending (one read).
 
     ``expected`` is the stat the caller built metadata from (default: taken now). When the upload ends the file must
     still have it (:func:`~ociart.cache.check_unchanged`): a file that shrank, grew, vanished or was rewritten fails
@@ -316,7 +324,7 @@ def push_file_cached(target: Target, repo: str, path: Path, media_type: str, cac
         raise NotFoundError(f"{path}: no such file")
     known = cache.get(path)
     from_cache = known is not None
-    if known is None and prehash:
+    if known is None and prehash and before[3] < PREHASH_MAX_BYTES:
         known = sha256_file(path)
         cache.put(path, known[0], before)
     desc = Descriptor(mediaType=media_type, digest=known[0], size=known[1]) if known else None

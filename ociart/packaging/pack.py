@@ -17,7 +17,8 @@ from ..oci.digest import Digester
 from ..oci import EMPTY_JSON_DIGEST, OCI_LAYER, Content, Descriptor
 from ..progress import Progress
 from ..targets.base import Target
-from ..transfer import check_local_file, parallel, push_file_cached, push_file_encrypted, push_manifest
+from ..transfer import (PREHASH_MAX_BYTES, check_local_file, parallel, push_file_cached, push_file_encrypted,
+                        push_manifest)
 from .kinds import (
     KIND_SPECS,
     REPORT_METRICS,
@@ -174,9 +175,10 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
                progress: Progress | None, prehash: bool = False, image_prefix: str | None = None,
                encryption: EncryptionPlan | None = None) -> tuple[Descriptor, str]:
     """Push one layer; returns its descriptor and its plaintext digest (the ModelPack ``diffId`` and the image
-    form's ``rootfs.diff_ids``: the same unless the layer is encrypted). ``prehash``: hash files the cache does not
-    know before sending, so blobs the repository already has (an earlier version in another directory) are skipped
-    instead of streamed.
+    form's ``rootfs.diff_ids``: the same unless the layer is encrypted). ``prehash``: hash layers under
+    :data:`~ociart.transfer.PREHASH_MAX_BYTES` the cache does not know before sending, so blobs the repository
+    already has (an earlier version in another directory) are skipped instead of streamed; larger ones are hashed
+    while they are sent (read once).
 
     ``image_prefix`` (the image form, :mod:`ociart.packaging.image`): every layer, a single file too, is an
     uncompressed tar (``application/vnd.oci.image.layer.v1.tar``) whose members are named ``prefix/<path>``.
@@ -222,7 +224,7 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
         return desc, plain
     key = _tar_key(layer, prefix)
     known = cache.get_key(key) if key else None
-    if known is None and prehash:
+    if known is None and prehash and sum(m.size for m in layer.files) < PREHASH_MAX_BYTES:
         d = Digester()
         for chunk in iter_tar(members):
             d.update(chunk)
