@@ -179,6 +179,7 @@ class Client:
         transport: httpx.BaseTransport | None = None,
         log_format: str = "text",
         mirrors: Sequence[str] = (),
+        max_streams: int | None = None,
     ) -> None:
         if (username is None) != (password is None):
             raise UsageError("give both a username and a password, or neither")
@@ -192,6 +193,8 @@ class Client:
         self._ca_file = ca_file
         self._retry_budget = retry_budget
         self.concurrency = max(1, concurrency)
+        #: Parallel ranged GETs per large blob (None: ``OCIART_MAX_STREAMS`` or 8; 1 = one stream).
+        self.max_streams = max_streams
         self.progress_enabled = progress
         #: ``text`` or ``json`` (JSON event lines on stderr: :class:`~ociart.progress.Progress`).
         self.log_format = log_format
@@ -242,14 +245,15 @@ class Client:
             target: Target = RegistryTarget(
                 ref.registry, credentials=self._credentials_for(ref.registry), plain_http=self._plain_http,
                 insecure=self._insecure, ca_file=self._ca_file, retry_budget=self._retry_budget,
-                transport=self._transport)
+                transport=self._transport, max_streams=self.max_streams)
             if self.mirrors:
                 from .targets.mirror import MirrorTarget
 
                 target = MirrorTarget(target, [
                     RegistryTarget(m, credentials=self._credentials_for(m), plain_http=self._plain_http,
                                    insecure=self._insecure, ca_file=self._ca_file, retry_budget=self._retry_budget,
-                                   transport=self._transport) for m in self.mirrors if m != ref.registry],
+                                   transport=self._transport, max_streams=self.max_streams)
+                    for m in self.mirrors if m != ref.registry],
                     on_skip=self._mirror_skipped)
             self._targets[key] = target
         return self._targets[key]

@@ -39,6 +39,9 @@ PlainOpt = Annotated[bool, typer.Option("--plain-http", help="Use plain HTTP for
 InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Do not verify TLS certificates.")]
 CaOpt = Annotated[Optional[Path], typer.Option("--ca-file", help="PEM file of CA certificates to trust.")]
 ConcOpt = Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Parallel blob transfers.")]
+StreamsOpt = Annotated[Optional[int], typer.Option(
+    "--max-streams", min=1, max=64, envvar="OCIART_MAX_STREAMS",
+    help="Parallel ranged GETs per blob of 64 MiB or more (adaptive from 2; 1 = one stream; default 8).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 MirrorOpt = Annotated[list[str], typer.Option(
     "--mirror", help="Registry mirror HOST[:PORT] tried first for manifests by digest and blobs (repeatable).")]
@@ -85,7 +88,8 @@ def _password(stdin: bool) -> str | None:
 
 def _client(username: str | None = None, password_stdin: bool = False, plain_http: bool = False,
             insecure: bool = False, ca_file: Path | None = None, concurrency: int = 4, as_json: bool = False,
-            quiet: bool = False, log_format: str = "text", mirrors: list[str] | None = None) -> Client:
+            quiet: bool = False, log_format: str = "text", mirrors: list[str] | None = None,
+            max_streams: int | None = None) -> Client:
     """A client for one command; ``-u`` credentials apply to the registry of the command's reference(s)."""
     from ..client import Client
 
@@ -96,7 +100,7 @@ def _client(username: str | None = None, password_stdin: bool = False, plain_htt
         raise UsageError("--password-stdin needs --username")
     return Client(username=username, password=password, plain_http=plain_http, insecure=insecure,
                   ca_file=ca_file, concurrency=concurrency, progress=False if (as_json or quiet) else None,
-                  log_format=log_format, mirrors=mirrors or ())
+                  log_format=log_format, mirrors=mirrors or (), max_streams=max_streams)
 
 
 def _signer(key: str | None, identity_token: str | None, trust_config: Path | None) -> Any:
@@ -271,12 +275,13 @@ def pull(
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
     quiet: QuietOpt = False, log_format: LogFormatOpt = "text", mirror: MirrorOpt = [],  # noqa: B006
+    max_streams: StreamsOpt = None,
 ) -> None:
     """Pull an artifact's files (digest-verified) into a directory; prints the manifest digest.
 
     With --verify-key or --policy the signatures are verified first and exactly the verified digest is pulled."""
     with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json, quiet,
-                 log_format, mirror) as c:
+                 log_format, mirror, max_streams) as c:
         result = c.pull(ref, output, include=include, filters=filter_, overwrite=overwrite, keys=verify_key,
                         policy=policy, max_size=max_size, decryption_keys=decryption_key)
     if result.verification is not None and not as_json:
@@ -421,12 +426,13 @@ def copy(
     no_referrers: Annotated[bool, typer.Option(
         "--no-referrers", help="Do not copy signatures, attestations, provenance and reports along.")] = False,
     decryption_key: DecKeyOpt = [],  # noqa: B006
-    quiet: QuietOpt = False,
+    quiet: QuietOpt = False, max_streams: StreamsOpt = None,
 ) -> None:
     """Copy an artifact (manifest bytes and digest unchanged) with its referrers between registries and layouts.
 
     With --decryption-key the copy is decrypted instead (as ociart decrypt: a new digest, no referrers)."""
-    with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json, quiet) as c:
+    with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json, quiet,
+                 max_streams=max_streams) as c:
         desc = c.copy(src, dst, referrers=not no_referrers, decryption_keys=decryption_key)
     if as_json:
         _out(desc)
@@ -662,6 +668,7 @@ METAVARS = {
     "--git-dir": "DIR", "--run-id": "ID", "--param": "KEY=VALUE", "--params-file": "FILE", "--input": "[NAME=]REF",
     "--input-file": "FILE", "--key": "FILE", "--identity-token": "TOKEN", "--trust-config": "FILE",
     "--legacy-signature": "always|never", "--username": "USER", "--ca-file": "FILE", "--concurrency": "N",
+    "--max-streams": "N",
     "--output": "DIR", "--include": "GLOB", "--filter": "PARTS", "--verify-key": "FILE", "--policy": "FILE",
     "--predicate": "FILE", "--type": "URI", "--certificate-identity": "IDENTITY",
     "--certificate-identity-regexp": "REGEXP", "--certificate-oidc-issuer": "URL",

@@ -4,8 +4,9 @@ An :class:`Ingest` is a directory of partial blobs (a layout's ``.ociart-tmp/ing
 such a layout). The record lists the byte ranges of the partial file that are complete, each with the sha256 of
 its own bytes, so one format serves a sequential download (one range from 0 that grows) and N parallel ranged
 downloads writing at offsets (one range each). Nothing in the record is trusted blindly: on resume every range is
-hashed again from the file, a range that does not match is dropped, and only the contiguous verified prefix is
-kept (its hash state continues the whole-blob digest). The blob is still verified whole before it is renamed into
+hashed again from the file and a range that does not match is dropped; the contiguous verified prefix's hash state
+continues the whole-blob digest, and verified ranges beyond it are kept as :attr:`Partial.done` (a ranged
+download fetches only what they do not cover; a sequential one rewrites them). The blob is still verified whole before it is renamed into
 place.
 
 Write policy: the record is replaced atomically (temp file + rename) every :data:`CHECKPOINT_BYTES` of progress
@@ -57,7 +58,12 @@ class RangesRecord(BaseModel):
 
 
 class Partial:
-    """One blob being downloaded: ``fd`` is positioned at ``digester.size``, which hashed ``[0, digester.size)``."""
+    """One blob being downloaded: ``fd`` is positioned at ``digester.size``, which hashed ``[0, digester.size)``.
+
+    ``done`` lists ranges beyond that prefix known to be complete in the file (``(start, end)``, from an earlier
+    process's record or written by parallel ranged GETs), with the sha256 of their own bytes in ``hashes`` when
+    known. A periodic checkpoint records the prefix and the ranges whose hash is known; the final one (the transfer
+    stops) hashes the others from the file first, so every completed range survives a restart."""
 
     def __init__(self, desc: Descriptor, fd: int, path: Path, record: Path | None) -> None:
         self.desc = desc
@@ -66,6 +72,8 @@ class Partial:
         self.record = record
         self.digester = Digester()
         self.resumed = 0  # bytes taken over from an earlier process
+        self.done: list[tuple[int, int]] = []
+        self.hashes: dict[tuple[int, int], str] = {}
         self._recorded = 0
 
     def reset(self) -> None:
@@ -73,22 +81,38 @@ class Partial:
         os.ftruncate(self.fd, 0)
         os.lseek(self.fd, 0, os.SEEK_SET)
         self.digester = Digester()
+        self.done = []
+        self.hashes = {}
         self._recorded = 0
         if self.record is not None:
             self.record.unlink(missing_ok=True)
+
+    def resumed_bytes(self) -> int:
+        """Bytes already in the file: the verified prefix and the completed ranges beyond it."""
+        return self.digester.size + sum(e - s for s, e in self.done)
 
     def maybe_checkpoint(self) -> None:
         if self.digester.size - self._recorded >= CHECKPOINT_BYTES:
             self.checkpoint()
 
-    def checkpoint(self) -> None:
-        """Record the contiguous prefix written so far (atomic replace)."""
-        if self.record is None or self.digester.size == self._recorded:
+    def checkpoint(self, final: bool = False) -> None:
+        """Record the contiguous prefix and the completed ranges beyond it (atomic replace). Periodic checkpoints
+        (``final`` False) skip ranges whose hash is not known yet; the final one hashes them from the file."""
+        if self.record is None or (self.digester.size == self._recorded and not self.done):
             return
         d = self.digester
-        rec = RangesRecord(digest=self.desc.digest, size=self.desc.size,
-                           ranges=[ByteRange(start=0, end=d.size, sha256=d.digest.removeprefix("sha256:"))]
-                           if d.size else [])
+        ranges = [ByteRange(start=0, end=d.size, sha256=d.digest.removeprefix("sha256:"))] if d.size else []
+        for start, end in sorted(self.done):
+            if start < d.size:
+                continue  # covered by the prefix
+            sha = self.hashes.get((start, end))
+            if sha is None and final:
+                own = Digester()
+                if _hash_into(self.fd, start, end, own):
+                    sha = self.hashes[(start, end)] = own.digest.removeprefix("sha256:")
+            if sha is not None:
+                ranges.append(ByteRange(start=start, end=end, sha256=sha))
+        rec = RangesRecord(digest=self.desc.digest, size=self.desc.size, ranges=ranges)
         tmp = self.record.with_name(self.record.name + ".tmp")
         tmp.write_bytes(rec.model_dump_json().encode())
         os.replace(tmp, self.record)
@@ -148,7 +172,7 @@ class Ingest:
         finally:
             if not done and path.exists():
                 try:
-                    part.checkpoint()
+                    part.checkpoint(final=True)
                 except OSError:
                     pass
             try:
@@ -191,28 +215,42 @@ def temporary(directory: Path, desc: Descriptor) -> Iterator[Partial]:
 
 
 def _resume(part: Partial, record: Path) -> None:
-    """Keep the longest prefix of the partial whose recorded ranges hash as recorded; truncate the rest."""
+    """Keep the longest prefix of the partial whose recorded ranges hash as recorded, and every later range that
+    hashes as recorded (as ``part.done``); truncate after the last kept byte."""
     try:
         rec = RangesRecord.model_validate_json(record.read_bytes())
     except (FileNotFoundError, ValueError):
         rec = None
-    keep = 0
     d = Digester()
+    done: list[tuple[int, int]] = []
+    hashes: dict[tuple[int, int], str] = {}
     if rec is not None and rec.digest == part.desc.digest and rec.size == part.desc.size:
         size = os.fstat(part.fd).st_size
+        chained = True
+        covered = 0
         for r in sorted(rec.ranges, key=lambda r: r.start):
-            if r.start != d.size or r.end <= r.start or r.end > min(size, part.desc.size):
-                break  # not contiguous with the prefix (a parallel fetcher's later range): fetched again
-            trial = d.copy()
+            if r.end <= r.start or r.end > min(size, part.desc.size) or r.start < covered:
+                continue  # empty, past the file, or overlapping a kept range: fetched again
             own = Digester()
-            if not _hash_into(part.fd, r.start, r.end, trial, own) or own.digest != "sha256:" + r.sha256:
-                break
-            d = trial
-        keep = d.size
+            if chained and r.start == d.size:
+                trial = d.copy()
+                if _hash_into(part.fd, r.start, r.end, trial, own) and own.digest == "sha256:" + r.sha256:
+                    d = trial
+                    covered = r.end
+                    continue
+                chained = False
+                own = Digester()
+            if _hash_into(part.fd, r.start, r.end, own) and own.digest == "sha256:" + r.sha256:
+                done.append((r.start, r.end))  # a parallel fetcher's range beyond the prefix
+                hashes[(r.start, r.end)] = r.sha256
+                covered = r.end
+    keep = max([d.size] + [e for _, e in done])
     os.ftruncate(part.fd, keep)
-    os.lseek(part.fd, keep, os.SEEK_SET)
+    os.lseek(part.fd, d.size, os.SEEK_SET)
     part.digester = d
-    part.resumed = part._recorded = keep
+    part.done, part.hashes = done, hashes
+    part.resumed = keep and part.resumed_bytes()
+    part._recorded = d.size
     if keep == 0:
         record.unlink(missing_ok=True)
 

@@ -8,7 +8,9 @@ Exact behaviours (see ``docs/transport.md``):
   ``chunked`` (PATCH with Content-Range, honouring ``OCI-Chunk-Min-Length`` and host limits).
 * Blob pull: the body is hashed and written into a partial file as it arrives (kernel writeback started every
   64 MiB); a dropped connection resumes with ``Range``, and so does a later process when the partial lives in an
-  :class:`~ociart.targets.ingest.Ingest`; size and digest are verified before the rename.
+  :class:`~ociart.targets.ingest.Ingest`; size and digest are verified before the rename. Blobs of 64 MiB or more
+  come in parallel ranged GETs (:mod:`~ociart.targets.ranged`, adaptive 2..``max_streams`` streams) into the same
+  partial, straight or after a redirect to object storage.
 * Manifests: exact bytes in and out, 4 MiB cap, digest verified, the full ``Accept`` list.
 * Auth: Basic and Bearer, tokens per (host, service, scopes); Authorization only to the registry origin.
 * Retries: connection errors, 408, 429, 5xx, exponential backoff with full jitter and ``Retry-After``,
@@ -55,7 +57,8 @@ from ..oci.models import detect_media_type, parse_manifest_content
 from ..reference import canonical_host, is_digest
 from .auth import Challenge, Credentials, TokenCache, lookup_credentials, merge_scopes, missing_scopes, parse_challenge
 from .base import ABSENT, Expect, Opener, ProgressFn, Target
-from .ingest import Ingest, temporary
+from .ingest import Ingest, Partial, temporary
+from .ranged import DEFAULT_MAX_STREAMS, PARALLEL_MIN_BYTES, RangedStats, RangesUnsupported, ShortBody, fetch_ranges
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 READ_CHUNK = 1 << 20
@@ -202,6 +205,7 @@ class RegistryTarget(Target):
         upload_strategy: str | None = None,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        max_streams: int | None = None,
     ) -> None:
         self.host = host
         self.name = host
@@ -240,6 +244,12 @@ class RegistryTarget(Target):
         self._referrers_mode: str | None = forced if forced in ("api", "tag") else None
         #: Bytes of blob content sent (for tests and the benchmark: a re-push must send 0).
         self.bytes_uploaded = 0
+        #: Concurrent ranged GETs for one blob of at least ``PARALLEL_MIN_BYTES`` (1: one sequential stream).
+        env_streams = os.environ.get("OCIART_MAX_STREAMS", "")
+        self.max_streams = max(1, max_streams if max_streams is not None else
+                               int(env_streams) if env_streams.isdigit() else DEFAULT_MAX_STREAMS)
+        #: What the last parallel ranged download did (tests, benchmark); None when none ran.
+        self.last_ranged: RangedStats | None = None
 
     # -- connection basics -------------------------------------------------------------------------
     @property
@@ -702,12 +712,22 @@ class RegistryTarget(Target):
         what = f"blob {desc.digest}"
         url = f"/v2/{repo}/blobs/{desc.digest}"
         retrier = _Retry(self._retry_budget)
+        ranged = self.max_streams > 1 and desc.size >= PARALLEL_MIN_BYTES
         with ingest.open(desc) if ingest is not None else temporary(dest.parent, desc) as part:
             if part.resumed and progress:
                 progress(part.resumed)
             while True:
                 d = part.digester
-                resumed = d.size
+                resumed = part.resumed_bytes()
+                if ranged and d.size < desc.size:
+                    try:
+                        self._fetch_ranged(repo, desc, part, progress, retrier)
+                    except RangesUnsupported:  # the server ignores Range: one sequential stream
+                        ranged = False
+                        if progress and part.done:
+                            progress(-sum(e - s for s, e in part.done))
+                        part.done = []
+                    d = part.digester
                 while d.size < desc.size or not d.size:
                     headers = {"Range": f"bytes={d.size}-{desc.size - 1}"} if d.size else {}
                     resp = self.request("GET", url, scopes=self._pull(repo), headers=headers, stream=True)
@@ -745,6 +765,51 @@ class RegistryTarget(Target):
                     continue
                 part.publish(dest)
                 return
+
+    def _fetch_ranged(self, repo: str, desc: Descriptor, part: Partial, progress: ProgressFn | None,
+                      retrier: _Retry) -> None:
+        """Fill ``part`` with parallel ranged GETs (:func:`~ociart.targets.ranged.fetch_ranges`). A redirect to
+        another origin (object storage) is followed once per part until one answers; later parts go straight to
+        the URL it led to (no ``Authorization``: another origin), back through the registry if that URL fails."""
+        what = f"blob {desc.digest}"
+        url = self._url(f"/v2/{repo}/blobs/{desc.digest}")
+        direct: list[httpx.URL] = []
+
+        @contextmanager
+        def open_range(start: int, end: int) -> Iterator[Iterator[bytes]]:
+            via = direct[0] if direct else url
+            resp = self.request("GET", via, scopes=self._pull(repo), headers={"Range": f"bytes={start}-{end - 1}"},
+                                stream=True)
+            try:
+                if resp.status_code == 200:
+                    raise RangesUnsupported()
+                if direct and resp.status_code >= 400:  # e.g. the presigned URL expired: ask the registry again
+                    direct.clear()
+                    raise _Dropped(f"{via.copy_with(query=None)} answered HTTP {resp.status_code}")
+                self._raise_for(resp, f"blob {repo}@{desc.digest}")
+                cr = resp.headers.get("content-range", "")
+                if resp.status_code != 206 or not cr.startswith(f"bytes {start}-"):
+                    raise NetworkError(f"{what}: bad range response (HTTP {resp.status_code}, {cr!r})")
+                if not direct and not self._same_origin(resp.url):
+                    direct.append(resp.url)
+
+                def pieces() -> Iterator[bytes]:
+                    try:
+                        yield from resp.iter_raw()
+                    except httpx.TransportError as exc:
+                        raise _Dropped(_short(exc)) from None
+
+                yield pieces()
+            finally:
+                resp.close()
+
+        try:
+            self.last_ranged = fetch_ranges(part, open_range, max_streams=self.max_streams,
+                                            retryable=(httpx.TransportError, _Dropped, ShortBody), wait=retrier.wait,
+                                            progress=progress)
+        except (httpx.TransportError, _Dropped, ShortBody) as exc:
+            raise NetworkError(f"{what}: connection dropped after {part.resumed_bytes()} bytes: "
+                               f"{_short(exc)}") from None
 
     # -- blobs: write ------------------------------------------------------------------------------
     def mount_blob(self, repo: str, desc: Descriptor, from_repo: str) -> bool:

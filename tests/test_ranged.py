@@ -1,0 +1,185 @@
+"""Parallel ranged download of one large blob (``ociart/targets/ranged.py`` inside ``RegistryTarget.fetch_blob``).
+
+Blobs of 64 MiB or more come in ranged GETs of at most 16 MiB over an adaptive number of streams, ``pwrite`` into
+the ingest partial; a hashing thread follows the written prefix, so the digest is verified before the file is
+visible. Checked here through the fault proxy's per-response rate cap (each connection serves one response at a
+time, so it is a per-connection cap like an object store's): bytes identical and verified, several streams used,
+straight from the registry and after a 307 to S3; completed ranges survive an interrupted run and a SIGTERM and
+are not fetched again; a SIGKILL keeps the verified prefix; a server that ignores ``Range`` still works. The
+speedup itself is measured in ``benchmarks/transfer.py --throttle`` (no timing assertions here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import write_random
+from support.faultproxy import FaultProxy
+from support.registry import RunningRegistry
+
+import ociart
+from ociart.errors import NetworkError
+from ociart.packaging.unpack import STAGING
+from ociart.targets.ingest import RangesRecord
+from ociart.targets.ranged import PART_BYTES, plan_parts
+
+MiB = 1 << 20
+SIZE = 96 * MiB + 12345  # over the 64 MiB threshold: 7 parts, the last one short
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(4 * MiB):
+            h.update(data)
+    return "sha256:" + h.hexdigest()
+
+
+def _push(registry: RunningRegistry, repo: str, src: Path, size: int = SIZE) -> tuple[str, str]:
+    write_random(src / "weights.bin", size, seed=size % 1000)
+    ref = f"{registry.host}/{repo}:v1"
+    with ociart.Client(plain_http=True) as c:
+        c.push(ref, [src])
+    return ref, _sha256(src / "weights.bin")
+
+
+def _record(out: Path, digest: str) -> RangesRecord:
+    path = out / STAGING / ".ociart-tmp" / "ingest" / (digest.removeprefix("sha256:") + ".ranges.json")
+    return RangesRecord.model_validate_json(path.read_bytes())
+
+
+def _covered(rec: RangesRecord) -> int:
+    return sum(r.end - r.start for r in rec.ranges)
+
+
+def _ranges(entries: list[dict]) -> list[tuple[int, int]]:
+    out = []
+    for e in entries:
+        lo, _, hi = e["headers"]["range"].removeprefix("bytes=").partition("-")
+        out.append((int(lo), int(hi) + 1))
+    return sorted(out)
+
+
+def test_plan_parts_skips_done_ranges() -> None:
+    parts = plan_parts(5, 100, [(20, 30), (60, 100)], part_bytes=10)
+    assert [(p.start, p.end) for p in parts] == [(5, 15), (15, 20), (30, 40), (40, 50), (50, 60)]
+    assert plan_parts(0, 0, []) == []
+
+
+def test_large_blob_comes_in_parallel_ranges(registry: RunningRegistry, unique_repo: str, tmp_path: Path) -> None:
+    ref, digest = _push(registry, unique_repo, tmp_path / "src")
+    with FaultProxy(registry.url) as proxy:
+        proxy.limit_rate(16 * MiB, "/blobs/sha256:")  # per response: a capped object-store connection
+        with ociart.Client(plain_http=True) as c:
+            c.pull(ref.replace(registry.host, proxy.host), tmp_path / "out")
+            stats = c.target(c.ref(ref.replace(registry.host, proxy.host))).last_ranged
+        gets = [e for e in proxy.find("GET", f"/blobs/{digest}") if e["status"] == 206]
+    assert _sha256(tmp_path / "out" / "weights.bin") == digest
+    assert stats is not None and stats.streams >= 2 and stats.received == SIZE
+    parts = _ranges(gets)  # the blob tiled exactly once by parts of at most 16 MiB
+    assert parts[0][0] == 0 and parts[-1][1] == SIZE and all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+    assert all(e - s <= PART_BYTES for s, e in parts) and len(parts) == -(-SIZE // PART_BYTES)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["weights.bin"]
+
+
+def test_ranges_after_a_redirect_to_object_storage(s3_registry: RunningRegistry, unique_repo: str,
+                                                   tmp_path: Path) -> None:
+    assert s3_registry.s3 is not None
+    ref, digest = _push(s3_registry, unique_repo, tmp_path / "src")
+    proxy = s3_registry.s3.proxy
+    proxy.log.clear()
+    proxy.limit_rate(16 * MiB, "/data?X-Amz-")
+    try:
+        with ociart.Client(plain_http=True) as c:
+            c.pull(ref, tmp_path / "out")
+            stats = c.target(c.ref(ref)).last_ranged
+    finally:
+        proxy.clear()
+    gets = [e for e in proxy.find("GET", "/data?X-Amz-") if e["status"] == 206]
+    assert _sha256(tmp_path / "out" / "weights.bin") == digest
+    assert stats is not None and stats.streams >= 2
+    parts = _ranges(gets)
+    assert parts[0][0] == 0 and parts[-1][1] == SIZE and sum(e - s for s, e in parts) == SIZE
+    assert all("authorization" not in e["headers"] for e in gets)
+
+
+def test_interrupted_ranged_download_keeps_every_completed_range(registry: RunningRegistry, unique_repo: str,
+                                                                 tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    ref, digest = _push(registry, unique_repo, tmp_path / "src")
+    out = tmp_path / "out"
+    with FaultProxy(registry.url) as proxy:
+        via = ref.replace(registry.host, proxy.host)
+        proxy.limit_rate(16 * MiB, "/blobs/sha256:")
+        proxy.drop_after(f"/blobs/{digest}", 6 * MiB)  # whichever part is asked first is cut at 6 MiB
+        monkeypatch.setenv("OCIART_RETRY_BUDGET", "0")
+        with pytest.raises(NetworkError):
+            ociart.Client(plain_http=True).pull(via, out)
+        monkeypatch.delenv("OCIART_RETRY_BUDGET")
+        rec = _record(out, digest)
+        assert len(rec.ranges) >= 2, rec  # beyond the verified prefix: the other streams' progress
+        assert not (out / "weights.bin").exists()
+        proxy.clear()
+        proxy.reset_counts()
+        proxy.log.clear()
+        ociart.Client(plain_http=True).pull(via, out)
+        fetched = proxy.sent(f"/blobs/{digest}")
+        asked = _ranges([e for e in proxy.find("GET", f"/blobs/{digest}") if e["status"] == 206])
+    assert fetched == SIZE - _covered(rec)  # exactly what the record did not cover
+    kept = [(r.start, r.end) for r in rec.ranges]
+    assert not [(s, e) for s, e in asked for ks, ke in kept if s < ke and ks < e]  # no kept byte asked again
+    assert _sha256(out / "weights.bin") == digest
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_ranged_pull_resumes(sig: signal.Signals, registry: RunningRegistry, unique_repo: str,
+                                    tmp_path: Path) -> None:
+    """SIGTERM: the run stops in an orderly way and records every completed range. SIGKILL: the periodic record
+    (the verified prefix) survives. Either way the next run fetches only what the record does not cover."""
+    ref, digest = _push(registry, unique_repo, tmp_path / "src")
+    out = tmp_path / "out"
+    with FaultProxy(registry.url) as proxy:
+        via = ref.replace(registry.host, proxy.host)
+        cmd = [sys.executable, "-m", "ociart", "pull", "--plain-http", "-o", str(out), via]
+        proxy.limit_rate(8 * MiB, "/blobs/sha256:")
+        half = proxy.when_sent("/blobs/sha256:", SIZE // 2)
+        first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert half.wait(180), "the first pull never reached half the blob"
+            first.send_signal(sig)
+            first.communicate(timeout=60)
+        finally:
+            first.kill()
+        assert first.returncode in (-sig, 128 + sig), first.returncode
+        rec = _record(out, digest)
+        assert rec.ranges and rec.ranges[0].start == 0
+        if sig == signal.SIGTERM:
+            assert len(rec.ranges) >= 2 and _covered(rec) >= SIZE // 3, rec
+        assert not (out / "weights.bin").exists()
+        proxy.clear()
+        proxy.reset_counts()
+        proxy.log.clear()
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stderr
+        fetched = proxy.sent("/blobs/sha256:")
+    assert fetched == SIZE - _covered(rec)
+    assert _sha256(out / "weights.bin") == digest
+    assert sorted(p.name for p in out.iterdir()) == ["weights.bin"]
+
+
+def test_server_ignoring_range_falls_back_to_one_stream(registry: RunningRegistry, unique_repo: str,
+                                                        tmp_path: Path) -> None:
+    ref, digest = _push(registry, unique_repo, tmp_path / "src")
+    with FaultProxy(registry.url) as proxy:
+        proxy.drop_request_header("range")
+        with ociart.Client(plain_http=True) as c:
+            c.pull(ref.replace(registry.host, proxy.host), tmp_path / "out")
+        gets = proxy.find("GET", f"/blobs/{digest}")
+    assert gets and all(e["status"] == 200 for e in gets)
+    assert gets[0]["headers"].get("range", "").startswith("bytes=")  # asked for a range, got the whole blob
+    assert _sha256(tmp_path / "out" / "weights.bin") == digest
