@@ -180,6 +180,7 @@ class Client:
         log_format: str = "text",
         mirrors: Sequence[str] = (),
         max_streams: int | None = None,
+        chunk_size: int | None = None,
     ) -> None:
         if (username is None) != (password is None):
             raise UsageError("give both a username and a password, or neither")
@@ -195,6 +196,8 @@ class Client:
         self.concurrency = max(1, concurrency)
         #: Parallel ranged GETs per large blob (None: ``OCIART_MAX_STREAMS`` or 8; 1 = one stream).
         self.max_streams = max_streams
+        #: Upload blobs to registries in resumable chunks of this many bytes (None: only blobs of 4 GiB or more).
+        self.chunk_size = chunk_size
         self.progress_enabled = progress
         #: ``text`` or ``json`` (JSON event lines on stderr: :class:`~ociart.progress.Progress`).
         self.log_format = log_format
@@ -245,7 +248,7 @@ class Client:
             target: Target = RegistryTarget(
                 ref.registry, credentials=self._credentials_for(ref.registry), plain_http=self._plain_http,
                 insecure=self._insecure, ca_file=self._ca_file, retry_budget=self._retry_budget,
-                transport=self._transport, max_streams=self.max_streams)
+                transport=self._transport, max_streams=self.max_streams, chunk_size=self.chunk_size)
             if self.mirrors:
                 from .targets.mirror import MirrorTarget
 

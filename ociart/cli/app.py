@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -39,6 +40,20 @@ PlainOpt = Annotated[bool, typer.Option("--plain-http", help="Use plain HTTP for
 InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Do not verify TLS certificates.")]
 CaOpt = Annotated[Optional[Path], typer.Option("--ca-file", help="PEM file of CA certificates to trust.")]
 ConcOpt = Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Parallel blob transfers.")]
+def _parse_size(value: str | None) -> int | None:
+    """``67108864``, ``64MiB``, ``64M``, ``1GiB``, ``512KiB`` → bytes (powers of 1024)."""
+    if value is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*", value, re.IGNORECASE)
+    if m is None or int(m.group(1)) == 0:
+        raise UsageError(f"--chunk-size {value!r}: give a positive size in bytes, or with KiB, MiB or GiB")
+    return int(m.group(1)) << (10 * " KMGT".index((m.group(2) or " ").upper()))
+
+
+ChunkOpt = Annotated[Optional[str], typer.Option(
+    "--chunk-size", envvar="OCIART_UPLOAD_CHUNK_SIZE",
+    help="Upload blobs in resumable chunks of this size (e.g. 64MiB; default: only blobs of 4 GiB or more, in "
+         "64 MiB chunks). OCI-Chunk-Min-Length and host limits are honoured.")]
 StreamsOpt = Annotated[Optional[int], typer.Option(
     "--max-streams", min=1, max=64, envvar="OCIART_MAX_STREAMS",
     help="Parallel ranged GETs per blob of 64 MiB or more (adaptive from 2; 1 = one stream; default 8).")]
@@ -89,7 +104,7 @@ def _password(stdin: bool) -> str | None:
 def _client(username: str | None = None, password_stdin: bool = False, plain_http: bool = False,
             insecure: bool = False, ca_file: Path | None = None, concurrency: int = 4, as_json: bool = False,
             quiet: bool = False, log_format: str = "text", mirrors: list[str] | None = None,
-            max_streams: int | None = None) -> Client:
+            max_streams: int | None = None, chunk_size: str | None = None) -> Client:
     """A client for one command; ``-u`` credentials apply to the registry of the command's reference(s)."""
     from ..client import Client
 
@@ -100,7 +115,8 @@ def _client(username: str | None = None, password_stdin: bool = False, plain_htt
         raise UsageError("--password-stdin needs --username")
     return Client(username=username, password=password, plain_http=plain_http, insecure=insecure,
                   ca_file=ca_file, concurrency=concurrency, progress=False if (as_json or quiet) else None,
-                  log_format=log_format, mirrors=mirrors or (), max_streams=max_streams)
+                  log_format=log_format, mirrors=mirrors or (), max_streams=max_streams,
+                  chunk_size=_parse_size(chunk_size))
 
 
 def _signer(key: str | None, identity_token: str | None, trust_config: Path | None) -> Any:
@@ -214,7 +230,7 @@ def push(
     encrypt_recipient: RecipientOpt = [], encrypt_filter: EncFilterOpt = [],  # noqa: B006
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
-    quiet: QuietOpt = False,
+    quiet: QuietOpt = False, chunk_size: ChunkOpt = None,
 ) -> None:
     """Push files as an OCI artifact (or a directory as a typed ML artifact); prints the manifest digest."""
     cfg, cfg_type = None, "application/vnd.oci.image.config.v1+json"
@@ -244,7 +260,8 @@ def push(
         raise UsageError("--key and --identity-token sign the pushed artifact: add --sign")
     _legacy_mode(legacy_signature)
     signer = _signer(key, identity_token, trust_config) if sign else None
-    with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json, quiet) as c:
+    with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json, quiet,
+                 chunk_size=chunk_size) as c:
         desc = c.push(ref, paths, kind=kind, artifact_type=artifact_type, annotations=_kv(annotation, "--annotation"),
                       config=cfg, config_media_type=cfg_type, metadata=metadata, reproducible=reproducible,
                       small_file_threshold=small_file_threshold, lineage=lineage, subject=subject, sign=signer,
@@ -426,13 +443,13 @@ def copy(
     no_referrers: Annotated[bool, typer.Option(
         "--no-referrers", help="Do not copy signatures, attestations, provenance and reports along.")] = False,
     decryption_key: DecKeyOpt = [],  # noqa: B006
-    quiet: QuietOpt = False, max_streams: StreamsOpt = None,
+    quiet: QuietOpt = False, max_streams: StreamsOpt = None, chunk_size: ChunkOpt = None,
 ) -> None:
     """Copy an artifact (manifest bytes and digest unchanged) with its referrers between registries and layouts.
 
     With --decryption-key the copy is decrypted instead (as ociart decrypt: a new digest, no referrers)."""
     with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json, quiet,
-                 max_streams=max_streams) as c:
+                 max_streams=max_streams, chunk_size=chunk_size) as c:
         desc = c.copy(src, dst, referrers=not no_referrers, decryption_keys=decryption_key)
     if as_json:
         _out(desc)
@@ -668,7 +685,7 @@ METAVARS = {
     "--git-dir": "DIR", "--run-id": "ID", "--param": "KEY=VALUE", "--params-file": "FILE", "--input": "[NAME=]REF",
     "--input-file": "FILE", "--key": "FILE", "--identity-token": "TOKEN", "--trust-config": "FILE",
     "--legacy-signature": "always|never", "--username": "USER", "--ca-file": "FILE", "--concurrency": "N",
-    "--max-streams": "N",
+    "--max-streams": "N", "--chunk-size": "SIZE",
     "--output": "DIR", "--include": "GLOB", "--filter": "PARTS", "--verify-key": "FILE", "--policy": "FILE",
     "--predicate": "FILE", "--type": "URI", "--certificate-identity": "IDENTITY",
     "--certificate-identity-regexp": "REGEXP", "--certificate-oidc-issuer": "URL",

@@ -48,6 +48,7 @@ from ..errors import (
     RegistryError,
     UnreachableError,
     UnsupportedError,
+    UsageError,
 )
 from .. import cancel, limits
 from ..fsutil import verify, write_all
@@ -56,12 +57,16 @@ from ..oci.digest import Digester
 from ..oci.models import detect_media_type, parse_manifest_content
 from ..reference import canonical_host, is_digest
 from .auth import Challenge, Credentials, TokenCache, lookup_credentials, merge_scopes, missing_scopes, parse_challenge
-from .base import ABSENT, Expect, Opener, ProgressFn, Target
+from .base import ABSENT, Expect, Opener, ProgressFn, Target, file_opener
 from .ingest import Ingest, Partial, temporary
 from .ranged import DEFAULT_MAX_STREAMS, PARALLEL_MIN_BYTES, RangedStats, RangesUnsupported, ShortBody, fetch_ranges
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 READ_CHUNK = 1 << 20
+#: Blobs this large are uploaded in chunks even without ``--chunk-size`` (Quay refuses single PUTs over ~20 GB).
+CHUNKED_MIN_BYTES = 4 << 30
+#: Chunk size when none is asked for.
+DEFAULT_CHUNK_BYTES = 64 << 20
 
 #: Upload strategy and PATCH limits by host suffix (registry-protocol.md §13).
 HOST_QUIRKS: list[tuple[re.Pattern[str], dict[str, Any]]] = [
@@ -206,6 +211,7 @@ class RegistryTarget(Target):
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
         max_streams: int | None = None,
+        chunk_size: int | None = None,
     ) -> None:
         self.host = host
         self.name = host
@@ -250,6 +256,10 @@ class RegistryTarget(Target):
                                int(env_streams) if env_streams.isdigit() else DEFAULT_MAX_STREAMS)
         #: What the last parallel ranged download did (tests, benchmark); None when none ran.
         self.last_ranged: RangedStats | None = None
+        #: ``--chunk-size``: upload every blob of known size in resumable chunks of this many bytes.
+        self.chunk_size = chunk_size
+        env_chunk = os.environ.get("OCIART_CHUNK_SIZE", "")  # the size of chunks when chunking is chosen otherwise
+        self._default_chunk = int(env_chunk) if env_chunk.isdigit() and int(env_chunk) > 0 else DEFAULT_CHUNK_BYTES
 
     # -- connection basics -------------------------------------------------------------------------
     @property
@@ -875,14 +885,30 @@ class RegistryTarget(Target):
         self.push_blob_stream(repo, desc, opener, progress)
         return desc
 
+    def push_blob_file(self, repo: str, path: Path, desc: Descriptor | None, progress: ProgressFn | None = None,
+                       media_type: str = "application/octet-stream") -> Descriptor:
+        """As :meth:`Target.push_blob_file`; a file to be chunked (:meth:`_chunks_for`) whose digest is not known
+        yet is hashed while its chunks are sent (one read), with the same resume as a blob of known digest."""
+        size = os.stat(path).st_size if desc is None else desc.size
+        if desc is None and self._chunks_for(size):
+            return self._upload_chunked(repo, file_opener(path), size, None, media_type, progress)
+        return super().push_blob_file(repo, path, desc, progress, media_type)
+
     def push_blob_stream(self, repo: str, desc: Descriptor, opener: Opener,
                          progress: ProgressFn | None = None) -> None:
         if self.has_blob(repo, desc):
             return
-        if (self._strategy or "") == "chunked":
-            self._upload_with_retries(repo, lambda: self._upload_chunked(repo, desc, opener, progress))
+        if self._chunks_for(desc.size):
+            self._upload_chunked(repo, opener, desc.size, desc, desc.mediaType, progress)
         else:
             self._upload_with_retries(repo, lambda: self._upload_monolithic(repo, desc, opener, progress))
+
+    def _chunks_for(self, size: int) -> bool:
+        """Chunked upload: forced (``OCIART_UPLOAD_STRATEGY=chunked``), asked for (``--chunk-size``), or a blob of
+        :data:`CHUNKED_MIN_BYTES` or more on a host not pinned to monolithic uploads."""
+        if self._strategy == "chunked" or self.chunk_size:
+            return True
+        return size >= CHUNKED_MIN_BYTES and self._quirks.get("strategy") != "monolithic"
 
     def _upload_with_retries(self, repo: str, attempt: Callable[[], Descriptor | None]) -> Any:
         retrier = _Retry(self._retry_budget)
@@ -890,7 +916,7 @@ class RegistryTarget(Target):
             try:
                 return attempt()
             except (NetworkError, _Retryable) as exc:
-                # upload sessions are not resumable on distribution: restart the blob
+                # a cut streamed PATCH or PUT loses the session on distribution 2.8.2: restart the blob
                 resp = exc.resp if isinstance(exc, _Retryable) else None
                 if isinstance(exc, UnreachableError):
                     raise
@@ -941,41 +967,96 @@ class RegistryTarget(Target):
         self._finish_upload(repo, _next_location(resp, location), d.digest)
         return Descriptor(mediaType=media_type, digest=d.digest, size=d.size)
 
-    def _upload_chunked(self, repo: str, desc: Descriptor,
-                        opener: Opener,
-                        progress: ProgressFn | None) -> None:
-        location, min_len = self._start_upload(repo)
-        size = max(min_len, self._quirks.get("chunk_min", 0), int(os.environ.get("OCIART_CHUNK_SIZE", 8 << 20)))
-        if "chunk_max" in self._quirks:
-            size = min(size, self._quirks["chunk_max"])
-        offset = 0
-        pending = bytearray()
+    def _chunk_bytes(self, min_len: int) -> int:
+        size = max(min_len, self._quirks.get("chunk_min", 0), self.chunk_size or self._default_chunk)
+        return min(size, self._quirks["chunk_max"]) if "chunk_max" in self._quirks else size
 
-        def send(piece: bytes) -> None:
-            nonlocal location, offset
-            resp = self.request("PATCH", self._location(location), scopes=self._push(repo), retry=False, body=piece,
-                                headers={"Content-Type": "application/octet-stream",
-                                         "Content-Range": f"{offset}-{offset + len(piece) - 1}",
-                                         "Content-Length": str(len(piece))})
-            if resp.status_code >= 500:
-                raise _Retryable(f"{self.host}: chunk upload answered HTTP {resp.status_code}", resp)
-            if resp.status_code not in (202, 201):
-                self._raise_for(resp, f"upload chunk of {desc.digest}")
-            location = _next_location(resp, location)
-            offset += len(piece)
-            self.bytes_uploaded += len(piece)
-            if progress:
-                progress(len(piece))
+    def _upload_chunked(self, repo: str, opener: Opener, total: int, desc: Descriptor | None, media_type: str,
+                        progress: ProgressFn | None) -> Descriptor:
+        """``PATCH`` pieces of :meth:`_chunk_bytes` with ``Content-Range`` and ``Content-Length``, streamed from the
+        source (no chunk is held in memory), hashed as they are read; then ``PUT ?digest=``.
 
-        with opener() as chunks:
-            for c in chunks:
-                pending += c
-                while len(pending) >= size:
-                    send(bytes(pending[:size]))
-                    del pending[:size]
-        if pending:
-            send(bytes(pending))
-        self._finish_upload(repo, location, desc.digest)
+        A failed PATCH (dropped connection, 5xx) asks the registry where the session stands — ``GET`` on the upload
+        URL answers ``204`` with ``Range: 0-<N-1>`` — and continues from byte N: the source is opened again and its
+        first N bytes re-read and hashed locally, not re-sent. A session the registry no longer knows (distribution
+        2.8.2 cancels it when a cut PATCH left bytes behind, docs/transport.md) restarts the blob in a new one.
+        Both within the retry budget."""
+        retrier = _Retry(self._retry_budget)
+        reported = 0  # bytes reported to ``progress``
+        what = f"upload {desc.digest if desc else 'of ' + media_type}"
+        while True:  # one upload session per pass
+            location, min_len = self._start_upload(repo)
+            chunk = self._chunk_bytes(min_len)
+            offset = 0
+            while True:  # one pass over the source per resume
+                d = Digester()
+                try:
+                    with opener() as pieces:
+                        reader = _SourceReader(pieces, d, what)
+                        for _ in reader.take(offset):  # what the registry already has: hashed, not sent
+                            pass
+                        while offset < total:
+                            n = min(chunk, total - offset)
+                            location = self._patch_chunk(repo, location, offset, n, reader.take(n))
+                            offset += n
+                            if progress and offset > reported:
+                                progress(offset - reported)
+                                reported = offset
+                        reader.finish(total)
+                    if desc is not None and d.digest != desc.digest:
+                        raise DigestMismatchError(f"{what}: the source hashed to {d.digest} while it was sent")
+                    self._finish_upload(repo, location, d.digest)
+                    return Descriptor(mediaType=media_type, digest=d.digest, size=total)
+                except (NetworkError, _Retryable) as exc:
+                    if isinstance(exc, UnreachableError) or _is_cert_error(exc):
+                        raise
+                    if not retrier.wait(exc.resp if isinstance(exc, _Retryable) else None):
+                        raise NetworkError(str(exc)) from None
+                    status = self._upload_status(repo, location, total)
+                    if status is None:
+                        if desc is not None and self.has_blob(repo, desc):  # the last PUT did land
+                            return desc
+                        break  # the session is gone: a new one, from byte 0
+                    offset, location = status
+                    if progress and offset < reported:
+                        progress(offset - reported)  # negative: bytes to be sent again
+                        reported = offset
+            if progress and reported:
+                progress(-reported)
+                reported = 0
+
+    def _patch_chunk(self, repo: str, location: str, offset: int, n: int, body: Iterator[bytes]) -> str:
+        def counted() -> Iterator[bytes]:
+            for piece in body:
+                self.bytes_uploaded += len(piece)
+                yield piece
+
+        resp = self.request("PATCH", self._location(location), scopes=self._push(repo), retry=False, body=counted(),
+                            headers={"Content-Type": "application/octet-stream",
+                                     "Content-Range": f"{offset}-{offset + n - 1}", "Content-Length": str(n)})
+        if resp.status_code >= 500:
+            raise _Retryable(f"{self.host}: chunk upload answered HTTP {resp.status_code}", resp)
+        if resp.status_code not in (202, 201):
+            self._raise_for(resp, f"upload chunk at {offset}")
+            raise RegistryError(f"{self.host}: upload chunk at {offset}: unexpected HTTP {resp.status_code}")
+        return _next_location(resp, location)
+
+    def _upload_status(self, repo: str, location: str, total: int) -> tuple[int, str] | None:
+        """Where an upload session stands: ``GET`` on its URL → (bytes the registry holds, the URL to continue
+        with), or None when the registry no longer knows the session."""
+        try:
+            resp = self.request("GET", self._location(location), scopes=self._push(repo))
+        except NetworkError:
+            return None
+        rng = resp.headers.get("range", "")
+        m = re.fullmatch(r"(?:bytes=)?0-(\d+)", rng.strip())
+        if resp.status_code != 204 or m is None:
+            return None
+        end = int(m.group(1))
+        held = end + 1 if end > 0 else 0  # distribution answers "0-0" for an empty session
+        if held > total:
+            return None
+        return held, _next_location(resp, location)
 
     # -- tags and deletion -------------------------------------------------------------------------
     def tags(self, repo: str) -> list[str]:
@@ -1043,6 +1124,38 @@ def _next_location(resp: httpx.Response, default: str) -> str:
 
 class _StrategyUnsupported(Exception):
     pass
+
+
+class _SourceReader:
+    """Exact byte counts from an upload source's pieces, each piece hashed into ``digester`` as it is read."""
+
+    def __init__(self, pieces: Iterable[bytes], digester: Digester, what: str) -> None:
+        self._it = iter(pieces)
+        self._buf = b""
+        self._d = digester
+        self._what = what
+
+    def _more(self) -> bytes:
+        piece = next(self._it, b"")
+        if piece:
+            self._d.update(piece)
+        return piece
+
+    def take(self, n: int) -> Iterator[bytes]:
+        """The next ``n`` bytes, in pieces; an error if the source ends first."""
+        while n > 0:
+            if not self._buf:
+                self._buf = self._more()
+                if not self._buf:
+                    raise UsageError(f"{self._what}: the source ended early; it changed while it was pushed")
+            piece, self._buf = self._buf[:n], self._buf[n:]
+            n -= len(piece)
+            yield piece
+
+    def finish(self, total: int) -> None:
+        if self._buf or self._more():
+            raise UsageError(f"{self._what}: the source is larger than {total} bytes; it changed while it was "
+                             "pushed")
 
 
 #: Start kernel writeback every this many bytes, so the final fsync has little left to flush.

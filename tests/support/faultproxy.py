@@ -4,8 +4,10 @@ Bodies are streamed in both directions (64 KiB pieces), requests framed by ``Con
 ``Transfer-Encoding: chunked`` alike. Headers are forwarded unchanged (``Host`` included, so the registry builds
 ``Location`` URLs that point back at the proxy); only hop-by-hop framing headers are regenerated.
 Response bodies can be counted (:meth:`FaultProxy.sent`, :meth:`FaultProxy.when_sent`) and rate limited
-(:meth:`FaultProxy.limit_rate`), and request headers dropped (:meth:`FaultProxy.drop_request_header`, e.g. ``Range``
-to play a registry that ignores it).
+(:meth:`FaultProxy.limit_rate`: each response, so each connection while it serves one, like an object store's
+per-connection cap), request bodies cut (one request, or several together: :meth:`FaultProxy.cut_uploads_at`) and
+optionally stored before they are forwarded (:attr:`FaultProxy.buffer_requests`), and request headers dropped
+(:meth:`FaultProxy.drop_request_header`, e.g. ``Range`` to play a registry that ignores it).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +40,7 @@ _ERROR_CODES = {400: "UNSUPPORTED", 401: "UNAUTHORIZED", 403: "DENIED", 404: "NA
 
 @dataclass
 class _Rule:
-    kind: str  # "status" | "drop" | "drop_upload"
+    kind: str  # "status" | "drop" | "drop_upload" | "cut_uploads"
     path_substring: str
     times: int
     method: str | None = None
@@ -45,6 +48,7 @@ class _Rule:
     nbytes: int = 0
     code: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    seen: int = 0  # cut_uploads: request body bytes of matching requests so far
 
     def matches(self, method: str, path: str) -> bool:
         return self.times > 0 and self.path_substring in path and (self.method is None or self.method == method)
@@ -93,6 +97,23 @@ class _ProxyHandler(QuietHandler):
             self.wfile.write(payload)
 
     def _forward(self, proxy: FaultProxy, body: BodyReader, rule: _Rule | None, entry: dict[str, Any]) -> None:
+        limit = rule.nbytes if rule is not None and rule.kind == "drop_upload" else None
+        if rule is not None and rule.kind == "cut_uploads":
+            limit = rule.nbytes - rule.seen
+        chunked = body.chunked
+        pieces: Any = body
+        if proxy.buffer_requests:  # store and forward (nginx's default): a body cut short never reaches upstream
+            spool = tempfile.SpooledTemporaryFile(max_size=4 << 20)
+            for piece in body:
+                if limit is not None and entry["bytes_in"] + len(piece) >= limit:
+                    entry["bytes_in"] += max(0, limit - entry["bytes_in"])
+                    proxy._cut(rule)
+                    raise _Abort
+                entry["bytes_in"] += len(piece)
+                spool.write(piece)
+            spool.seek(0)
+            pieces = iter(lambda: spool.read(CHUNK), b"")
+            limit = None
         conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=proxy.timeout)
         try:
             conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
@@ -103,17 +124,21 @@ class _ProxyHandler(QuietHandler):
                 if name.lower() not in _HOP_BY_HOP or name.lower() == "transfer-encoding":
                     conn.putheader(name, value)
             conn.endheaders()
-            limit = rule.nbytes if rule is not None and rule.kind == "drop_upload" else None
-            for piece in body:
+            for piece in pieces:
                 if limit is not None and entry["bytes_in"] + len(piece) >= limit:
-                    piece = piece[: limit - entry["bytes_in"]]
+                    piece = piece[: max(0, limit - entry["bytes_in"])]
                     entry["bytes_in"] += len(piece)
-                    conn.send(b"%X\r\n%s\r\n" % (len(piece), piece) if body.chunked else piece)
+                    conn.send(b"%X\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+                    proxy._cut(rule)
                     raise _Abort
-                entry["bytes_in"] += len(piece)
-                conn.send(b"%X\r\n%s\r\n" % (len(piece), piece) if body.chunked else piece)
-            if body.chunked:
+                if not proxy.buffer_requests:
+                    entry["bytes_in"] += len(piece)
+                conn.send(b"%X\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            if chunked:
                 conn.send(b"0\r\n\r\n")
+            if rule is not None and rule.kind == "cut_uploads":
+                with proxy._lock:
+                    rule.seen += entry["bytes_in"]
             resp = conn.getresponse()
             self._relay(proxy, resp, rule, entry)
         finally:
@@ -180,6 +205,9 @@ class FaultProxy:
         self._drop_headers: list[tuple[str, str]] = []
         self._rates: list[tuple[str, float]] = []
         self._counters: dict[str, int] = {}
+        #: Store and forward request bodies (as nginx does by default, ``proxy_request_buffering on``): the upstream
+        #: sees a request only once its whole body has arrived, so a cut body never reaches it.
+        self.buffer_requests = False
         self._watches: list[tuple[str, int, threading.Event]] = []
         self._lock = threading.Lock()
         self._httpd = LoopbackHTTPServer(_ProxyHandler, self)
@@ -207,6 +235,12 @@ class FaultProxy:
                           method: str | None = "PATCH") -> None:
         """Forward only the first ``nbytes`` of a matching request body upstream, then cut both connections."""
         self._add(_Rule("drop_upload", path_substring, times, method, nbytes=nbytes))
+
+    def cut_uploads_at(self, path_substring: str, nbytes: int, method: str | None = "PATCH") -> None:
+        """Cut the connection once the request bodies of matching requests *together* reach ``nbytes`` (e.g. 70 %
+        of a blob sent in chunks); the request then under way is cut there. Fires once. With
+        :attr:`buffer_requests` the cut request never reaches the upstream (a store-and-forward proxy)."""
+        self._add(_Rule("cut_uploads", path_substring, 1, method, nbytes=nbytes))
 
     def rewrite_header(self, name: str, fn: Callable[[str], str | None], path_substring: str = "") -> None:
         """Pass every upstream response header ``name`` (on matching paths) through ``fn``; ``None`` removes it."""
@@ -273,9 +307,15 @@ class FaultProxy:
         with self._lock:
             for rule in self._rules:
                 if rule.matches(method, path):
-                    rule.times -= 1
+                    if rule.kind != "cut_uploads":  # that one fires when its byte count is reached (_cut)
+                        rule.times -= 1
                     return rule
         return None
+
+    def _cut(self, rule: _Rule | None) -> None:
+        if rule is not None and rule.kind == "cut_uploads":
+            with self._lock:
+                rule.times = 0
 
     def _dropped_headers(self, path: str) -> set[str]:
         with self._lock:
