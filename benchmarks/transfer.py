@@ -1,7 +1,18 @@
 #!/usr/bin/env python3
-"""Blob transfer benchmark: ociart vs curl vs oras-py against a local CNCF distribution registry.
+"""Blob transfer benchmark: ociart vs curl vs oras-py vs skopeo against a local CNCF distribution registry.
 
-    python benchmarks/transfer.py [--size-mib 1024] [--rounds 3] [--json] [--tmpdir DIR]
+    python benchmarks/transfer.py [--size-mib 1024] [--rounds 5] [--json] [--tmpdir DIR]
+                                  [--throttle MBPS] [--s3] [--only NAME,...]
+
+``--throttle MBPS``: every blob body (and, with ``--s3``, every object-store body) passes a fault proxy
+(``tests/support/faultproxy.py``) that caps each response — so each connection while it serves one, like an object
+store's per-connection cap — at MBPS MB/s; the pull ratios are then also given against ``ociart pull 1 stream``
+(the parallel ranged download's speedup). ``--s3``: the registry stores blobs in S3 (``moto_server``, redirects on:
+blob GETs answer 307 to a presigned URL), as in ``tests/support/s3.py``. Contenders: ``curl push/pull`` (baseline),
+``ociart push``, ``ociart model push`` (the same bytes as ``model.safetensors`` in a ``--kind model`` directory),
+``ociart pull`` (default: parallel ranges for blobs >= 64 MiB), ``ociart pull 1 stream`` (``max_streams=1``),
+``oras-py push/pull`` (unverified pull), ``skopeo pull`` (``skopeo copy docker://… oci:DIR``, digest-verified, Go)
+and ``ociart re-push``.
 
 Starts its own ``docker-registry serve`` (Debian ``docker-registry``, distribution 2.8.2) on a free loopback port
 with filesystem storage in a temp dir, writes a random file of ``--size-mib`` MiB, and then, for each round,
@@ -52,16 +63,22 @@ HASH_CHUNK = 8 << 20
 START_TIMEOUT = 15.0
 GNU_TIME = "/usr/bin/time"
 
-PUSH = ("curl push", "ociart push", "oras-py push")
-PULL = ("curl pull", "ociart pull", "oras-py pull")
+PUSH = ("curl push", "ociart push", "ociart model push", "oras-py push")
+PULL = ("curl pull", "ociart pull", "ociart pull 1 stream", "oras-py pull", "skopeo pull")
 REPUSH = "ociart re-push"
 ALL = (*PUSH, *PULL, REPUSH)
 BASELINE = {**{c: "curl push" for c in PUSH}, **{c: "curl pull" for c in PULL}}
+#: Throttled runs: the parallel ranged pull against one stream of the same client.
+ONE_STREAM = "ociart pull 1 stream"
 
 #: Targets from the issue.
 PUSH_RATIO_MAX = 1.10
 PULL_RATIO_MAX = 1.15
 RSS_MB_MAX = 120.0
+#: A typed push within this factor of a generic push of the same bytes.
+TYPED_VS_GENERIC_MAX = 1.05
+#: Throttled: the parallel ranged pull at least this many times faster than one stream.
+THROTTLED_SPEEDUP_MIN = 3.0
 
 
 # ------------------------------------------------------------------------------------------------ runner mode
@@ -83,19 +100,24 @@ def _runner(spec_path: str) -> int:
         import oras.provider  # noqa: F401
 
     t0 = time.perf_counter()
-    if kind in ("ociart-push", "ociart-repush"):
+    if kind in ("ociart-push", "ociart-repush", "ociart-model-push"):
         client = ociart.Client(plain_http=True)
         try:
-            desc = client.push(spec["ref"], [spec["file"]])
+            if kind == "ociart-model-push":
+                desc = client.push(spec["ref"], [spec["dir"]], kind="model", lineage=False)
+            else:
+                desc = client.push(spec["ref"], [spec["file"]])
             out["bytes_uploaded"] = client.target(client.ref(spec["ref"])).bytes_uploaded
             out["manifest_digest"] = desc.digest
         finally:
             client.close()
     elif kind == "ociart-pull":
-        client = ociart.Client(plain_http=True)
+        client = ociart.Client(plain_http=True, max_streams=spec.get("max_streams"))
         try:
             res = client.pull(spec["ref"], spec["outdir"])
             out["manifest_digest"] = res.digest
+            ranged = client.target(client.ref(spec["ref"])).last_ranged
+            out["streams"] = ranged.streams if ranged is not None else 1
         finally:
             client.close()
     elif kind == "oras-push":
@@ -219,6 +241,21 @@ class Registry:
                 proc.wait()
 
 
+class _SupportRegistry:
+    """The test suite's registry on S3 (``tests/support``), with this script's ``Registry`` interface."""
+
+    def __init__(self, running: Any, s3: Any) -> None:
+        self.running, self.s3 = running, s3
+        self.host, self.url, self.proc = running.host, running.url, running.process
+
+    has_blob = Registry.has_blob
+    has_manifest = Registry.has_manifest
+
+    def stop(self) -> None:
+        self.running.stop()
+        self.s3.stop()
+
+
 # ------------------------------------------------------------------------------------------------ measuring
 
 def _log(msg: str) -> None:
@@ -265,6 +302,10 @@ class Bench:
         for var in ("NO_PROXY", "no_proxy"):
             self.env[var] = ",".join(filter(None, [self.env.get(var), "127.0.0.1", "localhost"]))
         self.env.pop("OCIART_UPLOAD_STRATEGY", None)  # measure the default strategy selection
+        for var in ("OCIART_MAX_STREAMS", "OCIART_CHUNK_SIZE", "OCIART_UPLOAD_CHUNK_SIZE"):
+            self.env.pop(var, None)
+        # the runners import the ociart of this checkout (the one _git_state reports), not an installed one
+        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), self.env.get("PYTHONPATH")]))
         self.seq = 0
 
     # one measured subprocess ---------------------------------------------------------------------
@@ -320,8 +361,34 @@ class Bench:
         self.file = self.data_dir / FILE_NAME
         _log(f"writing {self.args.size_mib} MiB of random data to {self.file} ...")
         self.digest = _make_file(self.file, self.size)
-        self.registry = Registry(self.work / "registry")
-        _log(f"registry {self.registry.url} (pid {self.registry.proc.pid if self.registry.proc else '?'}); "
+        self.model_dir = self.data_dir / "model"  # the same bytes as a --kind model directory (a hard link)
+        self.model_dir.mkdir()
+        os.link(self.file, self.model_dir / "model.safetensors")
+        (self.model_dir / "config.json").write_text('{"architectures": ["BenchForCausalLM"], "hidden_size": 64}\n')
+        self.s3 = self.proxy = None
+        if self.args.s3:
+            sys.path.insert(0, str(REPO_ROOT / "tests"))
+            from support.registry import start_registry
+            from support.s3 import start_s3
+
+            self.s3 = start_s3(self.work / "s3")
+            self.registry = _SupportRegistry(start_registry(self.work / "registry", s3=self.s3), self.s3)
+        else:
+            self.registry = Registry(self.work / "registry")
+        self.pull_host = self.registry.host
+        if self.args.throttle:
+            sys.path.insert(0, str(REPO_ROOT / "tests"))
+            from support.faultproxy import FaultProxy
+
+            rate = self.args.throttle * 1e6
+            if self.s3 is not None:  # blob bodies come from the object store, after a 307
+                self.s3.proxy.limit_rate(rate, "/data?X-Amz-")
+            else:
+                self.proxy = FaultProxy(self.registry.url, timeout=600)
+                self.proxy.limit_rate(rate, "/blobs/sha256:")
+                self.pull_host = self.proxy.host
+        _log(f"registry {self.registry.url}{' on S3 (moto)' if self.s3 else ''}; pulls via {self.pull_host}"
+             f"{f', throttled to {self.args.throttle} MB/s per connection' if self.args.throttle else ''}; "
              f"blob {self.digest}")
         # Source artifact for the pull contenders (untimed), pushed by ociart with its own OCIART_HOME.
         self.source_repo = "bench/source"
@@ -369,10 +436,31 @@ class Bench:
             return {"seconds": wall, "process_seconds": wall, "peak_rss_kb": rss}
         if name == "curl pull":
             self._fresh_out()
-            wall, rss = self.measure(["curl", "-sS", "-f", "--noproxy", "*", "-o", str(self.out_dir / FILE_NAME),
-                                      f"{url}/v2/{self.source_repo}/blobs/{self.digest}"])
+            wall, rss = self.measure(["curl", "-sS", "-f", "-L", "--noproxy", "*", "-o", str(self.out_dir / FILE_NAME),
+                                      f"http://{self.pull_host}/v2/{self.source_repo}/blobs/{self.digest}"])
             self._check_pulled(name)
             return {"seconds": wall, "process_seconds": wall, "peak_rss_kb": rss}
+        if name == "skopeo pull":
+            self._fresh_out()
+            layout = self.out_dir / "layout"
+            wall, rss = self.measure(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                                      f"docker://{self.pull_host}/{self.source_repo}:v1", f"oci:{layout}:v1"],
+                                     env={**self.env, "REGISTRY_AUTH_FILE": str(self.work / "no-auth.json")})
+            blob = layout / "blobs" / "sha256" / self.digest.removeprefix("sha256:")
+            if not blob.is_file() or _sha256_file(blob) != self.digest:
+                raise RuntimeError("skopeo pull: blob missing from the layout or wrong")
+            shutil.rmtree(self.out_dir)
+            return {"seconds": wall, "process_seconds": wall, "peak_rss_kb": rss}
+        if name == "ociart model push":
+            repo = f"bench/r{rnd}-model"
+            mhome = self.homes / f"model{rnd}"
+            shutil.rmtree(mhome, ignore_errors=True)
+            mhome.mkdir()  # cold, as the generic push
+            res = self.python_contender({"kind": "ociart-model-push", "ref": f"{host}/{repo}:v1",
+                                         "dir": str(self.model_dir)}, env={**self.env, "OCIART_HOME": str(mhome)})
+            if not (self.registry.has_blob(repo, self.digest) and self.registry.has_manifest(repo, "v1")):
+                raise RuntimeError(f"{name}: blob or manifest missing afterwards")
+            return res
         if name in ("ociart push", REPUSH):
             repo = f"bench/r{rnd}-ociart"
             if name == "ociart push":
@@ -391,27 +479,33 @@ class Bench:
             if not (self.registry.has_blob(repo, self.digest) and self.registry.has_manifest(repo, "v1")):
                 raise RuntimeError(f"{name}: blob or manifest missing afterwards")
             return res
-        if name in ("ociart pull", "oras-py pull"):
+        if name in ("ociart pull", ONE_STREAM, "oras-py pull"):
             self._fresh_out()
-            kind = "ociart-pull" if name == "ociart pull" else "oras-pull"
-            res = self.python_contender({"kind": kind, "host": host, "ref": self.source_ref,
-                                         "outdir": str(self.out_dir)},
+            kind = "oras-pull" if name == "oras-py pull" else "ociart-pull"
+            res = self.python_contender({"kind": kind, "host": self.pull_host,
+                                         "ref": f"{self.pull_host}/{self.source_repo}:v1",
+                                         "outdir": str(self.out_dir), "max_streams": 1 if name == ONE_STREAM else None},
                                         env={**self.env, "OCIART_HOME": str(self.homes / "pull")})
             self._check_pulled(name)
             return res
         raise ValueError(name)
 
     def run(self) -> dict[str, list[dict[str, Any]]]:
-        results: dict[str, list[dict[str, Any]]] = {name: [] for name in ALL}
+        chosen = self.args.only
+        push = [n for n in PUSH if n in chosen]
+        pull = [n for n in PULL if n in chosen]
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in ALL if name in chosen}
         for rnd in range(self.args.rounds):
             # interleaved; the order inside each group rotates from round to round
-            k = rnd % 3
-            order = [*PUSH[k:], *PUSH[:k], *PULL[k:], *PULL[:k], REPUSH]
+            order = [*push[rnd % max(1, len(push)):], *push[:rnd % max(1, len(push))],
+                     *pull[rnd % max(1, len(pull)):], *pull[:rnd % max(1, len(pull))],
+                     *([REPUSH] if REPUSH in chosen else [])]
             for name in order:
                 res = self.run_one(name, rnd)
                 res["round"] = rnd
                 results[name].append(res)
                 extra = f", {res['bytes_uploaded']} blob bytes sent" if "bytes_uploaded" in res else ""
+                extra += f", {res['streams']} streams" if "streams" in res else ""
                 _log(f"round {rnd + 1}/{self.args.rounds}  {name:<14} {res['seconds']:7.2f} s  "
                      f"(process {res['process_seconds']:.2f} s)  peak RSS {res['peak_rss_kb'] / 1000 * 1.024:7.1f} MB"
                      f"{extra}")
@@ -439,56 +533,94 @@ def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         if any("bytes_uploaded" in r for r in runs):
             summary[name]["bytes_uploaded"] = [r.get("bytes_uploaded") for r in runs]
     for name, base in BASELINE.items():
+        if name not in summary or base not in summary:
+            continue
         s, b = summary[name], summary[base]
         s["ratio_vs_curl"] = s["median_s"] / b["median_s"]
         s["ratio_vs_curl_per_round"] = [x / y for x, y in zip(s["seconds"], b["seconds"])]
+    if ONE_STREAM in summary:
+        for name in PULL:
+            if name in summary:
+                summary[name]["ratio_vs_one_stream"] = summary[name]["median_s"] / summary[ONE_STREAM]["median_s"]
     return summary
 
 
-def check_targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    rss = max(summary[n]["peak_rss_mb"] for n in ("ociart push", "ociart pull", REPUSH))
-    repush_bytes = max(summary[REPUSH]["bytes_uploaded"])
-    rows = [
-        ("ociart push time", f"<= {PUSH_RATIO_MAX:.2f}x curl push", summary["ociart push"]["ratio_vs_curl"],
-         f"{summary['ociart push']['ratio_vs_curl']:.2f}x", summary["ociart push"]["ratio_vs_curl"] <= PUSH_RATIO_MAX),
-        ("ociart digest-verified pull time", f"<= {PULL_RATIO_MAX:.2f}x curl pull",
-         summary["ociart pull"]["ratio_vs_curl"], f"{summary['ociart pull']['ratio_vs_curl']:.2f}x",
-         summary["ociart pull"]["ratio_vs_curl"] <= PULL_RATIO_MAX),
-        ("ociart peak RSS (push, pull, re-push)", f"<= {RSS_MB_MAX:.0f} MB", rss, f"{rss:.0f} MB",
-         rss <= RSS_MB_MAX),
-        ("ociart re-push blob bytes", "0 bytes", repush_bytes, f"{repush_bytes} bytes", repush_bytes == 0),
-    ]
+def check_targets(summary: dict[str, Any], throttled: bool) -> list[dict[str, Any]]:
+    """The issue's targets that this run measured (a contender left out with --only: its rows are left out)."""
+    rows: list[tuple[str, str, float, str, bool]] = []
+
+    def ratio(name: str) -> float | None:
+        return summary.get(name, {}).get("ratio_vs_curl")
+
+    if not throttled:
+        if (r := ratio("ociart push")) is not None:
+            rows.append(("ociart push time", f"<= {PUSH_RATIO_MAX:.2f}x curl push", r, f"{r:.2f}x",
+                         r <= PUSH_RATIO_MAX))
+        if (r := ratio("ociart model push")) is not None:
+            rows.append(("ociart --kind model push time", f"<= {PUSH_RATIO_MAX:.2f}x curl push", r, f"{r:.2f}x",
+                         r <= PUSH_RATIO_MAX))
+        if "ociart model push" in summary and "ociart push" in summary:
+            t = summary["ociart model push"]["median_s"] / summary["ociart push"]["median_s"]
+            rows.append(("typed vs generic push", f"<= {TYPED_VS_GENERIC_MAX:.2f}x", t, f"{t:.2f}x",
+                         t <= TYPED_VS_GENERIC_MAX))
+        if (r := ratio("ociart pull")) is not None:
+            rows.append(("ociart digest-verified pull time", f"<= {PULL_RATIO_MAX:.2f}x curl pull", r, f"{r:.2f}x",
+                         r <= PULL_RATIO_MAX))
+        if (r := ratio(ONE_STREAM)) is not None:
+            rows.append(("ociart pull, one stream", f"<= {PULL_RATIO_MAX:.2f}x curl pull", r, f"{r:.2f}x",
+                         r <= PULL_RATIO_MAX))
+        if "ociart pull" in summary and ONE_STREAM in summary:
+            t = summary["ociart pull"]["ratio_vs_one_stream"]
+            rows.append(("unthrottled: ranged vs one stream", "<= 1.00x (no regression)", t, f"{t:.2f}x", t <= 1.0))
+    elif "ociart pull" in summary and ONE_STREAM in summary:
+        speedup = 1 / summary["ociart pull"]["ratio_vs_one_stream"]
+        rows.append(("throttled: ranged pull speedup vs one stream", f">= {THROTTLED_SPEEDUP_MIN:.1f}x", speedup,
+                     f"{speedup:.2f}x", speedup >= THROTTLED_SPEEDUP_MIN))
+    ours = [n for n in ("ociart push", "ociart model push", "ociart pull", ONE_STREAM, REPUSH) if n in summary]
+    if ours:
+        rss = max(summary[n]["peak_rss_mb"] for n in ours)
+        rows.append(("ociart peak RSS", f"<= {RSS_MB_MAX:.0f} MB", rss, f"{rss:.0f} MB", rss <= RSS_MB_MAX))
+    if REPUSH in summary:
+        repush_bytes = max(summary[REPUSH]["bytes_uploaded"])
+        rows.append(("ociart re-push blob bytes", "0 bytes", repush_bytes, f"{repush_bytes} bytes",
+                     repush_bytes == 0))
     return [{"name": n, "target": t, "measured": m, "measured_text": mt, "pass": ok} for n, t, m, mt, ok in rows]
 
 
 def render(summary: dict[str, Any], targets: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     target_col = {
         "ociart push": f"<= {PUSH_RATIO_MAX:.2f}x, <= {RSS_MB_MAX:.0f} MB",
+        "ociart model push": f"<= {PUSH_RATIO_MAX:.2f}x, <= {TYPED_VS_GENERIC_MAX:.2f}x generic",
         "ociart pull": f"<= {PULL_RATIO_MAX:.2f}x, <= {RSS_MB_MAX:.0f} MB",
         REPUSH: f"0 bytes, <= {RSS_MB_MAX:.0f} MB",
     }
-    lines = [f"{meta['size_mib']} MiB random blob, {meta['rounds']} rounds, distribution {meta['registry_version']}, "
+    lines = [f"{meta['size_mib']} MiB random blob, {meta['rounds']} rounds, distribution {meta['registry_version']}"
+             f"{' on S3 (moto, 307 redirects)' if meta['s3'] else ''}"
+             f"{', throttled to %s MB/s per connection' % meta['throttle_mbps'] if meta['throttle_mbps'] else ''}, "
              f"nproc {meta['nproc']}, Python {meta['python']}, {meta['date']}",
              f"ociart {meta['ociart_git']}; load average (1 min) before/after "
              f"{meta['loadavg_1min_before_after'][0]}/{meta['loadavg_1min_before_after'][1]}",
              "",
-             f"{'contender':<16} {'median s':>9} {'vs curl':>8} {'process s':>10} {'peak RSS MB':>12}  "
-             f"{'per-round s':<22} target",
-             "-" * 108]
+             f"{'contender':<21} {'median s':>9} {'vs curl':>8} {'vs 1 str':>8} {'process s':>10} "
+             f"{'peak RSS MB':>12}  {'per-round s':<22} target",
+             "-" * 122]
     for name in ALL:
+        if name not in summary:
+            continue
         s = summary[name]
         ratio = f"{s['ratio_vs_curl']:.2f}x" if "ratio_vs_curl" in s else "-"
+        vs_one = f"{s['ratio_vs_one_stream']:.2f}x" if "ratio_vs_one_stream" in s else "-"
         rounds = "/".join(f"{x:.2f}" for x in s["seconds"])
         target = target_col.get(name, "")
         if name == REPUSH:
             target = f"{target}  (sent {'/'.join(str(b) for b in s['bytes_uploaded'])} bytes)"
-        elif name == "ociart push":
+        elif name in ("ociart push", "ociart model push"):
             target = f"{target}  (sent {'/'.join(str(b) for b in s['bytes_uploaded'])} bytes)"
-        lines.append(f"{name:<16} {s['median_s']:>9.2f} {ratio:>8} {s['median_process_s']:>10.2f} "
+        lines.append(f"{name:<21} {s['median_s']:>9.2f} {ratio:>8} {vs_one:>8} {s['median_process_s']:>10.2f} "
                      f"{s['peak_rss_mb']:>12.1f}  {rounds:<22} {target}")
     lines += ["", "targets:"]
     for t in targets:
-        lines.append(f"  {'PASS' if t['pass'] else 'FAIL'}  {t['name']:<38} target {t['target']:<20} "
+        lines.append(f"  {'PASS' if t['pass'] else 'FAIL'}  {t['name']:<46} target {t['target']:<20} "
                      f"measured {t['measured_text']}")
     lines += ["", "seconds: curl = process wall time; Python contenders = library call inside the runner "
                   "(process s adds interpreter start-up and imports). Ratios = median / median of curl.",
@@ -518,16 +650,24 @@ def _git_state() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="size of the random blob in MiB (default 1024)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of every contender (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every contender (default 5)")
     parser.add_argument("--json", action="store_true", help="print machine-readable results on stdout only")
     parser.add_argument("--tmpdir", default=None, help="where to put the temp dir (default: system temp)")
     parser.add_argument("--no-sync", action="store_true", help="do not os.sync() before each measured run")
     parser.add_argument("--rss-wrapper", action="store_true",
                         help="measure peak RSS with the Python wrapper even if GNU time is installed")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (debugging)")
+    parser.add_argument("--throttle", type=float, default=None, metavar="MBPS",
+                        help="cap every blob response (each connection) at MBPS MB/s through a fault proxy")
+    parser.add_argument("--s3", action="store_true", help="the registry stores blobs in S3 (moto_server, redirects)")
+    parser.add_argument("--only", default=",".join(ALL),
+                        help=f"comma-separated contenders to run (default all: {', '.join(ALL)})")
     args = parser.parse_args(argv)
     if args.size_mib < 1 or args.rounds < 1:
         parser.error("--size-mib and --rounds must be >= 1")
+    args.only = [n.strip() for n in args.only.split(",") if n.strip()]
+    if unknown := [n for n in args.only if n not in ALL]:
+        parser.error(f"unknown contenders {unknown}; choose from {', '.join(ALL)}")
 
     def on_term(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)
@@ -542,6 +682,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.setup()
         results = bench.run()
     finally:
+        if bench is not None and getattr(bench, "proxy", None) is not None:
+            bench.proxy.stop()
         if bench is not None and getattr(bench, "registry", None) is not None:
             bench.registry.stop()
         if args.keep:
@@ -560,9 +702,10 @@ def main(argv: list[str] | None = None) -> int:
         "digest": bench.digest,
         "ociart_git": git_state,
         "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "s3": args.s3, "throttle_mbps": args.throttle, "skopeo": _version(["skopeo", "--version"]),
     }
     summary = summarise(results)
-    targets = check_targets(summary)
+    targets = check_targets(summary, bool(args.throttle))
     if args.json:
         print(json.dumps({"meta": meta, "results": summary, "runs": results, "targets": targets}, indent=2))
     else:

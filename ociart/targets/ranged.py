@@ -6,8 +6,9 @@ the partial (after its verified prefix and the completed ranges of ``Partial.don
 :data:`PART_BYTES`; worker threads take the next part, GET it with ``Range`` and ``pwrite`` each piece at its offset
 as it arrives (flat memory: no piece is kept after it is written). One hashing thread follows the contiguous written
 prefix, reading it back from the page cache, so the whole-blob digest is ready when the last byte lands and is
-verified before the file becomes visible. The number of streams adapts: it starts at 2 and one more is added every
-:data:`DECIDE_SECONDS` while the received throughput still grows by :data:`GROWTH` or more, up to ``max_streams``.
+verified before the file becomes visible. The number of streams adapts: it starts at 2 and doubles every
+:data:`DECIDE_SECONDS` while the received throughput still grows by :data:`GROWTH` or more, up to ``max_streams``
+(the first window without growth ends the ramp).
 
 A dropped part resumes at its own offset (within the caller's retry budget). A server that answers a ranged GET
 with 200 (no ranges) raises :class:`RangesUnsupported` before any byte is written; the caller falls back to one
@@ -216,9 +217,10 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
             rate = (stats.received - last_bytes) / (now - last_t)
             last_bytes, last_t = stats.received, now
             if growing and len(workers) < max_streams and queue:
-                if rate >= best * GROWTH:
+                if rate >= best * GROWTH:  # still growing: double the streams (2, 4, 8, ...)
                     best = max(best, rate)
-                    workers.append(spawn(work))
+                    for _ in range(min(len(workers), max_streams - len(workers), len(queue))):
+                        workers.append(spawn(work))
                     stats.streams = max(stats.streams, sum(w.is_alive() for w in workers))
                 else:
                     growing = False
