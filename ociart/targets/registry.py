@@ -889,9 +889,13 @@ class RegistryTarget(Target):
                        media_type: str = "application/octet-stream") -> Descriptor:
         """As :meth:`Target.push_blob_file`; a file to be chunked (:meth:`_chunks_for`) whose digest is not known
         yet is hashed while its chunks are sent (one read), with the same resume as a blob of known digest."""
-        size = os.stat(path).st_size if desc is None else desc.size
-        if desc is None and self._chunks_for(size):
-            return self._upload_chunked(repo, file_opener(path), size, None, media_type, progress)
+        if desc is None:
+            try:
+                size = os.stat(path).st_size
+            except OSError:
+                size = -1  # vanished or unreadable: the file opener names it
+            if size >= 0 and self._chunks_for(size):
+                return self._upload_chunked(repo, file_opener(path), size, None, media_type, progress)
         return super().push_blob_file(repo, path, desc, progress, media_type)
 
     def push_blob_stream(self, repo: str, desc: Descriptor, opener: Opener,
