@@ -270,8 +270,7 @@ def test_two_concurrent_fetches_share_one_cache(registry: RunningRegistry, uniqu
         for p, (so, se) in zip(procs, outs, strict=True):
             assert p.returncode == 0, se
             assert json.loads(so)["digest"] == digest
-        assert proxy.sent(blob) == size  # the registry served the blob once
-        assert len(proxy.find("GET", blob)) == 1
+        assert proxy.sent(blob) == size  # the registry served the blob once (in parallel ranges: each byte once)
         for i in (1, 2):
             assert _sha(tmp_path / f"dir{i}" / "weights.bin") == blob
             check = subprocess.run(cmd(tmp_path / f"dir{i}", "--verify-files"), capture_output=True, text=True,

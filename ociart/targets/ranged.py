@@ -10,7 +10,9 @@ verified before the file becomes visible. The number of streams adapts: it start
 :data:`DECIDE_SECONDS` while the received throughput still grows by :data:`GROWTH` or more, up to ``max_streams``
 (the first window without growth ends the ramp).
 
-A dropped part resumes at its own offset (within the caller's retry budget). A server that answers a ranged GET
+While the hashing thread waits for the prefix to grow (the streams are slower than hashing: a throttled or
+redirected download), it hashes what the parts beyond the prefix hold (each part's own digest, continued every
+4 MiB) and records those ranges, so a SIGKILL loses at most about 4 MiB per stream. A dropped part resumes at its own offset (within the caller's retry budget). A server that answers a ranged GET
 with 200 (no ranges) raises :class:`RangesUnsupported` before any byte is written; the caller falls back to one
 sequential stream.
 """
@@ -27,8 +29,8 @@ from contextvars import copy_context
 from dataclasses import dataclass
 
 from .. import cancel
-from ..oci.digest import CHUNK
-from .ingest import Partial
+from ..oci.digest import CHUNK, Digester
+from .ingest import CHECKPOINT_BYTES, Partial
 
 #: Blobs at least this large are fetched in parallel ranges (when ``max_streams`` > 1).
 PARALLEL_MIN_BYTES = 64 << 20
@@ -43,6 +45,16 @@ GROWTH = 1.10
 
 #: ``open_range(start, end)`` → a context manager yielding the body pieces of bytes ``[start, end)``.
 OpenRange = Callable[[int, int], AbstractContextManager[Iterator[bytes]]]
+
+
+def _hash_range(fd: int, start: int, end: int, digester: Digester) -> None:
+    pos = start
+    while pos < end:
+        data = os.pread(fd, min(CHUNK, end - pos), pos)
+        if not data:
+            raise OSError(f"short read at {pos} of the partial blob")
+        digester.update(data)
+        pos += len(data)
 
 
 class RangesUnsupported(Exception):
@@ -155,6 +167,9 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                 stop.set()
                 cond.notify_all()
 
+    #: part start -> (digest of the part's bytes hashed so far, the end of those bytes): see hash_prefix
+    hashed: dict[int, tuple[Digester, int]] = {}
+
     def hash_prefix() -> None:
         try:
             d = part.digester
@@ -165,7 +180,26 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                 cur = intervals[i]
                 with cond:
                     while cur.pos <= d.size and not stop.is_set():
-                        cond.wait(DECIDE_SECONDS)
+                        spare = next((p for p in todo if p.start > d.size and (
+                            p.pos - hashed.get(p.start, (None, p.start))[1] >= CHECKPOINT_BYTES
+                            or (p.complete and hashed.get(p.start, (None, p.start))[1] < p.end))), None)
+                        if spare is None:
+                            cond.wait(DECIDE_SECONDS)
+                            continue
+                        upto = spare.pos
+                        cond.release()
+                        try:  # idle: hash what a part beyond the prefix holds, so a SIGKILL cannot lose it
+                            own, start = hashed.get(spare.start, (Digester(), spare.start))
+                            _hash_range(part.fd, start, upto, own)
+                            hashed[spare.start] = (own, upto)
+                            if (spare.start, start) in part.hashes:
+                                del part.hashes[(spare.start, start)]
+                                part.done.remove((spare.start, start))
+                            part.hashes[(spare.start, upto)] = own.digest.removeprefix("sha256:")
+                            part.done.append((spare.start, upto))
+                            part.checkpoint()
+                        finally:
+                            cond.acquire()
                     if cur.pos <= d.size:
                         return  # stopped
                     avail = cur.pos - d.size
@@ -236,7 +270,8 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                 cond.notify_all()
         hasher.join()
         if part.digester.size < size:  # stopped: what was written beyond the prefix is kept for the next run
-            part.done += [(p.start, p.pos) for p in todo if p.pos > p.start]
+            moved = {p.start: p.pos for p in todo if p.pos > p.start}
+            part.done = [r for r in part.done if r[0] not in moved] + sorted(moved.items())
     if failure:
         raise failure[0]
     part.done = []  # all in the prefix now
