@@ -15,6 +15,7 @@ import hashlib
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,14 @@ def _ranges(entries: list[dict]) -> list[tuple[int, int]]:
         lo, _, hi = e["headers"]["range"].removeprefix("bytes=").partition("-")
         out.append((int(lo), int(hi) + 1))
     return sorted(out)
+
+
+def _settle(proxy: FaultProxy) -> None:
+    """Wait until the proxy's relays of a killed client have noticed (their last counted piece is in)."""
+    last = -1
+    while proxy.sent() != last:
+        last = proxy.sent()
+        time.sleep(0.5)
 
 
 def test_plan_parts_skips_done_ranges() -> None:
@@ -161,6 +170,7 @@ def test_killed_ranged_pull_resumes(sig: signal.Signals, registry: RunningRegist
         if sig == signal.SIGTERM:
             assert len(rec.ranges) >= 2 and _covered(rec) >= SIZE // 3, rec
         assert not (out / "weights.bin").exists()
+        _settle(proxy)
         proxy.clear()
         proxy.reset_counts()
         proxy.log.clear()

@@ -179,7 +179,8 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                     i += 1
                 cur = intervals[i]
                 with cond:
-                    while cur.pos <= d.size and not stop.is_set():
+                    # less than a read's worth of new prefix (and the interval not finished): idle
+                    while cur.pos - d.size < min(CHUNK, cur.end - d.size) and not stop.is_set():
                         spare = next((p for p in todo if p.start > d.size and (
                             p.pos - hashed.get(p.start, (None, p.start))[1] >= CHECKPOINT_BYTES
                             or (p.complete and hashed.get(p.start, (None, p.start))[1] < p.end))), None)
