@@ -858,17 +858,18 @@ class Client:
     def promote(self, src: str | Reference, to: str, trust: Trust | None = None, *, keys: Sequence[str | Path] = (),
                 policy: Policy | str | Path | None = None, require_attestations: Sequence[str] = (),
                 gates: Sequence[str] = (), expect: Expect = None, dry_run: bool = False,
-                sign: SignWith | None = None) -> PromotionResult:
+                sign: SignWith | None = None, with_image: bool = False) -> PromotionResult:
         """Move tag ``to`` (in ``src``'s repository, or ``REPO:TAG`` elsewhere) to the digest ``src`` resolves to,
         once its gates pass (``keys``/``trust`` + ``require_attestations`` + ``gates`` like ``accuracy>=0.9``, or a
         ``policy``), by compare-and-set (``expect``; default: the value read first). Records a promotion statement
-        (signed with ``sign``) and appends the tag's history. See :mod:`ociart.promotion.promote`."""
+        (signed with ``sign``) and appends the tag's history. ``with_image`` moves the same tag of the linked image
+        form too, after the same gates. See :mod:`ociart.promotion.promote`."""
         from .promotion.promote import promote
 
         trust, pol = self._trust_or_policy(trust, keys, policy)
         return promote(self, src, to, trust=trust, policy=pol, require_attestations=require_attestations,
                        gates=gates, expect=expect, dry_run=dry_run,
-                       signer=_signer(sign) if sign is not None else None)
+                       signer=_signer(sign) if sign is not None else None, with_image=with_image)
 
     def rollback(self, ref: str | Reference, trust: Trust | None = None, *, keys: Sequence[str | Path] = (),
                  policy: Policy | str | Path | None = None, require_attestations: Sequence[str] = (),

@@ -63,7 +63,8 @@ def _ok(*args: str, env: dict[str, str] | None = None, input: str | None = None)
 
 def _raw_manifest(reg: RunningRegistry, repo: str, ref: str) -> bytes:
     r = httpx.get(f"{reg.url}/v2/{repo}/manifests/{ref}",
-                  headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+                  headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
+                                     "application/vnd.oci.image.index.v1+json"})
     assert r.status_code == 200, r.text
     return r.content
 
@@ -470,3 +471,52 @@ def test_refused_promotion_leaves_tag_and_library_raises(tmp_path: Path, keydir:
         assert c.resolve("models/lib:prod").digest == a.digest
         assert len(c.history("models/lib:prod")) == 1
         assert b.digest not in {e.digest for e in c.history("models/lib:prod")}
+
+
+# -- promote --with-image: both forms move together, through the same gates -----------------------------------------
+def test_promote_with_image_moves_both_forms_through_the_same_gates(registry: RunningRegistry, unique_repo: str,
+                                                                     keydir: Path, tmp_path: Path) -> None:
+    repo, img_repo = f"{registry.host}/{unique_repo}", f"{registry.host}/{unique_repo}-image"
+    rel, pub, trainer = keydir / "release.key", keydir / "release.pub", keydir / "trainer.key"
+    with ociart.Client() as c:
+        art = c.push(f"{repo}:c1", [_model(tmp_path, "img")], kind="model", with_image=f"{img_repo}:c1",
+                     sign=str(rel))
+        image = c.resolve(f"{img_repo}:c1").digest
+        _evaluate(c, art.ref, rel, 0.8)
+        # below threshold: refused, neither tag moves
+        out = run_cli("promote", f"{repo}:c1", "--to", "prod", "--with-image", "--key", str(pub),
+                      "--gate", "accuracy>=0.9")
+        assert out.returncode == 5 and "accuracy>=0.9" in out.stderr, out.stderr
+        for r in (repo, img_repo):
+            assert run_cli("resolve", f"{r}:prod").returncode == 3
+        _evaluate(c, art.ref, rel, 0.93, when="2026-12-02T00:00:00Z")
+    out = run_cli("promote", f"{repo}:c1", "--to", "prod", "--with-image", "--key", str(pub), "--gate",
+                  "accuracy>=0.9", "--sign-key", str(rel), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["after"] == art.digest and result["image"]["after"] == image
+    assert {"image:link", "image:signature"} <= {g["gate"] for g in result["gates"]}
+    assert _raw_manifest(registry, f"{unique_repo}-image", "prod") == _raw_manifest(registry, f"{unique_repo}-image",
+                                                                                  "c1")
+    with ociart.Client() as c:
+        assert [e.digest for e in history(c.target(c.ref(img_repo)), f"{unique_repo}-image", "prod")] == [image]
+
+    # an image form signed only by an untrusted key does not move, and neither does the artifact
+    with ociart.Client() as c:
+        art2 = c.push(f"{repo}:c2", [_model(tmp_path, "img2")], kind="model", with_image=f"{img_repo}:c2",
+                      sign=str(trainer))
+        c.sign(art2.ref, str(rel))  # the artifact is release-signed; its image form is not
+        _evaluate(c, art2.ref, rel, 0.97, when="2026-12-03T00:00:00Z")
+    out = run_cli("promote", f"{repo}:c2", "--to", "prod", "--with-image", "--key", str(pub), "--gate",
+                  "accuracy>=0.9")
+    assert out.returncode == 5 and "refused by 1 gate(s)" in out.stderr and "image:signature:" in out.stderr, \
+        out.stderr  # the artifact's own gates pass: only the image's signature refuses
+    with ociart.Client() as c:
+        assert c.resolve(f"{repo}:prod").digest == art.digest and c.resolve(f"{img_repo}:prod").digest == image
+    # an artifact with no image form: one clear line
+    with ociart.Client() as c:
+        c.push(f"{repo}:plain", [_model(tmp_path, "plain")], kind="model")
+    out = run_cli("promote", f"{repo}:plain", "--to", "prod", "--with-image")
+    assert out.returncode == 3 and "no image form is linked" in out.stderr, out.stderr
+    out = run_cli("promote", f"{repo}:c1", "--to", f"{repo}-other:prod", "--with-image")
+    assert out.returncode == 2 and "give --to as a tag" in out.stderr

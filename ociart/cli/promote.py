@@ -107,6 +107,9 @@ def _report(result: PromotionResult, as_json: bool) -> None:
         table(sys.stderr, f"gates of {result.digest}", ("result", "gate", "why"), rows)
     _err(f"{result.tag}: {result.before or 'absent'} -> {result.after}")
     _err(f"{what} record {result.record} ({'signed by ' + result.actor if result.signed else 'unsigned'})")
+    if result.image is not None:
+        _err(f"image form {result.image.repository}:{result.image.tag}: {result.image.before or 'absent'} -> "
+             f"{result.image.after} (record {result.image.record})")
     print(result.digest)
 
 
@@ -122,6 +125,9 @@ def promote(
     gate: GateOpt = [],  # noqa: B006
     expect: ExpectOpt = None, dry_run: DryRunOpt = False,
     sign_key: SignKeyOpt = None, sign_identity_token: SignTokenOpt = None, sign_trust_config: SignTrustOpt = None,
+    with_image: Annotated[bool, typer.Option(
+        "--with-image", help="Also move the same tag of SRC's linked image form (push --with-image), after the same "
+                             "gates and a signature check of the image.")] = False,
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, as_json: JsonOpt = False,
 ) -> None:
@@ -134,7 +140,7 @@ def promote(
     with _client(username, password_stdin, plain_http, insecure, ca_file) as c:
         result = c.promote(src, to, trust, policy=pol, require_attestations=require_attestation, gates=gate,
                            expect=parse_expect(expect) if expect is not None else None, dry_run=dry_run,
-                           sign=signer)
+                           sign=signer, with_image=with_image)
     _report(result, as_json)
     if dry_run and not result.passed:
         raise typer.Exit(5)

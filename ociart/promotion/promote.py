@@ -10,6 +10,13 @@ Order of a promotion, so that a failure never leaves a record of a move that did
    by digest, untagged;
 3. the tag moves by compare-and-set to the identical manifest bytes (the store's answered digest checked);
 4. the promotion record is attached to the digest, then the history appended, then the local audit log.
+
+``with_image`` also moves the same tag in the repository of the source's image form (docs/spec.md §9: the
+``application/vnd.ociart.image-form.v1`` referrer names it, and the image must name the source back with its
+``application/vnd.ociart.artifact-form.v1`` referrer). The image passes the signature gate under the same trust
+(metric and attestation gates are about the artifact, whose files the image carries); every gate of both is checked
+before either tag moves. OCI has no multi-tag transaction: the artifact's tag moves first, then the image's, each by
+compare-and-set with its own record and history; a lost race on the second names it and leaves the first moved.
 """
 
 from __future__ import annotations
@@ -63,6 +70,8 @@ class PromotionResult(BaseModel):
     record: str | None = None
     signed: bool = False
     actor: str
+    #: With ``with_image``: the promotion of the image form into the same tag of its own repository.
+    image: PromotionResult | None = None
 
 
 @dataclass
@@ -178,7 +187,7 @@ def check_gates(spec: GateSpec, target: Target, src: Reference, digest: str, *,
 def promote(client: Client, src: str | Reference, to: str, *, trust: Trust | None = None,
             policy: Policy | None = None, require_attestations: Sequence[str] = (), gates: Sequence[str] = (),
             expect: Expect = None, dry_run: bool = False, signer: Signer | None = None,
-            _rollback: bool = False) -> PromotionResult:
+            with_image: bool = False, _rollback: bool = False) -> PromotionResult:
     """Promote ``src`` to ``to`` (a tag of its repository, or ``REPO:TAG`` elsewhere); see the module docstring.
 
     Raises :class:`VerificationError` naming every failing gate (nothing changed), :class:`ConflictError` naming the
@@ -209,6 +218,12 @@ def promote(client: Client, src: str | Reference, to: str, *, trust: Trust | Non
         check_expected(where, tag, expect, before, digest)
     expected: Expect = expect if expect is not None else (before if before is not None else ABSENT)
     results = check_gates(spec, src_t, s, digest, rollback=_rollback)
+    image_src: Reference | None = None
+    if with_image:
+        if any(c in to for c in "/:@"):
+            raise UsageError("--with-image moves the same tag in the image form's own repository: give --to as a tag")
+        image_src, image_gates = _image_form(client, src_t, s, digest, spec)
+        results += image_gates
     failing = [g for g in results if not g.passed]
     actor = actor_name(signer)
     pinned_src = str(s.with_digest(digest))
@@ -217,6 +232,9 @@ def promote(client: Client, src: str | Reference, to: str, *, trust: Trust | Non
                              gates=results, passed=not failing, dry_run=dry_run, rollback=_rollback, actor=actor)
     if dry_run:
         return result
+    image_before = None
+    if image_src is not None:  # read both tags before either moves: the image's is its compare-and-set value
+        image_before = client.target(image_src, create=False).current_tag(image_src.repository, tag)
     if failing:
         reasons = [f"{g.gate}: {g.detail}" for g in failing]
         _audit(client, "rollback" if _rollback else "promote", d, before, before, actor, "refused",
@@ -245,7 +263,35 @@ def promote(client: Client, src: str | Reference, to: str, *, trust: Trust | Non
                                                    gates=results))
     _audit(client, "rollback" if _rollback else "promote", d, before, digest, actor, "ok",
            {"source": pinned_src, "record": record, "signed": signed})
-    return result.model_copy(update={"after": digest, "record": record, "signed": signed})
+    image = None
+    if image_src is not None:  # its gates passed above; this checks the signature once more as it moves
+        image = promote(client, image_src, tag, trust=spec.trust, signer=signer, _rollback=_rollback,
+                        expect=image_before if image_before is not None else ABSENT)
+    return result.model_copy(update={"after": digest, "record": record, "signed": signed, "image": image})
+
+
+def _image_form(client: Client, src_t: Target, s: Reference, digest: str,
+                spec: GateSpec) -> tuple[Reference, list[GateResult]]:
+    """The source's image form, pinned, and its gates: the link confirmed both ways, and its signature."""
+    from ..packaging.image import ARTIFACT_FORM, IMAGE_FORM, form_links
+
+    links = [link for link in form_links(src_t, s.repository, digest) if link.artifactType == IMAGE_FORM]
+    if not links or not links[0].reference:
+        raise NotFoundError(f"{s.with_digest(digest)}: no image form is linked to it (push it with --with-image)")
+    image = parse_reference(links[0].reference).with_digest(links[0].digest)
+    if image.embedded != s.embedded or (image.registry, image.layout) != (s.registry, s.layout):
+        raise UsageError(f"{s}: its image form {image} is in another store; promote it there")
+    img_t = client.target(image, create=False)
+    back = [link for link in form_links(img_t, image.repository, image.digest or "")
+            if link.artifactType == ARTIFACT_FORM]
+    ok = any(link.digest == digest for link in back)
+    gates = [GateResult(gate="image:link", passed=ok,
+                        detail=f"{image} names {digest} as its artifact form" if ok else
+                        f"{image} does not name {digest} back as its artifact form")]
+    if spec.trust is not None:
+        gates += [g.model_copy(update={"gate": f"image:{g.gate}"})
+                  for g in check_gates(GateSpec(trust=spec.trust), img_t, image, image.digest or "")]
+    return image, gates
 
 
 def rollback(client: Client, ref: str | Reference, *, trust: Trust | None = None, policy: Policy | None = None,
