@@ -98,6 +98,14 @@ class DigestCache:
         with self._lock:
             self._conn().execute("DELETE FROM digests2 WHERE path = ?", (os.path.abspath(path),))
 
+    def prune(self) -> int:
+        """Drop the rows of files that no longer exist (``gc --local``); returns how many went."""
+        with self._lock:
+            db = self._conn()
+            gone = [(path,) for (path,) in db.execute("SELECT path FROM digests2") if not os.path.exists(path)]
+            db.executemany("DELETE FROM digests2 WHERE path = ?", gone)
+        return len(gone)
+
     # -- derived blobs (e.g. tar layers), keyed by a digest of their inputs' stat keys --------------
     def get_key(self, key: str) -> tuple[str, int] | None:
         with self._lock:

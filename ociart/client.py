@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from .lineage.graph import Node
     from .lineage.record import Captured
+    from .lifecycle import GcResult, RetentionPolicy
     from .lineage.statement import Statement
     from .promotion.models import HistoryEntry
     from .promotion.promote import PromotionResult
@@ -930,6 +931,19 @@ class Client:
             raise UsageError(f"{r}: sweep works on the embedded store and oci: layouts; a registry has its own "
                              "garbage collection")
         return target.sweep(grace_seconds)
+
+    def gc(self, policy: RetentionPolicy | str | Path, repositories: Sequence[str] | None = None, *,
+           apply: bool = False, local: bool = False, grace_seconds: float | None = None) -> GcResult:
+        """Retention (docs/lifecycle.md): plan what ``policy`` (a :class:`~ociart.lifecycle.RetentionPolicy` or its
+        YAML file) keeps, archives and deletes in ``repositories`` (default: every repository of the registries the
+        policy names, or with ``local`` of the embedded store); with ``apply`` carry the plan out, and with ``local``
+        also sweep the store (unreferenced blobs, stale partial downloads, digest-cache rows of vanished files)."""
+        from .lifecycle import collect, load_retention_policy
+
+        if isinstance(policy, str | Path):
+            policy = load_retention_policy(Path(policy))
+        return collect(self, policy, repositories, apply=apply, local=local, grace_seconds=grace_seconds,
+                       concurrency=max(self.concurrency, 8))
 
     def provenance(self, ref: str | Reference) -> Statement:
         """The newest SLSA provenance statement attached to ``ref`` (an ``ociart.lineage.Statement``)."""

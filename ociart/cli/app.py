@@ -695,7 +695,8 @@ METAVARS = {
     "--encrypt-recipient": "jwe:PUB.pem", "--encrypt-filter": "PARTS|all", "--decryption-key": "KEY.pem[:PASSWORD]",
 }
 #: Metavars of positional arguments by parameter name (else the name in capitals).
-ARG_METAVARS = {"paths": "PATH", "old": "OLD", "new": "NEW", "tags": "TAG", "where": "HOST|REPO|oci:PATH", "dest": "DIR"}
+ARG_METAVARS = {"paths": "PATH", "old": "OLD", "new": "NEW", "tags": "TAG", "where": "HOST|REPO|oci:PATH", "dest": "DIR",
+                "repositories": "REPO"}
 #: One example per command, shown at the end of its --help.
 EXAMPLES = {
     "push": "ociart push localhost:5000/models/bert:v1 ./bert --kind model",
@@ -723,6 +724,7 @@ EXAMPLES = {
                "--encrypt-recipient jwe:team.pub.pem",
     "decrypt": "ociart decrypt localhost:5000/models/bert:v1-enc oci:./plain:v1 --decryption-key team.pem",
     "ui": "ociart ui localhost:5000 --policy policy.yaml",
+    "gc": "ociart gc --policy retention.yaml localhost:5000/models/bert",
 }
 ENV_PREFIX = "OCIART_"
 
@@ -883,3 +885,4 @@ from . import convert as _convert  # noqa: E402,F401 - registers `ociart convert
 from . import promote as _promote  # noqa: E402,F401 - registers `ociart promote`, `rollback`, `history`, `audit`
 from . import crypt as _crypt  # noqa: E402,F401 - registers `ociart encrypt`, `ociart decrypt`
 from . import ui as _ui  # noqa: E402,F401 - registers `ociart ui`
+from . import gc as _gc  # noqa: E402,F401 - registers `ociart gc`

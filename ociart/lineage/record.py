@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -205,11 +206,15 @@ def attach_statement_bytes(target: Target, repo: str, subject: Descriptor, data:
 
 
 def read_statements(target: Target, repo: str, digest: str, predicate_type: str | None = SLSA_PROVENANCE,
-                    *, signed_only: bool = False) -> list[Statement]:
+                    *, signed_only: bool = False, referrers: Sequence[Descriptor] | None = None,
+                    fetch: Callable[[str], Content] | None = None) -> list[Statement]:
     """In-toto statements attached to ``digest`` (newest first): unsigned ones and the payloads of signed
-    attestations (Sigstore bundles; their signatures are checked by ``ociart verify``, not here)."""
+    attestations (Sigstore bundles; their signatures are checked by ``ociart verify``, not here).
+
+    ``referrers`` (``digest``'s referrers, already listed) and ``fetch`` (a manifest by digest, e.g. from a cache)
+    spare requests for a caller that has them (the retention planner)."""
     out: list[tuple[str, Statement]] = []
-    for ref in list_referrers(target, repo, digest):
+    for ref in (referrers if referrers is not None else list_referrers(target, repo, digest)):
         if ref.artifactType not in (INTOTO_MEDIA_TYPE, SIGSTORE_BUNDLE):
             continue
         signed = ref.artifactType == SIGSTORE_BUNDLE
@@ -218,7 +223,7 @@ def read_statements(target: Target, repo: str, digest: str, predicate_type: str 
         declared = (ref.annotations or {}).get(ANNOTATION_BUNDLE_PREDICATE_TYPE if signed else A_PREDICATE_TYPE)
         if predicate_type is not None and declared is not None and declared != predicate_type:
             continue  # e.g. a plain signature: not provenance, no need to fetch it
-        node = target.get_manifest(repo, ref.digest).parse()
+        node = (fetch(ref.digest) if fetch is not None else target.get_manifest(repo, ref.digest)).parse()
         if not isinstance(node, Manifest):
             continue
         want = SIGSTORE_BUNDLE if signed else INTOTO_MEDIA_TYPE

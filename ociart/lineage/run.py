@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import sys
 import threading
@@ -51,6 +52,8 @@ class Run:
         self._inputs: list[str] = []
         self._input_files: list[Path] = []
         self._uploaders: list[CheckpointUploader] = []
+        #: (repository, descriptor) of what :meth:`push` pushed.
+        self._pushed: list[tuple[str, Descriptor]] = []
         self.started = now()
         self._lock = threading.Lock()
 
@@ -58,17 +61,34 @@ class Run:
         return self
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        self.close(raise_errors=exc_type is None)
+        self.close(raise_errors=exc_type is None, failed=exc_type is not None)
 
-    def close(self, raise_errors: bool = True) -> None:
+    def close(self, raise_errors: bool = True, failed: bool = False) -> None:
+        """Wait for the checkpoint uploads, then record how the run ended (``failed``: it raised) on every artifact
+        it pushed and still holds: a run-status referrer (:mod:`ociart.lifecycle.runstatus`), which the
+        ``failedRuns`` retention rule reads."""
         errors: list[BaseException] = []
         for u in self._uploaders:
             u.close()
             errors += u.errors
+        self._record_status("failed" if failed else "succeeded")
         if self._own_client:
             self.client.close()
         if errors and raise_errors:
             raise errors[0]
+
+    def _record_status(self, status: str) -> None:
+        from ..lifecycle.runstatus import record_status
+
+        held: list[tuple[str, Descriptor]] = list(self._pushed)
+        for u in self._uploaders:
+            held += [(u.repo, u.descriptors[d]) for d, _ in u.pushed.values() if d in u.descriptors]
+        for repo, desc in {(repo, d.digest): (repo, d) for repo, d in held}.values():
+            try:
+                r = self.client.ref(repo)
+                record_status(self.client.target(r), r.repository, desc, self.run_id, status)  # type: ignore[arg-type]
+            except OciartError as exc:  # the run's own outcome matters more than its status record
+                log.warning("could not record the run status on %s@%s: %s", repo, desc.digest, exc)
 
     # -- recording ---------------------------------------------------------------------------------
     def use(self, ref: str, name: str | None = None) -> Descriptor:
@@ -104,9 +124,14 @@ class Run:
         meta = dict(metadata or {})
         if self.name and "name" not in meta:
             meta["name"] = self.name
-        return self.client.push(ref, [path], kind=kind, lineage=self.lineage(), metadata=meta,
-                                annotations=annotations, reproducible=reproducible, subject=subject, sign=sign,
-                                legacy_signature=legacy_signature)
+        result = self.client.push(ref, [path], kind=kind, lineage=self.lineage(), metadata=meta,
+                                  annotations=annotations, reproducible=reproducible, subject=subject, sign=sign,
+                                  legacy_signature=legacy_signature)
+        pinned = self.client.ref(result.ref)
+        repo = str(dataclasses.replace(pinned, tag=None, digest=None))
+        with self._lock:
+            self._pushed.append((repo, Descriptor(mediaType=result.mediaType, digest=result.digest, size=result.size)))
+        return result
 
     def checkpoints(self, repo: str, *, keep_last: int = 3, best: str | None = None, mode: str = "min",
                     max_pending: int = DEFAULT_MAX_PENDING) -> CheckpointUploader:
@@ -144,6 +169,8 @@ class CheckpointUploader:
         self.keep_last, self.best, self.mode, self.max_pending = keep_last, best, mode, max_pending
         self.pushed: dict[int, tuple[str, dict[str, float]]] = {}  # step -> (digest, metrics), kept ones
         self.deleted: list[int] = []
+        #: Descriptors of the pushed checkpoints by digest (the run-status referrer needs them).
+        self.descriptors: dict[str, Descriptor] = {}
         self.dropped: list[int] = []
         self.errors: list[BaseException] = []
         self._pending: collections.deque[tuple[int, Path, dict[str, float]]] = collections.deque()
@@ -209,6 +236,7 @@ class CheckpointUploader:
                                             lineage=self.run.lineage(**metrics), metadata={"metrics": metrics},
                                             annotations={A_STEP: str(step)})
                 self.pushed[step] = (desc.digest, metrics)
+                self.descriptors[desc.digest] = desc
                 self._retain()
             except BaseException as exc:  # noqa: BLE001 - kept for the training thread to see
                 self.errors.append(exc)
@@ -224,13 +252,19 @@ class CheckpointUploader:
         self.run.client.delete(f"{self.repo}@{digest}")
 
     def _retain(self) -> None:
+        """Keep the last ``keep_last`` steps and the best by ``best``, with the retention module's ordering and
+        selection (:mod:`ociart.lifecycle.order`); delete the rest by digest with what is attached to them."""
+        from ..lifecycle.order import Candidate, best, keep_last
+
         steps = sorted(self.pushed)
-        keep = set(steps[-self.keep_last:])
+        by_tag = {self.tag(s): s for s in steps}
+        candidates = [Candidate(digest=self.pushed[s][0], tags=[self.tag(s)], metrics=self.pushed[s][1])
+                      for s in steps]  # undated: ordered by tag, i.e. by step
+        keep = {by_tag[c.tags[0]] for c in keep_last(candidates, self.keep_last)}
         if self.best:
-            scored = [s for s in steps if self.best in self.pushed[s][1]]
-            if scored:
-                pick = min if self.mode == "min" else max
-                keep.add(pick(scored, key=lambda s: self.pushed[s][1][self.best]))  # type: ignore[index]
+            top = best(candidates, self.best, self.mode)
+            if top is not None:
+                keep.add(by_tag[top.tags[0]])
         kept_digests = {self.pushed[s][0] for s in keep}
         for s in steps:
             if s in keep:

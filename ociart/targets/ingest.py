@@ -184,9 +184,11 @@ class Ingest:
         record.unlink(missing_ok=True)
         path.unlink(missing_ok=True)
 
-    def sweep(self, keep: set[str] | None = None, max_age: float = MAX_AGE) -> list[Path]:
+    def sweep(self, keep: set[str] | None = None, max_age: float = MAX_AGE,
+              sizes: dict[str, int] | None = None) -> list[Path]:
         """Remove partials older than ``max_age`` seconds and, when ``keep`` is given, those of other digests;
-        a partial another process holds (locked) is left alone. Returns what was removed."""
+        a partial another process holds (locked) is left alone. Returns what was removed (and records each file's
+        size in ``sizes`` when given, by name)."""
         try:
             names = os.listdir(self.root)
         except FileNotFoundError:
@@ -197,13 +199,16 @@ class Ingest:
             hexd = name.split(".", 1)[0]
             p = self.root / name
             try:
-                stale = now - p.stat().st_mtime > max_age
+                st = p.stat()
             except FileNotFoundError:
                 continue
+            stale = now - st.st_mtime > max_age
             unwanted = keep is not None and "sha256:" + hexd not in keep
             if (stale or unwanted) and not writer_alive(self.root / (hexd + PARTIAL)):
                 p.unlink(missing_ok=True)
                 removed.append(p)
+                if sizes is not None:
+                    sizes[name] = st.st_size
         return removed
 
 
