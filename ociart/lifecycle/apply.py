@@ -68,12 +68,6 @@ class GcResult(BaseModel):
     freed_bytes: int = 0
 
 
-def _audit(action: str, reference: str, *, before: str | None, after: str | None, detail: dict[str, object]) -> None:
-    from ..audit import append
-
-    append(action, reference, before=before, after=after, detail=detail)
-
-
 def _ref(client: Client, item_repo: str, plan_local: bool) -> Reference:
     if plan_local:
         from ..reference import embedded_store_path
@@ -137,36 +131,41 @@ def apply_plan(client: Client, plan: Plan, policy: RetentionPolicy, *, local: bo
     """Carry ``plan`` out (see the module docstring)."""
     result = GcResult(plan=plan)
     touched: set[str] = set()
+    from .. import audit
+
     for item in plan.going():
         check_unmoved(client, plan, policy, item, local)
         r = _ref(client, item.repository, local)
         target = client.target(r, create=False)
-        destination = None
-        if item.action == "archive":
-            destination = _archive(client, item, local)
-        try:
-            gone = delete_graph(target, r.repository, item.digest)
-        except NotFoundError:
-            result.applied.append(Applied(repository=item.repository, digest=item.digest, action="already-gone",
-                                          tags=item.tags))
-            continue
-        except UnsupportedError as exc:
-            if exc.status == 405:
-                raise UnsupportedError(
-                    f"{target.name} refuses DELETE (HTTP 405): gc --apply cannot delete there; "
-                    f"{len(result.applied)} artifact(s) were deleted before this one. The plan (gc without --apply) "
-                    "still works; enable deletes (distribution: storage.delete.enabled: true) or delete with the "
-                    "registry's own retention", 405) from None
-            raise
+        with audit.action("gc-archive" if item.action == "archive" else "gc-delete", item.ref,
+                          before=item.digest) as logged:
+            logged.update({"tags": item.tags, "reasons": item.reasons})
+            destination = None
+            if item.action == "archive":
+                destination = _archive(client, item, local)
+                logged["destination"] = destination
+            try:
+                gone = delete_graph(target, r.repository, item.digest)
+            except NotFoundError:
+                logged["already_gone"] = True
+                result.applied.append(Applied(repository=item.repository, digest=item.digest, action="already-gone",
+                                              tags=item.tags))
+                continue
+            except UnsupportedError as exc:
+                if exc.status == 405:
+                    raise UnsupportedError(
+                        f"{target.name} refuses DELETE (HTTP 405): gc --apply cannot delete there; "
+                        f"{len(result.applied)} artifact(s) were removed before this one. The plan (gc without "
+                        "--apply) still works; enable deletes (distribution: storage.delete.enabled: true) or use "
+                        "the registry's own retention", 405) from None
+                raise
+            logged.update({"referrers": gone.referrers, "scheme_tags": gone.scheme_tags})
         touched.add(item.repository)
-        applied = Applied(repository=item.repository, digest=item.digest,
-                          action="archived" if destination else "deleted", tags=item.tags,
-                          referrers=gone.referrers, destination=destination, freed_bytes=gone.freed_bytes)
-        result.applied.append(applied)
+        result.applied.append(Applied(repository=item.repository, digest=item.digest,
+                                      action="archived" if destination else "deleted", tags=item.tags,
+                                      referrers=gone.referrers, destination=destination,
+                                      freed_bytes=gone.freed_bytes))
         result.freed_bytes += gone.freed_bytes
-        _audit("gc-archive" if destination else "gc-delete", item.ref, before=item.digest, after=None,
-               detail={"tags": item.tags, "reasons": item.reasons, "referrers": gone.referrers,
-                       "scheme_tags": gone.scheme_tags, **({"destination": destination} if destination else {})})
     result.repaired = repair_indexes(client, plan, touched, local, concurrency)
     return result
 
