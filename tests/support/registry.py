@@ -327,6 +327,31 @@ class RunningRegistry:
         """Everything the registry process has logged so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def storage_bytes(self) -> int:
+        """Bytes of every file under the registry's storage directory."""
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+
+    def garbage_collect(self, *, delete_untagged: bool = False) -> subprocess.CompletedProcess[str]:
+        """distribution's own blob GC, as its documentation says to run it: stop the registry, run
+        ``docker-registry garbage-collect CONFIG`` on its storage, start it again on the same port and storage.
+        Raises when the collection fails or the registry does not come back."""
+        token_server, self.token_server = self.token_server, None
+        self.stop()  # (keeps the token server: it is not part of the registry process)
+        self.token_server = token_server
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        args = [registry_binary(), "garbage-collect", *(["--delete-untagged"] if delete_untagged else []),
+                str(self.config_path)]
+        done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"garbage-collect failed ({done.returncode}): {done.stderr[-2000:]}")
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([registry_binary(), "serve", str(self.config_path)],
+                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            cwd=self.config_path.parent)
+        if not _wait_ready(self.process, self.url, self.verify, time.monotonic() + START_TIMEOUT):
+            raise RuntimeError(f"docker-registry did not come back after garbage-collect; log:\n{self.log_text()}")
+        return done
+
     def stop(self) -> None:
         """Terminate the registry (kill after 5 s) and stop its token server. Idempotent."""
         proc, self.process = self.process, None
