@@ -906,6 +906,11 @@ def test_checkpoints_never_block_and_keep_last_and_best(registry: RunningRegistr
             with pytest.raises(NotFoundError):
                 c.resolve(f"{repo}:ckpt-{run.run_id}-{step}")
         statements = {e["path"].rsplit("/", 1)[1] for e in proxy.find("PUT", f"/{unique_repo}/manifests/sha256:")}
+        from ociart.lifecycle.runstatus import RUN_STATUS_TYPE
+
+        status = {d.digest for digest in kept.values() for d in c.referrers(f"{repo}@{digest}", RUN_STATUS_TYPE)}
+        assert len(status) == 3 and status < statements  # the run's end, recorded on each step it kept
+        statements -= status
         assert len(statements) == 5  # one per uploaded step: 1, 3, 5, 6, 7
         kept_statements = {d.digest for digest in kept.values() for d in c.referrers(f"{repo}@{digest}", INTOTO)}
         assert len(kept_statements) == 3 and kept_statements < statements
@@ -951,12 +956,15 @@ def test_checkpoint_retention_in_the_embedded_store(tmp_path: Path) -> None:
         for step in (1, 2):  # gone with their referrers, and their blobs freed at once
             assert list_referrers(target, "team/ckpts", digests[step]) == []
             assert not target.blob_path(digests[step]).exists()  # type: ignore[attr-defined]
-        assert [d.artifactType for d in c.referrers(f"team/ckpts:{ck.tag(3)}")] == [INTOTO]
+        from ociart.lifecycle.runstatus import RUN_STATUS_TYPE
+
+        assert sorted(d.artifactType for d in c.referrers(f"team/ckpts:{ck.tag(3)}")) == sorted(
+            [INTOTO, RUN_STATUS_TYPE])  # its provenance, and the run's end recorded when the run closed
         index = json.loads((Path(c.ref("team/ckpts").layout) / "index.json").read_text())  # type: ignore[arg-type]
-        assert len(index["manifests"]) == 2  # step 3 and its statement
-        statement = c.referrers(f"team/ckpts:{ck.tag(3)}")[0].digest
+        assert len(index["manifests"]) == 3  # step 3, its statement and its run status
+        statement = c.referrers(f"team/ckpts:{ck.tag(3)}", INTOTO)[0].digest
     # an attached referrer of the embedded store can be deleted by digest like any manifest (its subject stays)
     deleted = run_cli("delete", f"team/ckpts@{statement}")
     assert deleted.returncode == 0 and deleted.stdout.strip() == statement, deleted.stderr
     with _client() as c:
-        assert c.referrers(f"team/ckpts:{ck.tag(3)}") == [] and c.tags("team/ckpts") == [ck.tag(3)]
+        assert c.referrers(f"team/ckpts:{ck.tag(3)}", INTOTO) == [] and c.tags("team/ckpts") == [ck.tag(3)]
