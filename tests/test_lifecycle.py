@@ -390,3 +390,37 @@ def test_gc_local_shrinks_the_embedded_store(tmp_path: Path) -> None:
         cache = DigestCache()
         assert cache.prune() == 0
         cache.close()
+
+
+def test_formerly_prod_within_keep_within_is_protected(registry: RunningRegistry, unique_repo: str,
+                                                      tmp_path: Path) -> None:
+    """The promotion history (``ociart.promotion.history``) protects what was in production within ``keepWithin``;
+    what left production before the window is not protected by it."""
+    import datetime as dt
+
+    promotion = pytest.importorskip("ociart.promotion", reason="the promotion module (issue 9) is not merged yet")
+    repo = f"{registry.host}/{unique_repo}"
+    with ociart.Client() as c:
+        d = {i: c.push(f"{repo}:v{i}", [_dir(tmp_path, f"f{i}", 60 - i)], kind="model",
+                       lineage=LineageOptions(git=False)).digest for i in range(1, 6)}
+        c.tag(f"{repo}:v4", "prod")
+        target = c.target(c.ref(repo))
+        now = dt.datetime.now(dt.UTC)
+        for when, digest, previous in ((now - dt.timedelta(days=40), d[1], None),
+                                       (now - dt.timedelta(days=20), d[2], d[1]),
+                                       (now - dt.timedelta(days=2), d[4], d[2])):
+            promotion.append(target, unique_repo, "prod",
+                             promotion.HistoryEntry(time=when, digest=digest, previous=previous))
+        p = tmp_path / "p.yaml"
+        p.write_text(f"apiVersion: ociart.dev/v1alpha1\nkind: RetentionPolicy\nrules:\n"
+                     f"  - repositories: ['{repo}']\n    protectTags: [prod]\n    keepLast: 1\n    keepWithin: 7d\n")
+        plan = c.gc(p, [repo])
+        actions = {tuple(i.tags): (i.action, i.reasons) for i in plan.plan.items}
+        assert actions[("prod", "v4")] == ("keep", ["protected: prod"])
+        assert actions[("v2",)] == ("keep", ["formerly prod (promotion history, within 7d)"])  # left prod 2d ago
+        assert actions[("v1",)][0] == "delete"  # left prod 20 days ago, before the 7d window
+        assert actions[("v5",)] == ("keep", ["newest 1"]) and actions[("v3",)][0] == "delete"
+        assert not any(t.startswith("_promotions.") for i in plan.plan.items for t in i.tags)
+        c.gc(p, [repo], apply=True)
+        assert set(c.tags(repo)) >= {"v2", "v4", "v5", "prod"} and not {"v1", "v3"} & set(c.tags(repo))
+        assert promotion.history(target, unique_repo, "prod")[0].digest == d[4]  # the history itself is kept

@@ -272,12 +272,22 @@ def resolve_repositories(client: Client, policy: RetentionPolicy, repositories: 
 def _list_repo(f: Fetcher, repo: _Repo) -> None:
     """Fill ``repo.arts``: its manifests that are not referrers, with tags, referrers, run status and sizes."""
     target, name = repo.target, repo.ref.repository
+    try:  # the promotion module keeps each protected tag's history at a tag of its own: never an artifact
+        from ..promotion import is_history_tag
+    except ImportError:
+        def is_history_tag(tag: str) -> bool:
+            return False
+
+    def ignored(tag: str) -> bool:
+        return is_scheme_tag(tag) or is_history_tag(tag)
+
     entries: list[tuple[str, list[str]]] = []
     if isinstance(target, ManifestLister):
-        entries = [(m.descriptor.digest, [t for t in m.tags if not is_scheme_tag(t)]) for m in target.manifests(name)]
+        entries = [(m.descriptor.digest, [t for t in m.tags if not ignored(t)]) for m in target.manifests(name)
+                   if not any(is_history_tag(t) for t in m.tags)]
     else:
         try:
-            tags = [t for t in target.tags(name) if not is_scheme_tag(t)]
+            tags = [t for t in target.tags(name) if not ignored(t)]
         except NotFoundError:
             return
 
