@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-
 from benchlib import REPO_ROOT, load_transfer, log
 
 sys.path.insert(0, str(REPO_ROOT))
@@ -126,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"| concurrency | median plan s | requests per plan | of which GET / HEAD | planned to go |")
+        print("| concurrency | median plan s | requests per plan | of which GET / HEAD | planned to go |")
         print("|---:|---:|---:|---:|---:|")
         for level, r in results.items():
             print(f"| {level} | {r['median_s']} | {r['requests']} | {r['by_method'].get('GET', 0)} / "

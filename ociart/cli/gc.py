@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,7 +25,7 @@ from .app import (
 @app.command()
 def gc(
     policy: Annotated[Path, typer.Option("--policy", help="Retention policy file (YAML, kind: RetentionPolicy).")],
-    repositories: Annotated[Optional[list[str]], typer.Argument(
+    repositories: Annotated[list[str] | None, typer.Argument(
         help="Repositories to collect (default: every repository of the registries the policy names; with --local, "
              "of the embedded store).")] = None,
     apply: Annotated[bool, typer.Option(

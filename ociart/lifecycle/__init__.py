@@ -10,7 +10,12 @@ from __future__ import annotations
 from .apply import Applied, GcResult, LocalSweep, apply_plan, collect
 from .order import Candidate, best, keep_last, newest_first
 from .plan import Plan, PlanItem, make_plan
-from .policy import RetentionPolicy, RetentionRule, load_retention_policy, parse_duration
+from .policy import (
+           RetentionPolicy,
+           RetentionRule,
+           load_retention_policy,
+           parse_duration,
+)
 
 __all__ = ["Applied", "Candidate", "GcResult", "LocalSweep", "Plan", "PlanItem", "RetentionPolicy", "RetentionRule",
            "apply_plan", "best", "collect", "keep_last", "load_retention_policy", "make_plan", "newest_first",

@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 from pydantic import BaseModel
 
 from .. import limits
-from ..errors import InvalidContentError, InvalidReferenceError, NotFoundError, UnsupportedError, UsageError
+from ..errors import (
+    InvalidContentError,
+    InvalidReferenceError,
+    NotFoundError,
+    UnsupportedError,
+    UsageError,
+)
 from ..oci import Content, Descriptor, Index, Manifest
 from ..oci.mediatypes import ANNOTATION_CREATED
 from ..reference import Reference, canonical_name, embedded_store_path, parse_reference
@@ -409,7 +415,9 @@ def _history_protect(f: Fetcher, repo: _Repo, now: dt.datetime, warnings: list[s
     if not windows:
         return
     try:
-        from ..promotion import history  # the promotion module (tag history); optional until it is installed
+        from ..promotion import (
+            history,  # the promotion module (tag history); optional until it is installed
+        )
     except ImportError:
         warnings.append("promotion history is not available: only current protected tags are protected")
         return
