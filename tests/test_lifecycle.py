@@ -424,3 +424,30 @@ def test_formerly_prod_within_keep_within_is_protected(registry: RunningRegistry
         c.gc(p, [repo], apply=True)
         assert set(c.tags(repo)) >= {"v2", "v4", "v5", "prod"} and not {"v1", "v3"} & set(c.tags(repo))
         assert promotion.history(target, unique_repo, "prod")[0].digest == d[4]  # the history itself is kept
+
+
+def test_archive_copies_with_signatures_then_deletes(registry: RunningRegistry, unique_repo: str,
+                                                     tmp_path: Path) -> None:
+    """``archiveTo``: what goes is copied with its referrers and legacy signature, verified there, then deleted."""
+    repo = f"{registry.host}/{unique_repo}"
+    key = ec.generate_private_key(ec.SECP256R1())
+    trust = Trust(keys=[TrustedKey("test", key.public_key())])
+    with ociart.Client() as c:
+        d = {i: c.push(f"{repo}:v{i}", [_dir(tmp_path, f"a{i}", 30 - i)], kind="model", sign=key,
+                       lineage=LineageOptions(git=False)).digest for i in range(1, 4)}
+        p = tmp_path / "p.yaml"
+        p.write_text(f"apiVersion: ociart.dev/v1alpha1\nkind: RetentionPolicy\nrules:\n"
+                     f"  - repositories: ['{repo}']\n    keepLast: 1\n    archiveTo: {registry.host}/archive\n")
+        result = c.gc(p, [repo], apply=True)
+        dest = f"{registry.host}/archive/{unique_repo}"
+        assert [(a.action, a.destination) for a in result.applied] == [("archived", dest)] * 2
+        assert c.tags(repo) == ["v3"] and sorted(c.tags(dest)) == ["v1", "v2"]
+        for i in (1, 2):
+            assert c.resolve(f"{dest}:v{i}").digest == d[i]
+            c.verify(f"{dest}:v{i}", trust)  # bundle and legacy .sig came along
+            with pytest.raises(NotFoundError):
+                c.resolve(f"{repo}@{d[i]}")
+        c.verify(f"{repo}:v3", trust)
+        logged = [json.loads(line) for line in
+                  (Path(os.environ["OCIART_HOME"]) / "audit.jsonl").read_text().splitlines()]
+        assert [e["detail"]["destination"] for e in logged if e["action"] == "gc-archive"] == [dest, dest]
