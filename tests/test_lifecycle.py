@@ -451,3 +451,30 @@ def test_archive_copies_with_signatures_then_deletes(registry: RunningRegistry, 
         logged = [json.loads(line) for line in
                   (Path(os.environ["OCIART_HOME"]) / "audit.jsonl").read_text().splitlines()]
         assert [e["detail"]["destination"] for e in logged if e["action"] == "gc-archive"] == [dest, dest]
+
+
+def test_expire_untagged_in_an_oci_layout(tmp_path: Path) -> None:
+    """An ``oci:`` layout lists untagged manifests (index.json entries without a name, as other tools write them):
+    ``expireUntagged`` removes those older than the limit and keeps younger ones and everything tagged."""
+    layout = tmp_path / "layout"
+    with ociart.Client() as c:
+        old = c.push(f"oci:{layout}:old", [_dir(tmp_path, "u-old", 30)], kind="model", lineage=False).digest
+        young = c.push(f"oci:{layout}:young", [_dir(tmp_path, "u-young", 1)], kind="model", lineage=False).digest
+        tagged = c.push(f"oci:{layout}:v1", [_dir(tmp_path, "u-tagged", 90)], kind="model", lineage=False).digest
+    index = json.loads((layout / "index.json").read_text())
+    for entry in index["manifests"]:  # "old" and "young" lose their names: untagged entries
+        if entry["digest"] in (old, young):
+            del entry["annotations"]
+    (layout / "index.json").write_text(json.dumps(index))
+    policy = tmp_path / "p.yaml"
+    policy.write_text(f"apiVersion: ociart.dev/v1alpha1\nkind: RetentionPolicy\nrules:\n"
+                      f"  - repositories: ['oci:{layout}']\n    expireUntagged: 7d\n")
+    with ociart.Client() as c:
+        result = c.gc(policy, [f"oci:{layout}"], apply=True)
+        actions = {i.digest: (i.action, i.reasons) for i in result.plan.items}
+        assert actions[old] == ("delete", ["expired untagged 30d"])
+        assert actions[young] == ("keep", ["untagged, 1d old (expireUntagged 7d)"])
+        assert actions[tagged] == ("keep", ["rule 1 sets no keepLast or keepWithin"])
+        assert result.freed_bytes > 0
+    digests = {e["digest"] for e in json.loads((layout / "index.json").read_text())["manifests"]}
+    assert digests == {young, tagged} and not (layout / "blobs/sha256" / old.removeprefix("sha256:")).exists()
