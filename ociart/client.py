@@ -933,17 +933,19 @@ class Client:
         return target.sweep(grace_seconds)
 
     def gc(self, policy: RetentionPolicy | str | Path, repositories: Sequence[str] | None = None, *,
-           apply: bool = False, local: bool = False, grace_seconds: float | None = None) -> GcResult:
+           apply: bool = False, local: bool = False, grace_seconds: float | None = None,
+           concurrency: int = 8) -> GcResult:
         """Retention (docs/lifecycle.md): plan what ``policy`` (a :class:`~ociart.lifecycle.RetentionPolicy` or its
         YAML file) keeps, archives and deletes in ``repositories`` (default: every repository of the registries the
         policy names, or with ``local`` of the embedded store); with ``apply`` carry the plan out, and with ``local``
-        also sweep the store (unreferenced blobs, stale partial downloads, digest-cache rows of vanished files)."""
+        also sweep the store (unreferenced blobs, stale partial downloads, digest-cache rows of vanished files).
+        ``concurrency``: parallel requests while planning and repairing."""
         from .lifecycle import collect, load_retention_policy
 
         if isinstance(policy, str | Path):
             policy = load_retention_policy(Path(policy))
         return collect(self, policy, repositories, apply=apply, local=local, grace_seconds=grace_seconds,
-                       concurrency=max(self.concurrency, 8))
+                       concurrency=concurrency)
 
     def provenance(self, ref: str | Reference) -> Statement:
         """The newest SLSA provenance statement attached to ``ref`` (an ``ociart.lineage.Statement``)."""

@@ -42,8 +42,7 @@ def gc(
 
     loaded = load_retention_policy(policy)
     with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json) as c:
-        c.concurrency = concurrency
-        result = c.gc(loaded, repositories or None, apply=apply, local=local)
+        result = c.gc(loaded, repositories or None, apply=apply, local=local, concurrency=concurrency)
     if as_json:
         _out(result)
         return
