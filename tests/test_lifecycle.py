@@ -398,7 +398,7 @@ def test_formerly_prod_within_keep_within_is_protected(registry: RunningRegistry
     what left production before the window is not protected by it."""
     import datetime as dt
 
-    promotion = pytest.importorskip("ociart.promotion", reason="the promotion module (issue 9) is not merged yet")
+    from ociart import promotion
     repo = f"{registry.host}/{unique_repo}"
     with ociart.Client() as c:
         d = {i: c.push(f"{repo}:v{i}", [_dir(tmp_path, f"f{i}", 60 - i)], kind="model",
