@@ -278,11 +278,7 @@ def resolve_repositories(client: Client, policy: RetentionPolicy, repositories: 
 def _list_repo(f: Fetcher, repo: _Repo) -> None:
     """Fill ``repo.arts``: its manifests that are not referrers, with tags, referrers, run status and sizes."""
     target, name = repo.target, repo.ref.repository
-    try:  # the promotion module keeps each protected tag's history at a tag of its own: never an artifact
-        from ..promotion import is_history_tag
-    except ImportError:
-        def is_history_tag(tag: str) -> bool:
-            return False
+    from ..promotion import is_history_tag  # a tag's promotion history lives at a tag of its own: never an artifact
 
     def ignored(tag: str) -> bool:
         return is_scheme_tag(tag) or is_history_tag(tag)
@@ -414,13 +410,7 @@ def _history_protect(f: Fetcher, repo: _Repo, now: dt.datetime, warnings: list[s
     windows = [(rule.duration("keepWithin"), rule) for _, rule in repo.rules if rule.keepWithin and rule.protectTags]
     if not windows:
         return
-    try:
-        from ..promotion import (
-            history,  # the promotion module (tag history); optional until it is installed
-        )
-    except ImportError:
-        warnings.append("promotion history is not available: only current protected tags are protected")
-        return
+    from ..promotion import history
     tags = sorted({t for a in repo.arts.values() for t in a.tags if any(r.protects(t) for _, r in windows)})
     for tag in tags:
         window = max(w for w, r in windows if r.protects(tag) and w is not None)
