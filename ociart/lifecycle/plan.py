@@ -278,7 +278,9 @@ def resolve_repositories(client: Client, policy: RetentionPolicy, repositories: 
 def _list_repo(f: Fetcher, repo: _Repo) -> None:
     """Fill ``repo.arts``: its manifests that are not referrers, with tags, referrers, run status and sizes."""
     target, name = repo.target, repo.ref.repository
-    from ..promotion import is_history_tag  # a tag's promotion history lives at a tag of its own: never an artifact
+    from ..promotion import (
+        is_history_tag,  # a tag's promotion history lives at a tag of its own: never an artifact
+    )
 
     def ignored(tag: str) -> bool:
         return is_scheme_tag(tag) or is_history_tag(tag)
