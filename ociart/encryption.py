@@ -1,6 +1,6 @@
 """Layer encryption compatible with ocicrypt (containerd imgcrypt, CRI-O, skopeo, podman): docs/encryption.md.
 
-The format is ocicrypt's (Go sources in ``shared/spec/ocicrypt``; image-spec PR 775 ``layer.md``):
+The format is ocicrypt's (the Go sources of github.com/containers/ocicrypt; image-spec PR 775 ``layer.md``):
 
 * an encrypted layer's media type is the plain one plus ``+encrypted``; its digest and size are the ciphertext's;
 * the cipher is ``AES_256_CTR_HMAC_SHA256``: AES-256 in CTR mode with a random 32-byte key and 16-byte nonce (the

@@ -478,3 +478,36 @@ def test_expire_untagged_in_an_oci_layout(tmp_path: Path) -> None:
         assert result.freed_bytes > 0
     digests = {e["digest"] for e in json.loads((layout / "index.json").read_text())["manifests"]}
     assert digests == {young, tagged} and not (layout / "blobs/sha256" / old.removeprefix("sha256:")).exists()
+
+
+def test_expire_untagged_keeps_signature_and_history_manifests_in_a_layout(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a layout, a cosign ``.sig`` manifest and a promotion history are named only by machinery tags: they are
+    not untagged artifacts, so ``expireUntagged`` (here 0d: every untagged artifact) leaves them, and the kept
+    artifact still verifies and still has its history."""
+    from ociart.promotion import history
+    from ociart.signing import keys
+    from ociart.targets.layout import LayoutTarget
+    from ociart.targets.referrers import legacy_tag
+
+    monkeypatch.setenv("COSIGN_PASSWORD", "gc-test")
+    keys.generate_key_pair(tmp_path / "k", b"gc-test")
+    layout = tmp_path / "layout"
+    with ociart.Client() as c:
+        art = c.push(f"oci:{layout}:candidate", [_dir(tmp_path, "signed", 90)], kind="model", lineage=False,
+                     sign=str(tmp_path / "k.key"))
+        c.promote(f"oci:{layout}:candidate", "prod")
+    names = {(e.get("annotations") or {}).get("org.opencontainers.image.ref.name")
+             for e in json.loads((layout / "index.json").read_text())["manifests"]}
+    assert {legacy_tag(art.digest, ".sig"), "_promotions.prod"} <= names, names
+    policy = tmp_path / "p.yaml"
+    policy.write_text(f"apiVersion: ociart.dev/v1alpha1\nkind: RetentionPolicy\nrules:\n"
+                      f"  - repositories: ['oci:{layout}']\n    expireUntagged: 0d\n")
+    with ociart.Client() as c:
+        result = c.gc(policy, [f"oci:{layout}"], apply=True)
+        assert [i.action for i in result.plan.items if i.action != "keep"] == []
+        assert c.verify(f"oci:{layout}:prod", keys=[tmp_path / "k.pub"]).signatures
+    assert [e.digest for e in history(LayoutTarget(layout), "", "prod")] == [art.digest]
+    after = {(e.get("annotations") or {}).get("org.opencontainers.image.ref.name")
+             for e in json.loads((layout / "index.json").read_text())["manifests"]}
+    assert after == names

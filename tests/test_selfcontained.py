@@ -17,7 +17,7 @@ from helpers import REPO_ROOT, optional_spec_dir, spec_dir
 #: Paths that only exist on one machine: a checkout or home location, a virtualenv's absolute bin directory.
 #: Absolute system paths used on purpose (``/etc/...`` as an attack target, ``/models`` in a Pod) are fine.
 MACHINE_PATHS = {
-    "checkout or root's home": re.compile(r"(?<![\w.:/~-])/(?:work|root)(?![\w.-])"),
+    "checkout or root's home": re.compile(r"(?<![\w.:/~$-])/(?:work|root)(?![\w.-])"),
     "home directory": re.compile(r"(?<![\w.:/~-])/(?:home|Users)/[\w.-]+"),
     "absolute virtualenv": re.compile(r"(?<![\w.:/~-])(?:/[\w.+-]+)*/\.?venv/bin(?![\w.-])"),
 }
@@ -88,6 +88,7 @@ def test_scan_catches_machine_paths(text: str) -> None:
     "https://example.com/work/root/home/alice/venv/bin",
     "~/.docker/config.json and $HOME/.config",
     "tests/support/node/node_modules/.bin/x and src/workflow, /rootfs, /workspace",
+    'KServe runs `sh -c "ln -s /proc/$$/root/models /mnt/models && sleep infinity"` in a modelcar',
 ])
 def test_scan_leaves_legitimate_paths(text: str) -> None:
     assert offenders("tests/x.py", text) == []

@@ -460,3 +460,17 @@ def test_ls_distribution_catalog_pages_and_sizes(registry_factory: Callable[...,
     assert [a["digest"] for a in doc["artifacts"]] == [pushed[f"{reg.host}/ls/repo3:v1"]]
     assert doc["total"] == doc["artifacts"][0]["size"]
     assert run_cli("ls", f"{reg.host}/ls/repo3:v1").returncode == 2
+
+
+def test_promotion_history_tags_are_machinery_not_artifacts(tmp_path: Path) -> None:
+    """A tag's promotion history lives at ``_promotions.<tag>``: ``ls`` and ``tags`` hide it like the sha256-* tags,
+    ``--all`` shows it."""
+    (tmp_path / "w.bin").write_bytes(b"weights")
+    with ociart.Client() as c:
+        c.push("models/h:c1", [tmp_path / "w.bin"])
+        c.promote("models/h:c1", "prod")
+        assert c.tags("models/h") == ["c1", "prod"]
+        assert "_promotions.prod" in c.tags("models/h", all=True)
+        shown = [t for a in c.ls("models/h").artifacts for t in a.tags]
+        assert sorted(shown) == ["c1", "prod"]
+        assert "_promotions.prod" in [t for a in c.ls("models/h", all=True).artifacts for t in a.tags]

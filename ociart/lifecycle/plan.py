@@ -278,20 +278,15 @@ def resolve_repositories(client: Client, policy: RetentionPolicy, repositories: 
 def _list_repo(f: Fetcher, repo: _Repo) -> None:
     """Fill ``repo.arts``: its manifests that are not referrers, with tags, referrers, run status and sizes."""
     target, name = repo.target, repo.ref.repository
-    from ..promotion import (
-        is_history_tag,  # a tag's promotion history lives at a tag of its own: never an artifact
-    )
-
-    def ignored(tag: str) -> bool:
-        return is_scheme_tag(tag) or is_history_tag(tag)
-
     entries: list[tuple[str, list[str]]] = []
     if isinstance(target, ManifestLister):
-        entries = [(m.descriptor.digest, [t for t in m.tags if not ignored(t)]) for m in target.manifests(name)
-                   if not any(is_history_tag(t) for t in m.tags)]
+        # a manifest named only by machinery tags (a sha256-<hex> referrers index, a cosign .sig/.att manifest, a
+        # promotion history) is not an untagged artifact: it lives and dies with its subject or tag
+        entries = [(m.descriptor.digest, [t for t in m.tags if not is_scheme_tag(t)]) for m in target.manifests(name)
+                   if not (m.tags and all(is_scheme_tag(t) for t in m.tags))]
     else:
         try:
-            tags = [t for t in target.tags(name) if not ignored(t)]
+            tags = [t for t in target.tags(name) if not is_scheme_tag(t)]
         except NotFoundError:
             return
 

@@ -5,7 +5,7 @@ Library API: :func:`history` (what retention reads), :func:`promote`, :func:`rol
 
 from __future__ import annotations
 
-from .history import append, history, history_tag, is_history_tag, read_history
+from .history import append, history, history_tag, read_history
 from .models import (
     EVALUATION_PREDICATE,
     PROMOTION_PREDICATE,
@@ -17,4 +17,4 @@ from .models import (
 )
 
 __all__ = ["EVALUATION_PREDICATE", "PROMOTION_PREDICATE", "Evaluation", "GateResult", "History", "HistoryEntry",
-           "Promotion", "append", "history", "history_tag", "is_history_tag", "read_history"]
+           "Promotion", "append", "history", "history_tag", "read_history"]

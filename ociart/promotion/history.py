@@ -17,6 +17,7 @@ from ..errors import ConflictError, InvalidContentError, NotFoundError
 from ..oci import Content, Descriptor, Manifest
 from ..oci.mediatypes import ANNOTATION_CREATED
 from ..targets.base import ABSENT, Expect, Target, bytes_opener
+from ..targets.referrers import HISTORY_TAG_PREFIX
 from ..transfer import push_manifest
 from .models import (
     ANNOTATION_HISTORY_PREVIOUS,
@@ -26,8 +27,6 @@ from .models import (
     HistoryEntry,
 )
 
-#: Tag prefix of history artifacts (a leading ``_`` cannot start a version someone pushes by accident).
-HISTORY_TAG_PREFIX = "_promotions."
 #: A history document is read whole; refuse one larger than this (about 20,000 promotions).
 HISTORY_BYTES = 16 << 20
 #: Appends retried after losing the history tag's compare-and-set to another writer.
@@ -39,10 +38,6 @@ def history_tag(tag: str) -> str:
     would exceed the 128 characters a tag may have."""
     name = HISTORY_TAG_PREFIX + tag
     return name if len(name) <= 128 else HISTORY_TAG_PREFIX + hashlib.sha256(tag.encode()).hexdigest()
-
-
-def is_history_tag(tag: str) -> bool:
-    return tag.startswith(HISTORY_TAG_PREFIX)
 
 
 def read_history(target: Target, repo: str, tag: str) -> tuple[History, Descriptor | None]:
@@ -106,5 +101,5 @@ def append(target: Target, repo: str, tag: str, entry: HistoryEntry) -> Descript
     raise last
 
 
-__all__ = ["HISTORY_BYTES", "HISTORY_TAG_PREFIX", "append", "history", "history_tag", "is_history_tag",
+__all__ = ["HISTORY_BYTES", "HISTORY_TAG_PREFIX", "append", "history", "history_tag",
            "read_history"]

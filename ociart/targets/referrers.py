@@ -50,9 +50,15 @@ def scheme_tags(digest: str) -> list[str]:
     return [fallback_tag(digest), *(legacy_tag(digest, s) for s in LEGACY_SUFFIXES)]
 
 
+#: Tag prefix of a tag's promotion history artifact (:mod:`ociart.promotion.history`): machinery, not a version.
+HISTORY_TAG_PREFIX = "_promotions."
+
+
 def is_scheme_tag(tag: str) -> bool:
-    """A tag of a referrer or signature scheme (``sha256-<hex>``, ``sha256-<hex>.sig``, ...), not a version."""
-    return bool(_SCHEME_TAG.fullmatch(tag))
+    """A tag of ociart's or cosign's machinery, not a version someone pushed: a referrer or signature scheme tag
+    (``sha256-<hex>``, ``sha256-<hex>.sig``, ...) or a promotion history (``_promotions.<tag>``). Hidden by ``ls`` and
+    ``tags`` unless asked for, never counted as an artifact by gc."""
+    return bool(_SCHEME_TAG.fullmatch(tag)) or tag.startswith(HISTORY_TAG_PREFIX)
 
 
 def is_fallback_tag(tag: str) -> bool:

@@ -32,7 +32,7 @@ from ..oci import Descriptor
 from ..oci.mediatypes import ANNOTATION_BUNDLE_PREDICATE_TYPE, SIGSTORE_BUNDLE
 from ..packaging.image import ARTIFACT_FORM, IMAGE_FORM
 from ..reference import DIGEST_RE, NAME_RE, TAG_RE, Reference, parse_reference
-from ..promotion import HistoryEntry, is_history_tag
+from ..promotion import HistoryEntry
 from ..signing.results import Verification
 from ..targets.base import Target
 from ..targets.referrers import is_scheme_tag, list_referrers
@@ -632,7 +632,7 @@ def _href(sid: int, repo: str, digest: str) -> str:
 
 def _shown(tag: str) -> bool:
     """A tag of an artifact, not one of the machinery's: referrer/signature scheme tags, promotion histories."""
-    return not is_scheme_tag(tag) and not is_history_tag(tag)
+    return not is_scheme_tag(tag)
 
 
 def _packed_role(inspection: Inspection) -> str | None:
