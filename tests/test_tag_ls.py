@@ -137,6 +137,16 @@ def _pre_read_barrier(fake: OciFake, racers: int, prefixes: tuple[str, ...]) -> 
     fake._server.handler = held  # type: ignore[assignment]
 
 
+def _registry_picked_the_winners(puts: list[dict[str, object]]) -> None:
+    """Each round has one winning PUT; every other PUT was refused by the registry's precondition (412). Nearly every
+    round must reach the registry with both PUTs: on a loaded machine a racer's held pre-read can time out and be
+    retried past the barrier, so that racer sees the winner's tag and loses before writing (still one winner, but
+    that round did not test the registry); more than two such rounds fail the test."""
+    assert sum(p["status"] in (200, 201) for p in puts) == ROUNDS
+    assert sum(p["status"] == 412 for p in puts) == len(puts) - ROUNDS  # every losing write stopped by the registry
+    assert len(puts) >= 2 * ROUNDS - 2, f"only {len(puts) - ROUNDS} of {ROUNDS} rounds raced at the registry"
+
+
 def test_tag_race_on_a_registry_that_honours_if_match(tmp_path: Path) -> None:
     fake = OciFake()
     try:
@@ -150,16 +160,16 @@ def test_tag_race_on_a_registry_that_honours_if_match(tmp_path: Path) -> None:
         repo = fake.repos["race/model"]
         assert_one_winner_per_round(results, digests, lambda t: repo.tags.get(t), "new")
         puts = fake.requests("PUT", "/manifests/new")
-        assert len(puts) == 2 * ROUNDS and all(p["headers"].get("if-none-match") == "*" for p in puts)
-        assert sum(p["status"] == 412 for p in puts) == ROUNDS  # every loser was stopped by the registry
+        assert all(p["headers"].get("if-none-match") == "*" for p in puts)
+        _registry_picked_the_winners(puts)
 
         for i in range(ROUNDS):  # both expect the tag at c; one moves it, the other's If-Match fails
             repo.tags[f"mv{i}"] = digests["c"]
         results = race(tmp_path, srcs, "mv", digests["c"], envs)
         assert_one_winner_per_round(results, digests, lambda t: repo.tags.get(t), "mv")
         moves = fake.requests("PUT", "/manifests/mv")
-        assert len(moves) == 2 * ROUNDS and all(p["headers"].get("if-match") == f'"{digests["c"]}"' for p in moves)
-        assert sum(p["status"] == 412 for p in moves) == ROUNDS
+        assert all(p["headers"].get("if-match") == f'"{digests["c"]}"' for p in moves)
+        _registry_picked_the_winners(moves)
         assert not [e for e in fake.log[before:] if "/blobs/" in e["path"] and e["method"] != "HEAD"]  # no upload
     finally:
         fake.stop()
