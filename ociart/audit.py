@@ -179,12 +179,22 @@ def _log(name: str, reference: str, before: str | None, actor: str | None, path:
     after = facts.pop("after", None)
     actor = facts.pop("actor", None) or actor
     detail = {**facts, **(extra or {})}
+    record(name, ref, before=before, after=after, result=result, actor=actor, detail=detail or None, path=path,
+           required=required)
+
+
+def record(action: str, reference: str, *, result: str = "ok", required: bool = False,
+           **fields: Any) -> AuditEntry | None:
+    """:func:`append`, for an action that has already happened (or been refused): with ``required`` False a log
+    that cannot be written is a warning and None, since the action's result stands whatever the log says."""
     try:
-        append(name, ref, before=before, after=after, result=result, actor=actor, detail=detail or None, path=path)
+        return append(action, reference, result=result, **fields)
     except LocalIOError as exc:
         if required:
             raise
-        log.warning("%s (the %s itself %s)", exc, name, "succeeded" if result == "ok" else "failed")
+        outcome = {"ok": "succeeded", "failed": "failed"}.get(result, f"ended {result}")
+        log.warning("%s (the %s itself %s)", exc, action, outcome)
+        return None
 
 
 def _lines(p: Path) -> Iterator[tuple[int, bytes]]:

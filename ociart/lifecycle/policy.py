@@ -24,11 +24,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..errors import InvalidContentError, NotFoundError, UsageError
-from ..signing.policy import canonical_pattern, glob_regex
+from ..signing.policy import canonical_pattern, glob_regex, load_policy_file
 
 API_VERSION = "ociart.dev/v1alpha1"
 KIND = "RetentionPolicy"
@@ -116,26 +114,7 @@ class RetentionPolicy(_Strict):
 
 def load_retention_policy(path: Path) -> RetentionPolicy:
     """Read and check a retention policy file; one clear error line when it is missing or malformed."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NotFoundError(f"retention policy file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"retention policy file {path}: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidContentError(f"retention policy file {path}: not valid YAML: "
-                                  f"{str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise InvalidContentError(f"retention policy file {path}: expected a mapping with apiVersion, kind and rules")
-    try:
-        return RetentionPolicy.model_validate({**data, "base_dir": path.resolve().parent})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "(top)"
-        msg = str(first["msg"]).removeprefix("Value error, ")
-        raise InvalidContentError(f"retention policy file {path}: {loc}: {msg}") from None
+    return load_policy_file(path, RetentionPolicy, "retention policy file")
 
 
 __all__ = ["API_VERSION", "KIND", "RetentionPolicy", "RetentionRule", "format_duration", "load_retention_policy",

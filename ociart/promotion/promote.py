@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from ..errors import LocalIOError, NotFoundError, UsageError, VerificationError
+from ..errors import NotFoundError, UsageError, VerificationError
 from ..reference import TAG_RE, Reference, canonical_name, check_digest, parse_reference
 from ..targets.base import ABSENT, Expect, Target, check_expected
 from .gates import MetricGate, check_metric, evaluations, metric_values, parse_gate
@@ -352,10 +352,7 @@ def _audit(client: Client, action: str, d: Reference, before: str | None, after:
     whatever the log says: a log that cannot be written is a warning, as for every other action."""
     from .. import audit
 
-    try:
-        audit.append(action, str(d), before=before, after=after, result=result, actor=actor, detail=detail)
-    except LocalIOError as exc:
-        audit.log.warning("%s (the %s itself: %s)", exc, action, result)
+    audit.record(action, str(d), before=before, after=after, result=result, actor=actor, detail=detail)
 
 
 __all__ = ["GateSpec", "PromotionResult", "actor_name", "check_gates", "gate_spec", "promote", "rollback",

@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -87,6 +87,9 @@ def canonical_pattern(pattern: str, base_dir: Path = Path(".")) -> str:
 
 API_VERSION = "ociart.dev/v1alpha1"
 KIND = "VerificationPolicy"
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -186,24 +189,32 @@ class Policy(_Strict):
 
 def load_policy(path: Path) -> Policy:
     """Read and check a policy file; one clear error line when it is missing or malformed."""
+    return load_policy_file(path, Policy, "policy file")
+
+
+def load_policy_file(path: Path, model: type[_M], what: str) -> _M:
+    """Read a YAML policy file (verification or retention) into ``model``, with the file's directory as
+    ``base_dir``; one clear error line, naming ``what`` and the path, when it is missing or malformed."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise NotFoundError(f"policy file {path} not found") from None
+        raise NotFoundError(f"{what} {path} not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"policy file {path}: {exc}") from None
+        raise UsageError(f"{what} {path}: {exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise InvalidContentError(f"policy file {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise InvalidContentError(f"{what} {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
-        raise InvalidContentError(f"policy file {path}: expected a mapping with apiVersion, kind and rules")
+        raise InvalidContentError(f"{what} {path}: expected a mapping with apiVersion, kind and rules")
     try:
-        return Policy.model_validate({**data, "base_dir": path.resolve().parent})
+        return model.model_validate({**data, "base_dir": path.resolve().parent})
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "(top)"
-        raise InvalidContentError(f"policy file {path}: {loc}: {first['msg']}") from None
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        raise InvalidContentError(f"{what} {path}: {loc}: {msg}") from None
 
 
-__all__ = ["API_VERSION", "KIND", "Policy", "PolicyRule", "PromotionRule", "Signers", "canonical_pattern", "glob_regex", "load_policy"]
+__all__ = ["API_VERSION", "KIND", "Policy", "PolicyRule", "PromotionRule", "Signers", "canonical_pattern", "glob_regex", "load_policy",
+           "load_policy_file"]

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .fakeserver import BodyReader, FakeServer, HeaderItems
+from .procs import stop_process
 from .s3 import S3Server
 
 USERNAME = "alice"
@@ -355,13 +356,7 @@ class RunningRegistry:
     def stop(self) -> None:
         """Terminate the registry (kill after 5 s) and stop its token server. Idempotent."""
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         if self.token_server is not None:
             self.token_server.stop()
 

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from .faultproxy import FaultProxy
+from .procs import stop_process
 
 ACCESS_KEY = "ociart-test-access"
 SECRET_KEY = "ociart-test-secret-key"
@@ -66,13 +67,7 @@ class S3Server:
     def stop(self) -> None:
         proc, self.process = self.process, None
         self.proxy.stop()
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
 
 def moto_binary() -> str:

@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .procs import stop_process
+
 NODE_DIR = Path(__file__).resolve().parent / "node"
 SERVER_JS = NODE_DIR / "sigstore-mock-server.js"
 MOCK_PACKAGE = NODE_DIR / "node_modules" / "@sigstore" / "mock"
@@ -93,13 +95,7 @@ class SigstoreMock:
         proc, self.process = self.process, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_process(proc)
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
