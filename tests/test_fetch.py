@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +312,59 @@ def test_cache_eviction_lru_skips_linked_and_in_use(tmp_path: Path) -> None:
         held.ensure(cache.store, "", [descs[3]])  # in use by a running fetch
         assert evict(cache.root, 0).removed == []
     assert evict(cache.root, 0).removed == [descs[3].digest]
+
+
+def test_two_caches_each_holding_what_the_other_waits_for_do_not_deadlock(tmp_path: Path) -> None:
+    """Two fetches on one node ask for the same two blobs in opposite orders and each downloads one first: each
+    then holds its blob in use while it asks for the other's. Both must finish (each finds the other's blob)."""
+    import threading
+
+    from ociart.targets.layout import LayoutTarget
+
+    origin = LayoutTarget(tmp_path / "origin")
+    descs = []
+    for i in range(2):
+        data = bytes([i]) * 4096
+        d = Descriptor(mediaType="application/octet-stream", digest="sha256:" + hashlib.sha256(data).hexdigest(),
+                       size=len(data))
+        origin.push_blob_stream("", d, lambda data=data: _opener(data))
+        descs.append(d)
+    both_downloading = threading.Barrier(2, timeout=30)
+
+    class Slow:  # a source whose first downloads overlap, so each fetch has fetched one blob before asking for more
+        def __getattr__(self, name: str) -> Any:
+            return getattr(origin, name)
+
+        def same_store(self, other: Any) -> bool:
+            return False
+
+        def fetch_blob(self, *args: Any, **kwargs: Any) -> None:
+            both_downloading.wait()
+            origin.fetch_blob(*args, **kwargs)
+
+    results: dict[int, NodeCache] = {}
+    errors: list[BaseException] = []
+
+    def run(i: int, order: list[Descriptor]) -> None:
+        try:
+            with NodeCache(tmp_path / "cache") as cache:
+                for d in order:  # one at a time, in this order
+                    cache.ensure(Slow(), "", [d], concurrency=1)  # type: ignore[arg-type]
+                results[i] = cache
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(0, descs), daemon=True),
+               threading.Thread(target=run, args=(1, descs[::-1]), daemon=True)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "the two fetches deadlocked on each other's blobs"
+    assert not errors
+    assert sorted(results[0].fetched + results[1].fetched) == sorted(d.digest for d in descs)
+    assert results[0].hits == [descs[1].digest] and results[1].hits == [descs[0].digest]
 
 
 def _opener(data: bytes) -> Any:

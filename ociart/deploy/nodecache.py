@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import random
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -72,21 +74,39 @@ class NodeCache:
         path = self._lock_path(desc.digest)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            while True:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # one download per blob on the node; the others wait here
-                if self.store.has_blob("", desc):
-                    self.hits.append(desc.digest)
-                else:
-                    copy_blob(src, repo, self.store, "", desc, progress)
-                    self.fetched.append(desc.digest)
-                fcntl.flock(fd, fcntl.LOCK_SH)  # in use: eviction skips it (conversion may let an evictor in...)
-                if self.store.has_blob("", desc):  # ...so check it is still there
-                    break
+            self._acquire(fd, src, repo, desc, progress)
             os.utime(fd)  # last use, for LRU
         except BaseException:
             os.close(fd)
             raise
         self._held.callback(os.close, fd)
+
+    def _acquire(self, fd: int, src: Target, repo: str, desc: Descriptor, progress: Progress | None) -> None:
+        """Leave ``fd`` locked shared with the blob present, fetching it under the exclusive lock when missing.
+
+        A fetch holds blobs shared while it waits for others, so waiting for the exclusive lock could deadlock
+        (two fetches each holding the blob the other waits for). The exclusive lock is therefore only ever *tried*;
+        blocking waits are for the shared lock, which only a downloader (a holder that waits for nothing) delays.
+        """
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # waits for a download of this blob on the node, if one runs
+                if self.store.has_blob("", desc):
+                    self.hits.append(desc.digest)
+                    return
+                fcntl.flock(fd, fcntl.LOCK_UN)  # absent, and nobody fetching it: try to become the fetcher
+                time.sleep(0.01 + random.random() * 0.05)
+                continue
+            if self.store.has_blob("", desc):
+                self.hits.append(desc.digest)
+            else:
+                copy_blob(src, repo, self.store, "", desc, progress)
+                self.fetched.append(desc.digest)
+            fcntl.flock(fd, fcntl.LOCK_SH)  # in use: eviction skips it (conversion may let an evictor in...)
+            if self.store.has_blob("", desc):  # ...so check it is still there
+                return
 
     def release(self) -> None:
         """Let go of every blob :meth:`ensure` holds."""
