@@ -6,7 +6,7 @@ import fcntl
 import os
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -122,6 +122,53 @@ def write_stream_verified(
         dest.parent.mkdir(parents=True, exist_ok=True)
         publish(fd, tmp, dest)
     return d
+
+
+#: Bytes copied in the kernel per step of :func:`copy_file_verified` before they are hashed back.
+COPY_PIECE = 8 << 20
+
+
+def copy_file_verified(src: Path, dest: Path, expected_digest: str, expected_size: int, what: str,
+                       tmp_dir: Path | None = None, progress: Callable[[int], None] | None = None) -> None:
+    """Copy the local file ``src`` to ``dest`` via a verified temp file; nothing appears at ``dest`` on failure.
+
+    Each piece is copied in the kernel (``copy_file_range``; read/write where that is refused) and then hashed
+    from the copy itself (read back from the page cache), so what is checked is exactly what becomes visible, with
+    no Python-level buffer per chunk. Never copies more than ``expected_size`` + 1 bytes of a growing source.
+    """
+    d = Digester()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    kernel = True
+    with open(src, "rb", buffering=0) as s, temp_file(tmp_dir or dest.parent) as (fd, tmp):
+        sfd = s.fileno()
+        while True:
+            cancel.check()
+            want = min(COPY_PIECE, expected_size + 1 - d.size)
+            n = 0
+            if want > 0 and kernel:
+                try:
+                    n = os.copy_file_range(sfd, fd, want)
+                except OSError:
+                    kernel = False  # not across these filesystems, or not on this kernel: copy through a buffer
+            if want > 0 and not kernel:
+                n = os.readv(sfd, [view[:min(want, CHUNK)]])
+                write_all(fd, view[:n])
+            if n == 0:
+                break
+            start = d.size
+            while d.size < start + n:  # hash what was written, from the copy
+                k = os.preadv(fd, [view[:min(CHUNK, start + n - d.size)]], d.size)
+                if k == 0:
+                    raise DigestMismatchError(f"{what}: the copy is shorter than what was written")
+                d.update(view[:k])
+            if progress:
+                progress(n)
+            if d.size > expected_size:
+                raise DigestMismatchError(f"{what}: more data than the expected {expected_size} bytes")
+        verify(d, expected_digest, expected_size, what)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        publish(fd, tmp, dest)
 
 
 def read_file_chunks(path: Path, chunk: int = CHUNK) -> Iterator[bytes]:

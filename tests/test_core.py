@@ -307,3 +307,35 @@ def test_empty_config_descriptor_matches_spec() -> None:
     assert c.digest == EMPTY_JSON_DIGEST
     m = Manifest(config=Descriptor(mediaType=OCI_EMPTY, digest=EMPTY_JSON_DIGEST, size=2))
     assert Content.from_model(m).parse() == m
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_local_copy_is_verified_from_the_copy_and_leaves_nothing_on_mismatch(tmp_path: Path, kernel_copy: bool,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layout's local blob copy (a node cache into a fetch, a store into pull's staging): in the kernel where
+    it can (else through a buffer), hashed from the copy, published only when digest and size match."""
+    from ociart.errors import DigestMismatchError
+    from ociart.fsutil import COPY_PIECE, copy_file_verified
+
+    if not kernel_copy:
+        def refused(*_: object) -> int:
+            raise OSError(18, "Invalid cross-device link")
+
+        monkeypatch.setattr(os, "copy_file_range", refused)
+    src = tmp_path / "blob"
+    write_random(src, COPY_PIECE * 2 + 12345)
+    digest, size = sha256_file(src)
+    seen: list[int] = []
+    copy_file_verified(src, tmp_path / "out" / "copy", digest, size, "blob", progress=seen.append)
+    assert sha256_file(tmp_path / "out" / "copy") == (digest, size) and sum(seen) == size
+    # a source that does not match what the manifest says: nothing appears, no temp file stays
+    with open(src, "r+b") as f:
+        f.seek(COPY_PIECE + 7)
+        f.write(b"X")
+    with pytest.raises(DigestMismatchError, match="digest mismatch"):
+        copy_file_verified(src, tmp_path / "out" / "bad", digest, size, "blob")
+    with pytest.raises(DigestMismatchError, match="more data"):
+        copy_file_verified(src, tmp_path / "out" / "bad", digest, size - 1, "blob")
+    with pytest.raises(DigestMismatchError, match="size mismatch"):
+        copy_file_verified(src, tmp_path / "out" / "bad", digest, size + 1, "blob")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["copy"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .. import cancel
 from ..errors import DigestMismatchError, InvalidContentError, NotFoundError
-from ..fsutil import publish, read_file_chunks, sweep_temps, temp_file, write_all, write_stream_verified
+from ..fsutil import copy_file_verified, publish, read_file_chunks, sweep_temps, temp_file, write_all, write_stream_verified
 from ..oci import ANNOTATION_REF_NAME, INDEX_TYPES, MANIFEST_TYPES, Content, Descriptor, ImageLayout, Index
 from ..oci.digest import Digester
 from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type, parse_manifest_content
@@ -239,9 +239,12 @@ class LayoutTarget(Target):
 
     def fetch_blob(self, repo: str, desc: Descriptor, dest: Path, progress: ProgressFn | None = None, *,
                    ingest: Ingest | None = None) -> None:
-        # a local read: nothing worth resuming, so ``ingest`` is not used
-        with self.open_blob(repo, desc) as chunks:
-            write_stream_verified(dest, _counting(chunks, progress), desc.digest, desc.size, f"blob {desc.digest}")
+        # a local read: nothing worth resuming, so ``ingest`` is not used; copied in the kernel, hashed from the copy
+        path = self.blob_path(desc.digest)
+        try:
+            copy_file_verified(path, dest, desc.digest, desc.size, f"blob {desc.digest}", progress=progress)
+        except FileNotFoundError:
+            raise NotFoundError(f"{self._where(repo)}: blob {desc.digest} not found") from None
 
     def push_blob_chunks(self, repo: str, opener: Opener, media_type: str,
                          progress: ProgressFn | None = None) -> Descriptor:
