@@ -16,13 +16,20 @@ import httpx
 import pytest
 from helpers import run_cli
 from support.registry import RunningRegistry
+from support.sigstore_mock import SigstoreMock
 
 import ociart
 from ociart import audit
 from ociart.errors import ConflictError, VerificationError
-from ociart.promotion import EVALUATION_PREDICATE, PROMOTION_PREDICATE, history, history_tag
+from ociart.promotion import (
+    EVALUATION_PREDICATE,
+    PROMOTION_PREDICATE,
+    history,
+    history_tag,
+)
 from ociart.signing import keys
 from ociart.targets.base import ABSENT
+from ociart.targets.referrers import legacy_tag
 
 PASSWORD = "promotion-test-pw"
 NODE_DIR = Path(__file__).resolve().parent / "support" / "node"
@@ -207,6 +214,99 @@ def test_policy_promotion_schema_is_strict(tmp_path: Path, keydir: Path) -> None
         p.write_text(base + body)
         out = run_cli("verify", "m/x:v1", "--policy", str(p))
         assert out.returncode == 5 and needle in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+# -- keyless signer identity as the gate (local mock Fulcio/Rekor) --------------------------------------------------
+def test_promotion_gated_by_keyless_signer_identity(sigstore_mock: SigstoreMock, registry: RunningRegistry,
+                                                    unique_repo: str, tmp_path: Path) -> None:
+    """The candidate and its evaluation are signed keylessly as the mock's identity; a promotion trusting another
+    identity (or another issuer) is refused in one line and moves nothing; trusting the signer's identity it passes,
+    and its record, signed keylessly too, verifies by identity and satisfies ``promotedTo``."""
+    mock = sigstore_mock
+    repo = f"{registry.host}/{unique_repo}"
+    signing = ("--identity-token", mock.token(), "--trust-config", str(mock.trust_config))
+    digest = _ok("push", f"{repo}:candidate", str(_model(tmp_path, "kl")), "--kind", "model", "--sign",
+                 *signing).strip()
+    evaluation = tmp_path / "eval.json"
+    evaluation.write_text(json.dumps({"metrics": {"accuracy": 0.95}, "dataset": {
+        "uri": "oci://data/sst2", "digest": "sha256:" + "a" * 64}, "evaluator": "eval-job",
+        "timestamp": "2026-12-01T00:00:00Z"}))
+    _ok("attest", f"{repo}:candidate", "--type", EVALUATION_PREDICATE, "--predicate", str(evaluation), *signing)
+
+    def gates(identity: str, issuer: str) -> tuple[str, ...]:
+        return ("--certificate-identity", identity, "--certificate-oidc-issuer", issuer,
+                "--trust-config", str(mock.trusted_root), "--gate", "accuracy>=0.9",
+                "--require-attestation", EVALUATION_PREDICATE)
+
+    for identity, issuer, why in (("mallory@example.com", mock.issuer, "mallory@example.com"),
+                                  (mock.identity, "https://other.example", "issuer")):
+        p = run_cli("promote", f"{repo}:candidate", "--to", "prod", *gates(identity, issuer))
+        assert p.returncode == 5, (p.stdout, p.stderr)
+        assert p.stdout == "" and len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith("error: ")
+        assert "Traceback" not in p.stderr and "refused by 3 gate(s)" in p.stderr, p.stderr
+        assert "signature: no signature by a trusted signer" in p.stderr and "does not match" in p.stderr
+        assert why in p.stderr and "accuracy>=0.9: no verified evaluation" in p.stderr, p.stderr
+        assert run_cli("resolve", f"{repo}:prod").returncode == 3  # the tag did not move
+    with ociart.Client() as c:
+        assert "prod" not in c.tags(repo)
+        assert c.history(f"{repo}:prod") == []
+
+    # the signer's identity (exact, then by regexp in a dry run): promoted, the record signed keylessly
+    dry = run_cli("promote", f"{repo}:candidate", "--to", "prod", "--certificate-identity-regexp", "^alice@",
+                  "--certificate-oidc-issuer-regexp", r"^https://issuer\.ociart\.", "--trust-config",
+                  str(mock.trusted_root), "--gate", "accuracy>=0.9", "--dry-run")
+    assert dry.returncode == 0 and re.search(r"pass +signature", dry.stdout), (dry.stdout, dry.stderr)
+    out = run_cli("promote", f"{repo}:candidate", "--to", "prod", *gates(mock.identity, mock.issuer),
+                  "--sign-identity-token", mock.token(), "--sign-trust-config", str(mock.trust_config), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["after"] == digest and result.get("before") is None and result["signed"] is True
+    assert {g["gate"]: g["passed"] for g in result["gates"]} == {
+        "signature": True, f"attestation:{EVALUATION_PREDICATE}": True, "accuracy>=0.9": True}
+    assert mock.identity in result["actor"]
+    assert _raw_manifest(registry, unique_repo, "prod") == _raw_manifest(registry, unique_repo, "candidate")
+    v = json.loads(_ok("verify", f"{repo}:prod", "--certificate-identity", mock.identity,
+                       "--certificate-oidc-issuer", mock.issuer, "--trust-config", str(mock.trusted_root),
+                       "--require-attestation", PROMOTION_PREDICATE, "--json"))
+    assert v["digest"] == digest and PROMOTION_PREDICATE in {a["predicateType"] for a in v["attestations"]}
+    policy = tmp_path / "keyless-policy.yaml"
+    policy.write_text(f"apiVersion: ociart.dev/v1alpha1\nkind: VerificationPolicy\nrules:\n"
+                      f"  - repositories: ['{repo}']\n    identities:\n      - subject: {mock.identity}\n"
+                      f"        issuer: {mock.issuer}\n    trustConfig: {mock.trusted_root}\n"
+                      f"    promotedTo: [prod]\n")
+    assert json.loads(_ok("verify", f"{repo}:prod", "--policy", str(policy), "--json"))["promotedTo"] == ["prod"]
+    with ociart.Client() as c:
+        [entry] = c.history(f"{repo}:prod")
+    assert entry.digest == digest and entry.signed and mock.identity in entry.actor
+
+
+# -- into another repository: the legacy .sig and the bundle referrer come along -----------------------------------
+def test_cross_repository_promotion_carries_legacy_signature_and_bundle(registry: RunningRegistry, unique_repo: str,
+                                                                        keydir: Path, tmp_path: Path) -> None:
+    cand_name, prod_name = f"{unique_repo}-candidates", f"{unique_repo}-prod"
+    cand, prod = f"{registry.host}/{cand_name}", f"{registry.host}/{prod_name}"
+    rel, pub = keydir / "release.key", keydir / "release.pub"
+    with ociart.Client() as c:
+        d = c.push(f"{cand}:c1", [_model(tmp_path, "xr")], kind="model", sign=str(rel))
+        sig_tag = legacy_tag(d.digest, ".sig")
+        assert sig_tag in c.tags(cand, all=True)
+        bundles = {r.digest for r in c.referrers(f"{cand}@{d.digest}")
+                   if r.artifactType == "application/vnd.dev.sigstore.bundle.v0.3+json"}
+        assert bundles
+    out = run_cli("promote", f"{cand}:c1", "--to", f"{prod}:prod", "--key", str(pub))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == d.digest and f"prod: absent -> {d.digest}" in out.stderr
+    assert _raw_manifest(registry, prod_name, "prod") == _raw_manifest(registry, cand_name, "c1")
+    with ociart.Client() as c:
+        tags = set(c.tags(prod, all=True))
+        assert sig_tag in tags and "c1" not in tags, tags  # the .sig came along; the source tag did not
+        carried = {r.digest for r in c.referrers(f"{prod}@{d.digest}")}
+        assert bundles <= carried
+    # the .sig manifest is byte-identical in the production repository
+    assert _raw_manifest(registry, prod_name, sig_tag) == _raw_manifest(registry, cand_name, sig_tag)
+    v = json.loads(_ok("verify", f"{prod}:prod", "--key", str(pub), "--json"))
+    assert v["digest"] == d.digest
+    assert sorted(s["format"] for s in v["signatures"]) == ["bundle", "legacy"], v["signatures"]
 
 
 # -- compare-and-set ----------------------------------------------------------------------------------------------
