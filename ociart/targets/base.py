@@ -9,8 +9,9 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -106,16 +107,19 @@ class ManifestLister(Protocol):
 def file_opener(path: Path) -> Opener:
     @contextmanager
     def cm() -> Iterator[Iterator[bytes]]:
-        from ..oci.digest import CHUNK
+        from ..fsutil import read_file_chunks
 
+        # the one chunked file reader: it checks for cancellation between chunks, so an interrupted push's blob
+        # threads stop at once (ociart.cancel); its first chunk is read here, where the file is opened
+        chunks = read_file_chunks(path)
         try:
-            f = open(path, "rb", buffering=0)
+            first = next(chunks, b"")
         except FileNotFoundError:
             raise UsageError(f"{path} vanished while it was being pushed; nothing was published") from None
         except OSError as exc:
             raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        with f:
-            yield iter(lambda: f.read(CHUNK), b"")
+        with closing(chunks):
+            yield chain((first,) if first else (), chunks)
 
     return cm
 
