@@ -706,3 +706,39 @@ def test_manifest_put_with_a_blob_really_missing_still_fails(fake_registry: Any)
     with pytest.raises(ociart.errors.RegistryError, match="MANIFEST_BLOB_UNKNOWN"):
         target.put_manifest("models/b", content, "v1")
     assert 1 < len(fake_registry.requests("PUT", "/manifests/v1")) <= 6
+
+
+# -- the exit-code table ----------------------------------------------------------------------------
+def _documented_codes(text: str, row: str) -> dict[str, set[int]]:
+    """Class name -> exit codes, from the markdown rows of one table (``row`` matches a row: codes, classes)."""
+    out: dict[str, set[int]] = {}
+    for m in re.finditer(row, text, re.MULTILINE):
+        codes = {int(c) for c in re.findall(r"\d+", m.group(1))}
+        for name in re.findall(r"\b([A-Z][A-Za-z]+)\b", m.group(2)):
+            if isinstance(getattr(ociart.errors, name, None), type):
+                out.setdefault(name, set()).update(codes)
+    return out
+
+
+def test_exit_code_table_matches_the_error_classes() -> None:
+    """The one exit-code table (README "Exit codes", which docs/ cite) and its copy in ``ociart/errors.py``'s
+    docstring agree with the codes the classes carry: every error class is listed, or inherits the code of the
+    nearest listed class; ``Interrupted`` is 130 for SIGINT and 143 for SIGTERM."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Exit codes", 1)[1].split("\n#", 1)[0]
+    tables = {
+        "README.md": _documented_codes(section, r"^\| ([\d /]+) \| ([^|]+) \|"),
+        "ociart/errors.py": _documented_codes(ociart.errors.__doc__ or "", r"^\| (\d+) +\| (\w+) +\|"),
+    }
+    assert "../README.md#exit-codes" in (root / "docs" / "transport.md").read_text(encoding="utf-8")
+    classes = [c for c in vars(ociart.errors).values()
+               if isinstance(c, type) and issubclass(c, ociart.errors.OciartError)]
+    assert len(classes) >= 15
+    for where, table in tables.items():
+        assert table["Interrupted"] >= {130}, (where, table)
+        for cls in classes:
+            listed = next(c for c in cls.__mro__ if c.__name__ in table)  # OciartError itself is always listed
+            assert cls.exit_code in table[listed.__name__], (where, cls.__name__, listed.__name__, cls.exit_code)
+    assert tables["README.md"]["Interrupted"] == {130, 143}
+    assert ociart.errors.Interrupted(2).exit_code == 130 and ociart.errors.Interrupted(15).exit_code == 143
