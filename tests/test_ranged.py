@@ -1,8 +1,10 @@
 """Parallel ranged download of one large blob (``ociart/targets/ranged.py`` inside ``RegistryTarget.fetch_blob``).
 
-Blobs of 64 MiB or more come in ranged GETs of at most 16 MiB over an adaptive number of streams, ``pwrite`` into
-the ingest partial; a hashing thread follows the written prefix, so the digest is verified before the file is
-visible. Checked here through the fault proxy's per-response rate cap (each connection serves one response at a
+Blobs of 64 MiB or more come in ranged GETs over an adaptive number of streams: a lead stream writes and hashes the
+prefix inline; a probe stream shows whether more streams help (a per-connection cap) or would only compete (a shared
+bottleneck); the others ``pwrite`` parts of at most 16 MiB into the ingest partial, and a hashing thread follows the
+written prefix, so the digest is verified before the file is visible. The decision itself is checked here against
+an in-process range source with a per-stream cap and with a shared cap. Checked here through the fault proxy's per-response rate cap (each connection serves one response at a
 time, so it is a per-connection cap like an object store's): bytes identical and verified, several streams used,
 straight from the registry and after a 307 to S3; completed ranges survive an interrupted run and a SIGTERM and
 are not fetched again; a SIGKILL keeps the verified prefix; a server that ignores ``Range`` still works. The
@@ -15,7 +17,10 @@ import hashlib
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,8 +31,9 @@ from support.registry import RunningRegistry
 import ociart
 from ociart.errors import NetworkError
 from ociart.packaging.unpack import STAGING
-from ociart.targets.ingest import RangesRecord
-from ociart.targets.ranged import PART_BYTES, plan_parts
+from ociart.oci import Descriptor
+from ociart.targets.ingest import RangesRecord, temporary
+from ociart.targets.ranged import MAX_RUN_PARTS, PART_BYTES, RangedStats, fetch_ranges, plan_parts
 
 MiB = 1 << 20
 SIZE = 96 * MiB + 12345  # over the 64 MiB threshold: 7 parts, the last one short
@@ -80,6 +86,83 @@ def test_plan_parts_skips_done_ranges() -> None:
     assert plan_parts(0, 0, []) == []
 
 
+class _Source:
+    """An in-process range server over a local file: each stream capped at ``per_stream`` bytes/s, or all of them
+    sharing ``shared`` bytes/s (one bottleneck), in 256 KiB pieces. Records every range asked for."""
+
+    def __init__(self, path: Path, *, per_stream: float | None = None, shared: float | None = None) -> None:
+        self.path, self.per_stream, self.shared = path, per_stream, shared
+        self.asked: list[tuple[int, int]] = []
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def _pace(self, n: int, started: float, sent: int) -> None:
+        if self.shared is not None:  # a token bucket all streams draw from
+            with self._lock:
+                self._next = max(self._next, time.monotonic()) + n / self.shared
+                until = self._next
+        else:
+            assert self.per_stream is not None
+            until = started + (sent + n) / self.per_stream
+        time.sleep(max(0.0, until - time.monotonic()))
+
+    @contextmanager
+    def open_range(self, start: int, end: int) -> Iterator[Iterator[bytes]]:
+        with self._lock:
+            self.asked.append((start, end))
+
+        def pieces() -> Iterator[bytes]:
+            started, sent = time.monotonic(), 0
+            with open(self.path, "rb") as f:
+                f.seek(start)
+                while sent < end - start:
+                    n = min(256 << 10, end - start - sent)
+                    self._pace(n, started, sent)
+                    data = f.read(n)
+                    sent += len(data)
+                    yield data
+
+        yield pieces()
+
+
+def _fetch(src: _Source, size: int, tmp_path: Path, max_streams: int = 8) -> RangedStats:
+    digest = _sha256(src.path)
+    desc = Descriptor(mediaType="application/octet-stream", digest=digest, size=size)
+    with temporary(tmp_path, desc) as part:
+        stats = fetch_ranges(part, src.open_range, max_streams=max_streams, retryable=(), wait=lambda: False)
+        assert part.digester.size == size and part.digester.digest == digest  # hashed whole, in order
+        assert _sha256(part.path) == digest
+    covered = sorted(src.asked)  # every byte asked for exactly once
+    assert covered[0][0] == 0 and covered[-1][1] == size and all(a[1] == b[0] for a, b in zip(covered, covered[1:]))
+    assert stats.received == size
+    return stats
+
+
+def test_streams_grow_when_each_connection_is_capped(tmp_path: Path) -> None:
+    """A per-connection cap (object storage): the probe adds throughput without slowing the lead, so they grow."""
+    write_random(tmp_path / "blob", SIZE, seed=3)
+    stats = _fetch(_Source(tmp_path / "blob", per_stream=16 * MiB), SIZE, tmp_path)
+    assert stats.grew and stats.streams >= 4, stats
+    assert 0 < stats.lead < SIZE
+
+
+def test_streams_do_not_grow_on_a_shared_bottleneck(tmp_path: Path) -> None:
+    """One bottleneck for all streams (the CPU, one link): the probe only takes from the lead; it stops after its
+    part and the lead fetches the rest alone, hashing inline."""
+    write_random(tmp_path / "blob", SIZE, seed=4)
+    stats = _fetch(_Source(tmp_path / "blob", shared=32 * MiB), SIZE, tmp_path)
+    assert not stats.grew and stats.streams == 2, stats
+    assert stats.lead >= SIZE - 2 * PART_BYTES, stats
+
+
+def test_one_stream_is_the_lead_alone(tmp_path: Path) -> None:
+    write_random(tmp_path / "blob", SIZE, seed=5)
+    src = _Source(tmp_path / "blob", per_stream=64 * MiB)
+    stats = _fetch(src, SIZE, tmp_path, max_streams=1)
+    assert stats.streams == 1 and stats.lead == SIZE and not stats.grew
+    assert all(e - s <= MAX_RUN_PARTS * PART_BYTES for s, e in src.asked) and len(src.asked) >= 2  # runs, not one GET
+
+
 def test_large_blob_comes_in_parallel_ranges(registry: RunningRegistry, unique_repo: str, tmp_path: Path) -> None:
     ref, digest = _push(registry, unique_repo, tmp_path / "src")
     with FaultProxy(registry.url) as proxy:
@@ -89,10 +172,13 @@ def test_large_blob_comes_in_parallel_ranges(registry: RunningRegistry, unique_r
             stats = c.target(c.ref(ref.replace(registry.host, proxy.host))).last_ranged
         gets = [e for e in proxy.find("GET", f"/blobs/{digest}") if e["status"] == 206]
     assert _sha256(tmp_path / "out" / "weights.bin") == digest
-    assert stats is not None and stats.streams >= 2 and stats.received == SIZE
-    parts = _ranges(gets)  # the blob tiled exactly once by parts of at most 16 MiB
+    assert stats is not None and stats.streams >= 2 and stats.grew and stats.received == SIZE
+    parts = _ranges(gets)  # the blob tiled exactly once: the lead's runs, then parts of at most 16 MiB
     assert parts[0][0] == 0 and parts[-1][1] == SIZE and all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
-    assert all(e - s <= PART_BYTES for s, e in parts) and len(parts) == -(-SIZE // PART_BYTES)
+    lead = [(s, e) for s, e in parts if e <= stats.lead]
+    assert sum(e - s for s, e in lead) == stats.lead > 0  # the lead's runs are the verified prefix
+    assert all(e - s <= MAX_RUN_PARTS * PART_BYTES for s, e in lead)
+    assert all(e - s <= PART_BYTES for s, e in parts if s >= stats.lead) and len(parts) > len(lead)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["weights.bin"]
 
 
@@ -125,10 +211,22 @@ def test_interrupted_ranged_download_keeps_every_completed_range(registry: Runni
     with FaultProxy(registry.url) as proxy:
         via = ref.replace(registry.host, proxy.host)
         proxy.limit_rate(16 * MiB, "/blobs/sha256:")
-        proxy.drop_after(f"/blobs/{digest}", 6 * MiB)  # whichever part is asked first is cut at 6 MiB
+        grown = proxy.when_sent(f"/blobs/{digest}", 40 * MiB)  # by then several streams run
         monkeypatch.setenv("OCIART_RETRY_BUDGET", "0")
-        with pytest.raises(NetworkError):
-            ociart.Client(plain_http=True).pull(via, out)
+        failed: list[BaseException] = []
+
+        def pull() -> None:
+            try:
+                ociart.Client(plain_http=True).pull(via, out)
+            except NetworkError as exc:
+                failed.append(exc)
+
+        t = threading.Thread(target=pull)
+        t.start()
+        assert grown.wait(120)
+        proxy.drop_after(f"/blobs/{digest}", 2 * MiB)  # whichever part is asked next is cut after 2 MiB
+        t.join(180)
+        assert failed, "the pull did not fail"
         monkeypatch.delenv("OCIART_RETRY_BUDGET")
         rec = _record(out, digest)
         assert len(rec.ranges) >= 2, rec  # beyond the verified prefix: the other streams' progress

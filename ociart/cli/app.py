@@ -56,7 +56,7 @@ ChunkOpt = Annotated[Optional[str], typer.Option(
          "64 MiB chunks). OCI-Chunk-Min-Length and host limits are honoured.")]
 StreamsOpt = Annotated[Optional[int], typer.Option(
     "--max-streams", min=1, max=64, envvar="OCIART_MAX_STREAMS",
-    help="Parallel ranged GETs per blob of 64 MiB or more (adaptive from 2; 1 = one stream; default 8).")]
+    help="Most parallel ranged GETs per blob of 64 MiB or more (one stream first; more only where a second one adds throughput; 1 = one stream; default 8).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 MirrorOpt = Annotated[list[str], typer.Option(
     "--mirror", help="Registry mirror HOST[:PORT] tried first for manifests by digest and blobs (repeatable).")]

@@ -10,8 +10,8 @@ import typer
 
 from ..errors import UsageError
 from .app import (CaOpt, ConcOpt, DecKeyOpt, IdentityOpt, IdentityReOpt, InsecureOpt, IssuerOpt, IssuerReOpt, JsonOpt,
-                  LogFormatOpt, MirrorOpt, PassStdinOpt, PlainOpt, PolicyOpt, QuietOpt, RequireOpt, TrustOpt, UserOpt, _client,
-                  _err, _out, _trust, app)
+                  LogFormatOpt, MirrorOpt, PassStdinOpt, PlainOpt, PolicyOpt, QuietOpt, RequireOpt, StreamsOpt, TrustOpt,
+                  UserOpt, _client, _err, _out, _trust, app)
 
 
 @app.command()
@@ -46,6 +46,7 @@ def fetch(
     username: UserOpt = None, password_stdin: PassStdinOpt = False, plain_http: PlainOpt = False,
     insecure: InsecureOpt = False, ca_file: CaOpt = None, concurrency: ConcOpt = 4, as_json: JsonOpt = False,
     quiet: QuietOpt = False, log_format: LogFormatOpt = "text", mirror: MirrorOpt = [],  # noqa: B006
+    max_streams: StreamsOpt = None,
 ) -> None:
     """Fetch an artifact into DIR for serving: resolve once, verify, fetch by digest, atomically and idempotently.
 
@@ -67,7 +68,7 @@ def fetch(
     if verify_key or policy is not None or any(v is not None for v in (identity, identity_re, issuer, issuer_re)):
         trust, pol = _trust(verify_key, identity, identity_re, issuer, issuer_re, trust_config, policy)
     with _client(username, password_stdin, plain_http, insecure, ca_file, concurrency, as_json, quiet,
-                 log_format, mirror) as c:
+                 log_format, mirror, max_streams) as c:
         result = c.fetch(ref, out, trust=trust, policy=pol, require_attestations=require, verify=not no_verify,
                          filters=filter_, include=include, verify_files=verify_files, replace=not no_replace,
                          cache=cache, link=link, cache_max_size=cache_max_size, decryption_keys=decryption_key)

@@ -3,18 +3,27 @@
 The registry's blob fetch (:meth:`RegistryTarget.fetch_blob`, the one fetch primitive) calls :func:`fetch_ranges`
 for blobs of at least :data:`PARALLEL_MIN_BYTES` with a function that opens one ranged GET. What is missing from
 the partial (after its verified prefix and the completed ranges of ``Partial.done``) is cut into parts of at most
-:data:`PART_BYTES`; worker threads take the next part, GET it with ``Range`` and ``pwrite`` each piece at its offset
-as it arrives (flat memory: no piece is kept after it is written). One hashing thread follows the contiguous written
-prefix, reading it back from the page cache, so the whole-blob digest is ready when the last byte lands and is
-verified before the file becomes visible. The number of streams adapts: it starts at 2 and doubles every
-:data:`DECIDE_SECONDS` while the received throughput still grows by :data:`GROWTH` or more, up to ``max_streams``
-(the first window without growth ends the ramp).
+:data:`PART_BYTES`.
 
-While the hashing thread waits for the prefix to grow (the streams are slower than hashing: a throttled or
-redirected download), it hashes what the parts beyond the prefix hold (each part's own digest, continued every
-4 MiB) and records those ranges, so a SIGKILL loses at most about 4 MiB per stream. A dropped part resumes at its own offset (within the caller's retry budget). A server that answers a ranged GET
-with 200 (no ranges) raises :class:`RangesUnsupported` before any byte is written; the caller falls back to one
-sequential stream.
+One stream, the *lead*, starts alone. It takes runs of contiguous parts from the left (each run about one second
+of its own measured rate, :data:`PART_BYTES` to :data:`MAX_RUN_PARTS` parts), GETs each run as one ranged request
+and writes and hashes it inline: it extends the verified prefix exactly as a single-stream download does, so where
+one stream is as fast as the link (loopback, an unthrottled registry) nothing is paid for parallelism. After
+:data:`DECIDE_SECONDS` a *probe* stream starts, taking parts from the right. At the next decision the streams
+grow only if the probe added throughput (:data:`PROBE_GAIN`) without slowing the lead (:data:`LEAD_KEPT`): the
+signature of a per-connection cap (object storage behind a redirect, a throttled proxy), not of a shared
+bottleneck (the CPU, one link). Growing: the streams double every :data:`DECIDE_SECONDS` while throughput still
+grows by :data:`GROWTH`, up to ``max_streams``; the lead leaves after its current run. Otherwise the probe
+finishes its part and stops, and the lead goes on alone.
+
+Workers other than the lead ``pwrite`` each piece at its offset as it arrives (flat memory: no piece is kept after
+it is written). When the lead leaves with bytes still missing, one hashing thread follows the contiguous written
+prefix, reading it back from the page cache, so the whole-blob digest is ready when the last byte lands and is
+verified before the file becomes visible. While it waits for the prefix to grow it hashes what parts beyond the
+prefix hold (each part's own digest, continued every 4 MiB) and records those ranges, so a SIGKILL loses at most
+about 4 MiB per stream. A dropped part resumes at its own offset (within the caller's retry budget). A server that
+answers a ranged GET with 200 (no ranges) raises :class:`RangesUnsupported` before any byte is written; the caller
+falls back to one sequential stream.
 """
 
 from __future__ import annotations
@@ -42,9 +51,25 @@ DEFAULT_MAX_STREAMS = 8
 DECIDE_SECONDS = 0.5
 #: Another stream is added while throughput grew by at least this factor over the last window.
 GROWTH = 1.10
+#: The probe stream leads to growth when the two streams together beat the lead alone by this factor ...
+PROBE_GAIN = 1.2
+#: ... while the lead kept at least this share of its own rate (the streams do not share one bottleneck).
+LEAD_KEPT = 0.85
+#: The lead's run is at most this many parts (one ranged GET).
+MAX_RUN_PARTS = 8
+#: The lead aims at runs of about this many seconds of its measured rate.
+RUN_SECONDS = 1.0
+#: Start kernel writeback every this many bytes, so the final fsync has little left to flush.
+WRITEBACK_BYTES = 64 << 20
 
 #: ``open_range(start, end)`` → a context manager yielding the body pieces of bytes ``[start, end)``.
 OpenRange = Callable[[int, int], AbstractContextManager[Iterator[bytes]]]
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def _hash_range(fd: int, start: int, end: int, digester: Digester) -> None:
@@ -84,6 +109,8 @@ class RangedStats:
     streams: int = 0  # the most streams that ran at once
     requests: int = 0
     received: int = 0
+    lead: int = 0  # bytes the lead stream wrote and hashed inline
+    grew: bool = False  # the probe showed a per-connection cap: the streams grew
 
 
 def plan_parts(start: int, size: int, done: list[tuple[int, int]], part_bytes: int = PART_BYTES) -> list[_Part]:
@@ -112,33 +139,46 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
     or an exhausted budget, stops every stream and is raised; completed parts are then in ``part.done`` (the
     final checkpoint records them)."""
     size = part.desc.size
-    prefix = part.digester.size
-    todo = plan_parts(prefix, size, part.done, part_bytes)
-    # every interval of [prefix, size), in order: what the hasher walks through
-    intervals = sorted(todo + [_Part(s, e, e) for s, e in part.done if s >= prefix], key=lambda p: p.start)
+    todo = plan_parts(part.digester.size, size, part.done, part_bytes)
     os.ftruncate(part.fd, size)
     stats = RangedStats(parts=len(todo))
     cond = threading.Condition()
     queue = deque(todo)
     failure: list[BaseException] = []
     stop = threading.Event()
+    lead_leave = threading.Event()  # the streams grow: the lead hands over after its current run
+    probe_stop = threading.Event()  # the probe did not help: it stops after its current part
+    from_right = [False]  # the probe takes parts from the right while the lead works from the left
     retry_lock = threading.Lock()
+    lead_bytes = [0]
 
     def note(n: int) -> None:
         if progress is not None:
             with retry_lock:
                 progress(n)
 
-    def work() -> None:
+    def fail(exc: BaseException) -> None:
+        with cond:
+            if not failure:
+                failure.append(exc)
+            stop.set()
+            cond.notify_all()
+
+    def retry() -> bool:
+        with retry_lock:
+            return not stop.is_set() and wait()
+
+    def work(probe: bool = False) -> None:
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not (probe and probe_stop.is_set()):
                 with cond:
                     if not queue:
                         return
-                    p = queue.popleft()
+                    p = queue.pop() if probe and from_right[0] else queue.popleft()
                 while not p.complete:
                     try:
-                        stats.requests += 1
+                        with cond:
+                            stats.requests += 1
                         with open_range(p.pos, p.end) as pieces:
                             for piece in pieces:
                                 cancel.check()
@@ -156,16 +196,74 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                         if not p.complete:
                             raise ShortBody(f"range ended at {p.pos} of {p.end}")
                     except retryable:
-                        with retry_lock:
-                            again = not stop.is_set() and wait()
-                        if not again:
+                        if not retry():
                             raise
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            with cond:
-                if not failure:
-                    failure.append(exc)
-                stop.set()
-                cond.notify_all()
+            fail(exc)
+
+    def lead() -> None:
+        """Runs of contiguous parts from the left, written and hashed inline (the prefix grows as it arrives)."""
+        d = part.digester
+        advise = getattr(os, "posix_fadvise", None)
+        flushed = d.size
+        t0, run_bytes = time.monotonic(), part_bytes
+        try:
+            while not stop.is_set() and not lead_leave.is_set():
+                with cond:
+                    if not queue:
+                        break
+                    run = [queue.popleft()]
+                    # contiguous, about RUN_SECONDS of its rate, and never more than it leaves to others
+                    while (queue and queue[0].start == run[-1].end and len(run) < min(MAX_RUN_PARTS, len(queue))
+                           and run[-1].end - run[0].start < run_bytes):
+                        run.append(queue.popleft())
+                if run[0].start > d.size:  # completed ranges of an earlier run lie before it: hash them
+                    _hash_range(part.fd, d.size, run[0].start, d)
+                    part.maybe_checkpoint()
+                i = 0
+                while i < len(run):
+                    try:
+                        with cond:
+                            stats.requests += 1
+                        with open_range(run[i].pos, run[-1].end) as pieces:
+                            for piece in pieces:
+                                cancel.check()
+                                if stop.is_set():
+                                    return
+                                view = memoryview(piece)[: run[-1].end - d.size]
+                                _pwrite_all(part.fd, view, d.size)
+                                d.update(view)
+                                with cond:
+                                    n = len(view)
+                                    while n:
+                                        p = run[i]
+                                        k = min(n, p.end - p.pos)
+                                        p.pos += k
+                                        n -= k
+                                        if p.complete:
+                                            i += 1
+                                    stats.received += len(view)
+                                    lead_bytes[0] += len(view)
+                                    cond.notify_all()
+                                note(len(piece))
+                                part.maybe_checkpoint()
+                                if advise and d.size - flushed >= WRITEBACK_BYTES:
+                                    advise(part.fd, flushed, d.size - flushed, os.POSIX_FADV_DONTNEED)
+                                    flushed = d.size
+                        if i < len(run):
+                            raise ShortBody(f"range ended at {run[i].pos} of {run[-1].end}")
+                    except retryable:
+                        if not retry():
+                            raise
+                elapsed = time.monotonic() - t0
+                if elapsed > 0:  # about RUN_SECONDS of the lead's own rate
+                    run_bytes = max(part_bytes, int(lead_bytes[0] / elapsed * RUN_SECONDS))
+        except BaseException as exc:  # noqa: BLE001
+            fail(exc)
+            return
+        if not stop.is_set() and d.size < size:  # others hold parts beyond the prefix: follow them, then help
+            threads.append(spawn(hash_prefix))
+            work()
 
     #: part start -> (digest of the part's bytes hashed so far, the end of those bytes): see hash_prefix
     hashed: dict[int, tuple[Digester, int]] = {}
@@ -173,6 +271,9 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
     def hash_prefix() -> None:
         try:
             d = part.digester
+            # every interval of [prefix, size), in order: what the hasher walks through
+            intervals = sorted([p for p in todo if p.end > d.size] + [_Part(s, e, e) for s, e in part.done
+                                                                     if s >= d.size], key=lambda p: p.start)
             i = 0
             while d.size < size:
                 while intervals[i].end <= d.size:
@@ -204,21 +305,10 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                     if cur.pos <= d.size:
                         return  # stopped
                     avail = cur.pos - d.size
-                pos = d.size
-                while avail > 0:
-                    data = os.pread(part.fd, min(CHUNK, avail), pos)
-                    if not data:
-                        raise OSError(f"short read at {pos} of the partial blob")
-                    d.update(data)
-                    pos += len(data)
-                    avail -= len(data)
+                _hash_range(part.fd, d.size, d.size + avail, d)
                 part.maybe_checkpoint()
         except BaseException as exc:  # noqa: BLE001
-            with cond:
-                if not failure:
-                    failure.append(exc)
-                stop.set()
-                cond.notify_all()
+            fail(exc)
 
     def spawn(fn: Callable[[], None]) -> threading.Thread:
         token = cancel.current()
@@ -234,13 +324,14 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
         t.start()
         return t
 
-    hasher = spawn(hash_prefix)
-    workers = [spawn(work) for _ in range(min(2, max_streams, len(todo)) or 1)] if todo else []
+    threads: list[threading.Thread] = []  # the hasher, once the lead hands over
+    workers = [spawn(lead)] if todo else []
     stats.streams = len(workers)
-    last_bytes, last_t, best = 0, time.monotonic(), 0.0
-    growing = True
+    mode = "lead"  # -> "probe" -> "grow" | "alone"
+    last_bytes, last_lead, last_t = 0, 0, time.monotonic()
+    alone_rate = lead_rate = best = 0.0
     try:
-        while any(w.is_alive() for w in workers):
+        while any(w.is_alive() for w in workers) or any(t.is_alive() for t in threads):
             cancel.check()
             with cond:
                 cond.wait(DECIDE_SECONDS / 5)
@@ -250,29 +341,51 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
             if now - last_t < DECIDE_SECONDS:
                 continue
             rate = (stats.received - last_bytes) / (now - last_t)
-            last_bytes, last_t = stats.received, now
-            if growing and len(workers) < max_streams and queue:
+            own = (lead_bytes[0] - last_lead) / (now - last_t)
+            last_bytes, last_lead, last_t = stats.received, lead_bytes[0], now
+            if mode == "lead":
+                if max_streams > 1 and queue and workers[0].is_alive():
+                    mode, alone_rate, lead_rate = "probe", rate, own
+                    from_right[0] = True
+                    workers.append(spawn(lambda: work(probe=True)))
+                else:
+                    mode = "alone"
+            elif mode == "probe":
+                if rate >= alone_rate * PROBE_GAIN and own >= lead_rate * LEAD_KEPT and queue:
+                    mode, best, stats.grew = "grow", rate, True
+                    from_right[0] = False
+                    lead_leave.set()
+                    for _ in range(min(2, max_streams - 2, len(queue))):
+                        workers.append(spawn(work))
+                else:
+                    mode = "alone"
+                    probe_stop.set()
+            elif mode == "grow" and len(workers) < max_streams and queue:
                 if rate >= best * GROWTH:  # still growing: double the streams (2, 4, 8, ...)
                     best = max(best, rate)
                     for _ in range(min(len(workers), max_streams - len(workers), len(queue))):
                         workers.append(spawn(work))
-                    stats.streams = max(stats.streams, sum(w.is_alive() for w in workers))
                 else:
-                    growing = False
+                    mode = "grown"
+            stats.streams = max(stats.streams, sum(w.is_alive() for w in workers))
     except BaseException:
         stop.set()
         raise
     finally:
-        for w in workers:
-            w.join()
         if failure or stop.is_set():
             stop.set()
             with cond:
                 cond.notify_all()
-        hasher.join()
-        if part.digester.size < size:  # stopped: what was written beyond the prefix is kept for the next run
-            moved = {p.start: p.pos for p in todo if p.pos > p.start}
-            part.done = [r for r in part.done if r[0] not in moved] + sorted(moved.items())
+        for w in workers:
+            w.join()
+        for t in threads:
+            t.join()
+        stats.lead = lead_bytes[0]
+        d = part.digester
+        os.lseek(part.fd, d.size, os.SEEK_SET)  # where a sequential stream would go on
+        if d.size < size:  # stopped: what was written beyond the prefix is kept for the next run
+            moved = {p.start: p.pos for p in todo if p.start >= d.size and p.pos > p.start}
+            part.done = [r for r in part.done if r[0] not in moved and r[1] > d.size] + sorted(moved.items())
     if failure:
         raise failure[0]
     part.done = []  # all in the prefix now

@@ -59,7 +59,8 @@ from ..reference import canonical_host, is_digest
 from .auth import Challenge, Credentials, TokenCache, lookup_credentials, merge_scopes, missing_scopes, parse_challenge
 from .base import ABSENT, Expect, Opener, ProgressFn, Target, file_opener
 from .ingest import Ingest, Partial, temporary
-from .ranged import DEFAULT_MAX_STREAMS, PARALLEL_MIN_BYTES, RangedStats, RangesUnsupported, ShortBody, fetch_ranges
+from .ranged import (DEFAULT_MAX_STREAMS, PARALLEL_MIN_BYTES, WRITEBACK_BYTES, RangedStats, RangesUnsupported,
+                     ShortBody, fetch_ranges)
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 READ_CHUNK = 1 << 20
@@ -1160,10 +1161,6 @@ class _SourceReader:
         if self._buf or self._more():
             raise UsageError(f"{self._what}: the source is larger than {total} bytes; it changed while it was "
                              "pushed")
-
-
-#: Start kernel writeback every this many bytes, so the final fsync has little left to flush.
-WRITEBACK_BYTES = 64 << 20
 
 
 def _pump(resp: httpx.Response, fd: int, d: Digester, size: int, what: str, progress: ProgressFn | None,
