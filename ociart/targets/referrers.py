@@ -45,6 +45,14 @@ def legacy_tag(digest: str, suffix: str = ".sig") -> str:
     return fallback_tag(digest) + suffix
 
 
+def legacy_subject(tag: str, suffix: str = ".sig") -> str | None:
+    """The subject digest a cosign legacy tag names (``sha256-<hex>.sig`` → ``sha256:<hex>``), else None."""
+    m = _SCHEME_TAG.fullmatch(tag)
+    if m is None or not tag.endswith(suffix) or m.group(2) != suffix:
+        return None
+    return "sha" + m.group(1) + ":" + tag[len("sha") + len(m.group(1)) + 1:-len(suffix)]
+
+
 def scheme_tags(digest: str) -> list[str]:
     """Every tag a scheme derives from ``digest``: the fallback index and the legacy ``.sig``/``.att`` tags."""
     return [fallback_tag(digest), *(legacy_tag(digest, s) for s in LEGACY_SUFFIXES)]

@@ -35,7 +35,7 @@ from ..reference import DIGEST_RE, NAME_RE, TAG_RE, Reference, parse_reference
 from ..promotion import HistoryEntry
 from ..signing.results import Verification
 from ..targets.base import Target
-from ..targets.referrers import is_scheme_tag, list_referrers
+from ..targets.referrers import is_scheme_tag, legacy_subject, legacy_tag, list_referrers
 
 SignatureStatus = Literal["verified", "signed", "unsigned"]
 #: How long a signature status or a registry's tag listing is reused (seconds).
@@ -368,7 +368,7 @@ class View:
     # -- signatures ------------------------------------------------------------------------------------------
     def _signed(self, sid: int, repo: str, digest: str) -> bool:
         """Whether any signature is attached: a cosign-sign bundle referrer, or a legacy ``.sig`` tag."""
-        legacy = f"sha256-{digest.removeprefix('sha256:')}.sig"
+        legacy = legacy_tag(digest)
         if self.scopes[sid].layout is not None:
             return digest in self._layout_signed(sid)
         target = self.target(sid)
@@ -390,9 +390,8 @@ class View:
             return hit  # type: ignore[no-any-return]
         out = set()
         for repo, d, tags in listed:
-            for t in tags:  # legacy cosign signatures: sha256-<hex>.sig names the subject
-                if t.startswith("sha256-") and t.endswith(".sig"):
-                    out.add("sha256:" + t[len("sha256-"):-len(".sig")])
+            # legacy cosign signatures: sha256-<hex>.sig names the subject
+            out.update(s for s in map(legacy_subject, tags) if s is not None)
             if tags or d.artifactType != SIGSTORE_BUNDLE:
                 continue
             item = self._describe(sid, repo, d, [])
