@@ -5,10 +5,12 @@ layout."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import select
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -17,16 +19,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.request import ProxyHandler, build_opener
 
 import pytest
 from helpers import run_cli
-from support.registry import registry_binary, start_registry
+from support.registry import (
+    PASSWORD,
+    USERNAME,
+    RunningRegistry,
+    registry_binary,
+    start_registry,
+)
 
 pytest.importorskip("starlette", reason="the ui extra (pip install 'ociart[ui]') is not installed")
 pytest.importorskip("grandalf", reason="the ui extra (pip install 'ociart[ui]') is not installed")
 
 from starlette.testclient import TestClient
 
+from ociart.lifecycle import load_retention_policy
 from ociart.ui.app import CSP, create_app, safe_filename
 from ociart.ui.service import View
 
@@ -304,6 +314,68 @@ def test_audit_page_and_api(api: TestClient, chain: dict[str, Any]) -> None:
     assert "hash chain intact" in html and chain["model"][:19] in html
 
 
+def _retention(path: Path, prefix: str, u: str) -> Path:
+    """keepLast 0 under protectTags [prod] over the chain's model and dataset repositories: the model under prod is
+    kept, the other model version goes, the dataset is kept only as the kept model's input."""
+    path.write_text("apiVersion: ociart.dev/v1alpha1\nkind: RetentionPolicy\nrules:\n"
+                    f"  - repositories: [\"{prefix}models-{u}/*\", \"{prefix}data-{u}/*\"]\n"
+                    "    protectTags: [prod]\n    keepLast: 0\n")
+    return path
+
+
+def _writes(registry: Any) -> int:
+    """Requests that change a registry, as its log records them."""
+    log = registry.log_text()
+    return sum(log.count(f"http.request.method={m}") for m in ("PUT", "POST", "PATCH", "DELETE"))
+
+
+def test_retention_plan_is_gc_dry_run(chain: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``/api/retention`` is ``ociart gc --json`` without ``--apply`` over the source's repositories that a rule
+    matches; the page draws it and links each artifact; nothing is written to the registry."""
+    for k, v in chain["env"].items():
+        monkeypatch.setenv(k, v)
+    policy = _retention(tmp_path / "retention.yaml", f"{chain['host']}/", chain["u"])
+    names = chain["names"]
+    writes = _writes(chain["registry"])
+    view = View([chain["host"]], policy=chain["policy"])
+    with TestClient(create_app(view, allowed_hosts=["testserver"], retention=load_retention_policy(policy))) as api:
+        got = api.get("/api/retention", params={"s": 0}).json()
+        html = api.get("/retention", params={"s": 0}).text
+        one = api.get("/api/retention", params={"s": 0, "repo": names["model"].split("/", 1)[1]}).json()
+        repos = got["plan"]["repositories"]
+    view.client.close()
+    assert _writes(chain["registry"]) == writes > 0  # the push wrote; the plan did not
+    assert {names["model"], names["data"]} <= set(repos) and names["hostile"] not in repos
+    cli = _cli_json(chain, "gc", "--policy", str(policy), *repos)
+    assert (got["applied"], got["freed_bytes"]) == ([], 0)
+    for plan in (got["plan"], cli["plan"]):
+        plan.pop("planned")
+    assert got["plan"] == cli["plan"]
+    items = {(i["repository"], i["digest"]): i for i in got["plan"]["items"]}
+    model, old = items[(names["model"], chain["model"])], items[(names["model"], chain["model0"])]
+    data = items[(names["data"], chain["data"])]
+    assert (model["action"], model["reasons"][0]) == ("keep", "protected: prod")
+    assert old["action"] == "delete" and data["action"] == "keep"
+    assert any(r.startswith(f"input of {names['model'].split('/', 1)[1]}@{chain['model']}") for r in data["reasons"])
+    assert one["plan"]["repositories"] == [names["model"]]
+    assert {i["digest"]: i["action"] for i in one["plan"]["items"]} == {chain["model"]: "keep", chain["model0"]: "delete"}
+    # the page: one row per planned artifact, the action as a class, each digest a link to its page
+    assert html.count('<tr class="plan-item ') == len(got["plan"]["items"])
+    repo = names["model"].split("/", 1)[1]
+    assert html.count('<tr class="plan-item plan-delete">') == sum(i["action"] == "delete" for i in items.values())
+    assert f'href="/artifact?{urlencode({"s": 0, "repo": repo, "digest": chain["model0"]})}"'.replace("&", "&amp;") \
+        in html
+    assert 'id="unmatched"' in html and f"{names['hostile']}</code>" in html
+    assert "nothing is deleted here" in html
+
+
+def test_retention_needs_a_policy(api: TestClient) -> None:
+    r = api.get("/api/retention?s=0")
+    assert r.status_code == 400 and "--retention FILE" in r.json()["error"]
+    assert "Retention plan" not in api.get("/artifacts").text  # no link to a page that cannot work
+    assert api.get("/retention?s=0").status_code == 400
+
+
 def test_embedded_store_and_oci_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = _env(tmp_path / "env")
     for k, v in env.items():
@@ -325,6 +397,12 @@ def test_embedded_store_and_oci_layout(tmp_path: Path, monkeypatch: pytest.Monke
         assert api.get(f"/lineage?s=0&repo={repo}&digest={built['model']}").status_code == 200
         assert api.get(f"/artifact?s=0&repo={repo}&tag=prod", follow_redirects=True).status_code == 200
     view.client.close()
+    retention = load_retention_policy(_retention(tmp_path / "retention.yaml", "", built["u"]))
+    view = View([])
+    with TestClient(create_app(view, allowed_hosts=["testserver"], retention=retention)) as api:
+        plan = api.get("/api/retention").json()["plan"]  # the embedded store's plan, as `gc --local` makes it
+        assert "Retention plan" in api.get("/artifacts").text
+    view.client.close()
     view = View([f"oci:{layout}"])
     with TestClient(create_app(view, allowed_hosts=["testserver"])) as api:
         page = api.get("/api/artifacts").json()
@@ -337,6 +415,11 @@ def test_embedded_store_and_oci_layout(tmp_path: Path, monkeypatch: pytest.Monke
         assert json.loads(r.content) == {"hidden": 64, "layers": 2}
     view.client.close()
     assert (_snapshot(store), _snapshot(layout)) == before  # the view wrote nothing to either store
+    cli = _cli_json({"env": env}, "gc", "--policy", str(tmp_path / "retention.yaml"), "--local")["plan"]
+    assert [(i["repository"], i["digest"], i["action"], i["reasons"]) for i in plan["items"]] == \
+        [(i["repository"], i["digest"], i["action"], i["reasons"]) for i in cli["items"]]
+    actions = {i["digest"]: i["action"] for i in plan["items"]}
+    assert (actions[built["model"]], actions[built["model0"]], actions[built["data"]]) == ("keep", "delete", "keep")
 
 
 def test_lineage_stays_inside_the_served_stores(chain: dict[str, Any], tmp_path: Path,
@@ -358,6 +441,16 @@ def test_lineage_stays_inside_the_served_stores(chain: dict[str, Any], tmp_path:
         g = api.get(f"/api/graph?s=0&repo=local/model&digest={digest}").json()
         assert registry.log_text().count(f"/v2/{repo}/") == seen  # nothing asked of the registry
     view.client.close()
+    # the retention plan follows lineage too: an input outside the served stores stops it with one line, unfetched
+    policy = _retention(tmp_path / "retention.yaml", "", "x")
+    policy.write_text(policy.read_text().replace("models-x/*", "local/*").replace("keepLast: 0", "keepLast: 1"))
+    view = View([])
+    with TestClient(create_app(view, allowed_hosts=["testserver"], retention=load_retention_policy(policy))) as api:
+        r = api.get("/api/retention?s=0")
+        assert registry.log_text().count(f"/v2/{repo}/") == seen
+    view.client.close()
+    assert r.status_code == 404 and "outside the stores this view serves" in r.json()["error"]
+    assert chain["names"]["data"] in r.json()["error"] and "\n" not in r.json()["error"]
     outside = next(n for n in g["nodes"] if n["id"] != g["root"])
     assert outside["kind"] == "missing" and "href" not in outside and outside["digest"] == chain["data"]
     assert [(e["source"], e["target"]) for e in g["edges"]] == [(outside["id"], g["root"])]
@@ -387,6 +480,46 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text("nope: [")
     r = run_cli("ui", "--policy", str(tmp_path / "p.yaml"))
     assert r.returncode == 5 and "policy file" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "r.yaml").write_text("apiVersion: ociart.dev/v1alpha1\nkind: RetentionPolicy\nrules:\n"
+                                     "  - repositories: [x]\n    keepLast: -1\n")
+    r = run_cli("ui", "--retention", str(tmp_path / "r.yaml"))
+    assert r.returncode == 5 and "retention policy file" in r.stderr and r.stderr.strip().count("\n") == 0
+    with socket.socket() as taken:  # --port on a port in use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        r = run_cli("ui", "--port", str(taken.getsockname()[1]))
+    assert r.returncode == 8 and "cannot listen on 127.0.0.1:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_credentials_are_used_never_shown(registry_factory: Any, tmp_path: Path) -> None:
+    """Against a registry that needs Basic auth (credentials from the docker config): the pages list and show the
+    artifact, and no response carries the password or the encoded ``auth``; a wrong password is a 403 page that does
+    not echo it."""
+    registry: RunningRegistry = registry_factory(auth="htpasswd")
+    config = Path(os.environ["DOCKER_CONFIG"]) / "config.json"
+    encoded = base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
+    config.write_text(json.dumps({"auths": {registry.host: {"auth": encoded}}}))
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.safetensors").write_bytes(os.urandom(3000))
+    digest = _ok({}, "push", f"{registry.host}/secret/model:v1", str(tmp_path / "m"), "--kind", "model", "--no-git")
+    view = View([registry.host])
+    with TestClient(create_app(view, allowed_hosts=["testserver"])) as api:
+        q = f"s=0&repo=secret/model&digest={digest}"
+        bodies = [api.get(p).text for p in ("/artifacts", "/api/artifacts", "/api/sources", f"/artifact?{q}",
+                                            f"/api/artifact?{q}", f"/api/inspect?{q}", f"/lineage?{q}")]
+    view.client.close()
+    assert digest in bodies[1] and "model.safetensors" in bodies[3]  # the credentials were used
+    assert not [b for b in bodies if PASSWORD in b or encoded in b]
+    wrong = "wr0ng-" + uuid.uuid4().hex[:8]
+    config.write_text(json.dumps({"auths": {registry.host: {"auth": base64.b64encode(
+        f"{USERNAME}:{wrong}".encode()).decode()}}}))
+    view = View([registry.host])
+    with TestClient(create_app(view, allowed_hosts=["testserver"])) as api:
+        r = api.get("/artifacts")
+        j = api.get("/api/artifacts")
+    view.client.close()
+    assert (r.status_code, j.status_code) == (403, 403)
+    assert wrong not in r.text + j.text and "Traceback" not in r.text
 
 
 def test_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -529,6 +662,38 @@ def test_ui_host_warns(chain: dict[str, Any]) -> None:
     try:
         assert url.startswith("http://0.0.0.0:")
         assert "no authentication" in warned
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_ui_port_and_open(chain: dict[str, Any], tmp_path: Path) -> None:
+    """``--port N`` serves on N; ``--open`` hands the URL to the user's browser (``$BROWSER``, here a script that
+    records it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\nprintf %s "$1" > {opened}.tmp && mv {opened}.tmp {opened}\n')
+    browser.chmod(0o755)
+    proc, url, _ = _start_ui(["--port", str(port), "--open", chain["host"]], {**chain["env"], "BROWSER": f"{browser} %s"})
+    try:
+        assert url == f"http://127.0.0.1:{port}/"
+        sources = None
+        for _ in range(600):  # until the browser script ran and the server answers (or the process died)
+            if proc.poll() is not None:
+                break
+            try:
+                with build_opener(ProxyHandler({})).open(f"{url}api/sources", timeout=10) as r:
+                    sources = json.loads(r.read())
+            except OSError:
+                pass
+            if sources is not None and opened.exists():
+                break
+            time.sleep(0.1)
+        assert sources == [{"id": 0, "label": chain["host"]}]
+        assert opened.read_text() == url
     finally:
         proc.terminate()
         proc.wait(10)

@@ -36,8 +36,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from ..errors import AuthError, NotFoundError, OciartError, UsageError, VerificationError
+from ..errors import (
+    AuthError,
+    NotFoundError,
+    OciartError,
+    UsageError,
+    VerificationError,
+)
+from ..lifecycle import RetentionPolicy
 from ..text import escape
+from .retention import retention_plan
 from .service import View
 
 HERE = Path(__file__).parent
@@ -151,8 +159,10 @@ def _pretty(value: Any) -> Markup:
     return Markup(html.escape(json.dumps(value, indent=2, ensure_ascii=True)))
 
 
-def create_app(view: View, *, allowed_hosts: list[str] | None = None) -> Starlette:
-    """The app serving ``view``. ``allowed_hosts``: Host header values accepted (default: loopback names)."""
+def create_app(view: View, *, allowed_hosts: list[str] | None = None,
+               retention: RetentionPolicy | None = None) -> Starlette:
+    """The app serving ``view``. ``allowed_hosts``: Host header values accepted (default: loopback names);
+    ``retention``: the policy whose dry-run plan ``/retention`` shows."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     env = templates.env
     env.autoescape = True
@@ -162,6 +172,7 @@ def create_app(view: View, *, allowed_hosts: list[str] | None = None) -> Starlet
     env.filters["escape_text"] = escape
     env.filters["pretty"] = _pretty
     env.globals["sources"] = view.sources
+    env.globals["retention"] = retention is not None
     env.globals["urlencode"] = lambda **kw: urlencode({k: v for k, v in kw.items() if v not in (None, "")})
     lock = threading.RLock()  # one request at a time talks to the stores (the Client's targets are shared)
 
@@ -174,7 +185,7 @@ def create_app(view: View, *, allowed_hosts: list[str] | None = None) -> Starlet
                 except OciartError as exc:
                     return templates.TemplateResponse(request, "error.html", {"error": str(exc), "code": exc.kind},
                                                       status_code=_status(exc))
-                except Exception as exc:  # noqa: BLE001 - one line on the page and in the log, never a traceback
+                except Exception as exc:
                     log.exception("ociart ui: %s failed", request.url.path)
                     return templates.TemplateResponse(request, "error.html", {
                         "error": f"internal error ({type(exc).__name__})", "code": "internal"}, status_code=500)
@@ -192,7 +203,7 @@ def create_app(view: View, *, allowed_hosts: list[str] | None = None) -> Starlet
             except OciartError as exc:
                 return JSONResponse({"error": str(exc), "code": exc.kind, "exit_code": exc.exit_code},
                                     status_code=_status(exc))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.exception("ociart ui: %s failed", request.url.path)
                 return JSONResponse({"error": f"internal error ({type(exc).__name__})", "code": "internal",
                                      "exit_code": 1}, status_code=500)
@@ -234,6 +245,9 @@ def create_app(view: View, *, allowed_hosts: list[str] | None = None) -> Starlet
         return view.audit(repository=_arg(request, "repository", False), action=_arg(request, "action", False),
                           actor=_arg(request, "actor", False))
 
+    def api_retention(request: Request) -> Any:
+        return retention_plan(view, retention, sid(request), request.query_params.get("repo", "")).result
+
     api_routes = [
         Route("/api/sources", api(lambda r: view.sources)),
         Route("/api/artifacts", api(api_artifacts)),
@@ -246,6 +260,7 @@ def create_app(view: View, *, allowed_hosts: list[str] | None = None) -> Starlet
         Route("/api/diff", api(api_diff)),
         Route("/api/compare", api(api_compare)),
         Route("/api/audit", api(api_audit)),
+        Route("/api/retention", api(api_retention)),
         Route("/api/history", api(lambda r: view.history(sid(r), r.query_params.get("repo", ""),
                                                          _arg(r, "tag") or ""))),
     ]
@@ -298,6 +313,10 @@ def create_app(view: View, *, allowed_hosts: list[str] | None = None) -> Starlet
         s = sid(request)
         return {"h": view.history(s, request.query_params.get("repo", ""), _arg(request, "tag") or ""), "s": s}
 
+    @page("retention.html")
+    def retention_page(request: Request) -> dict[str, Any]:
+        return {"r": retention_plan(view, retention, sid(request), request.query_params.get("repo", ""))}
+
     def download(request: Request) -> Response:
         """One file of an artifact: restored by pull (digest-verified, atomically placed) into a temp directory,
         then streamed; the temp directory is removed when the response is done."""
@@ -331,6 +350,7 @@ def create_app(view: View, *, allowed_hosts: list[str] | None = None) -> Starlet
         Route("/compare", compare_page),
         Route("/audit", audit_page),
         Route("/history", history_page),
+        Route("/retention", retention_page),
         Route("/download", download),
         *api_routes,
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
