@@ -28,6 +28,7 @@ from helpers import write_random
 from support.registry import RunningRegistry
 
 import ociart
+from ociart.lineage.record import A_INPUTS, A_PARAMS_DIGEST, A_REVISION, A_RUN_ID, A_SOURCE
 from ociart.oci import OCI_LAYER
 from ociart.packaging.image import ARTIFACT_FORM, IMAGE_FORM, L_BASE_LAYERS, L_MOUNT_PATH
 from ociart.packaging.tarlayer import TarMember, _header
@@ -200,6 +201,48 @@ def test_as_image_structure_platforms_labels_and_reproducible(registry: RunningR
     pulled = json.loads(cli("pull", ref, "-o", str(out), "--json").stdout)
     assert tree(out) == tree(src)
     assert sorted(f["path"] for f in pulled["files"]) == sorted(tree(src))
+
+
+def test_image_config_labels_carry_the_lineage_summary(registry: RunningRegistry, unique_repo: str,
+                                                       tmp_path: Path) -> None:
+    """The image config's labels carry the lineage summary the artifact form has as manifest annotations (commit,
+    source, run, inputs pinned by digest, params digest), so it travels with the config when another tool copies
+    the image without its referrers; ``pull`` still restores the files."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text("x,y\n1,2\n")
+    dataset = json.loads(cli("push", f"{registry.host}/{unique_repo}-data:v1", str(data), "--kind", "dataset",
+                             "--no-git", "--json").stdout)["digest"]
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text("print('train')\n")
+    git = ["git", "-C", str(code), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for args in (["init", "-q"], ["remote", "add", "origin", "https://example.com/org/train.git"],
+                 ["add", "."], ["commit", "-q", "-m", "train"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    src = make_model(tmp_path / "m")
+    ref = f"{registry.host}/{unique_repo}:v1"
+    common = ("--kind", "model", "--git-dir", str(code), "--run-id", "run-7", "--param", "lr=0.1",
+              "--input", f"train={registry.host}/{unique_repo}-data:v1", "--json")
+    digest = json.loads(cli("push", ref, str(src), "--as-image", "--platform", "linux/amd64", *common).stdout)["digest"]
+    artifact = json.loads(cli("push", f"{registry.host}/{unique_repo}:artifact", str(src), *common).stdout)["digest"]
+
+    index = get_json(registry, unique_repo, digest)
+    manifest = get_json(registry, unique_repo, index["manifests"][0]["digest"])
+    labels = json.loads(get_blob(registry, unique_repo, manifest["config"]["digest"]))["config"]["Labels"]
+    assert (labels[A_REVISION], labels[A_SOURCE], labels[A_RUN_ID]) == \
+        (commit, "https://example.com/org/train.git", "run-7")
+    [recorded] = json.loads(labels[A_INPUTS])
+    assert (recorded["name"], recorded["digest"]) == ("train", dataset)
+    assert labels[A_PARAMS_DIGEST].startswith("sha256:")
+    # the same summary as the artifact form's manifest annotations
+    annotations = get_json(registry, unique_repo, artifact)["annotations"]
+    keys = (A_REVISION, A_SOURCE, A_RUN_ID, A_INPUTS, A_PARAMS_DIGEST)
+    assert {k: labels[k] for k in keys} == {k: annotations[k] for k in keys}
+    out = tmp_path / "out"
+    cli("pull", ref, "-o", str(out))
+    assert tree(out) == tree(src)
 
 
 def test_versions_share_layers_and_mount_path(registry: RunningRegistry, unique_repo: str, tmp_path: Path) -> None:
