@@ -19,7 +19,6 @@ is left, and deleting what is already gone counts as done.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
@@ -29,6 +28,7 @@ from ..reference import Reference
 from ..targets.base import Target
 from ..targets.referrers import delete as delete_graph
 from ..targets.referrers import detach, fallback_tag, is_scheme_tag
+from ..transfer import parallel
 from .plan import Plan, PlanItem
 from .policy import RetentionPolicy
 
@@ -193,8 +193,7 @@ def repair_indexes(client: Client, plan: Plan, repositories: set[str], local: bo
                     out.append(f"{item.ref} -> {entry.digest}")
         return out
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        return [x for xs in pool.map(repair, kept) for x in xs]
+    return [x for xs in parallel(repair, kept, max(1, concurrency)) for x in xs]
 
 
 def sweep_local(client: Client, grace_seconds: float) -> LocalSweep:

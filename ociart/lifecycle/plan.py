@@ -20,7 +20,6 @@ import datetime as dt
 import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeVar
 
@@ -39,6 +38,7 @@ from ..oci.mediatypes import ANNOTATION_CREATED
 from ..reference import Reference, canonical_name, embedded_store_path, parse_reference
 from ..targets.base import ManifestLister, RepositoryLister, Target
 from ..targets.referrers import is_scheme_tag, list_referrers
+from ..transfer import parallel
 from .order import Candidate, keep_last, parse_created
 from .policy import RetentionPolicy, RetentionRule, format_duration
 from .runstatus import status_of
@@ -96,22 +96,20 @@ class Plan(BaseModel):
 
 # -- parallel fetching with a per-run cache ----------------------------------------------------------------------
 class Fetcher:
-    """A thread pool and the run's caches: manifests by (store, digest), referrer trees and statement inputs by
-    (store, repository, digest). Manifests are content-addressed, so one fetch serves every repository of a store."""
+    """The run's fan-out width and caches: manifests by (store, digest), referrer trees and statement inputs by
+    (store, repository, digest). Manifests are content-addressed, so one fetch serves every repository of a store.
+    :meth:`map` runs on the one fan-out, :func:`ociart.transfer.parallel` (first error cancels the rest)."""
 
     def __init__(self, client: Client, concurrency: int) -> None:
         self.client = client
-        self.pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="ociart-gc")
+        self.concurrency = max(1, concurrency)
         self._lock = threading.Lock()
         self._manifests: dict[tuple[str, str], Content] = {}
         self._trees: dict[tuple[str, str, str], list[Descriptor]] = {}
         self._inputs: dict[tuple[str, str, str], list[str]] = {}
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-        return list(self.pool.map(fn, items))
+        return parallel(fn, list(items), self.concurrency)
 
     def manifest(self, target: Target, repo: str, digest: str) -> Content:
         key = (target.name, digest)
@@ -478,16 +476,13 @@ def make_plan(client: Client, policy: RetentionPolicy, repositories: Sequence[st
     now = now or dt.datetime.now(dt.UTC)
     refs, warnings = resolve_repositories(client, policy, repositories, local)
     f = Fetcher(client, concurrency)
-    try:
-        repos = [_Repo(ref=r, target=client.target(r, create=False), name=canonical_name(r), display=_display(r),
-                       rules=policy.rules_for(canonical_name(r))) for r in refs]
-        for repo in repos:
-            _list_repo(f, repo)
-            _apply_rules(repo, now)
-            _history_protect(f, repo, now, warnings)
-        _closure(f, repos, warnings)
-    finally:
-        f.close()
+    repos = [_Repo(ref=r, target=client.target(r, create=False), name=canonical_name(r), display=_display(r),
+                   rules=policy.rules_for(canonical_name(r))) for r in refs]
+    for repo in repos:
+        _list_repo(f, repo)
+        _apply_rules(repo, now)
+        _history_protect(f, repo, now, warnings)
+    _closure(f, repos, warnings)
     items: list[PlanItem] = []
     protected_tags: dict[str, dict[str, str]] = {}
     for repo in repos:
