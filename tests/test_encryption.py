@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ from support.registry import RunningRegistry
 
 from ociart import Client
 from ociart.encryption import A_KEYS_JWE, A_PUBOPTS, CIPHER, recipient_count
-from ociart.errors import DecryptionError, HmacMismatchError
+from ociart.errors import DecryptionError, HmacMismatchError, NotFoundError
 from ociart.oci import Content, Descriptor, Manifest
 from ociart.oci.digest import sha256_bytes
 from ociart.reference import parse_reference
@@ -424,9 +425,8 @@ def test_encrypt_existing_artifact_and_decrypt_back(registry: RunningRegistry, u
     proc = run_cli("copy", f"{base}:plain", f"oci:{tmp_path / 'layout2'}:v1", "-q", "--decryption-key",
                    str(keys["rsa.pem"]))
     assert _ok(proc).strip() == _manifest(registry, f"{unique_repo}:plain")[1].digest
-    with pytest.raises(DecryptionError):
-        with Client() as c:
-            c.decrypt(f"{base}:enc", f"{base}:dec2", decryption_keys=[str(keys["ec.pem"])])
+    with pytest.raises(DecryptionError), Client() as c:
+        c.decrypt(f"{base}:enc", f"{base}:dec2", decryption_keys=[str(keys["ec.pem"])])
 
 
 def test_signed_encrypted_artifact_verifies_and_copies(registry: RunningRegistry, unique_repo: str,
@@ -454,6 +454,82 @@ def test_signed_encrypted_artifact_verifies_and_copies(registry: RunningRegistry
     assert diff["changed"] == [] and diff["unchanged"] == 3
 
 
+def test_promotion_and_gc_of_encrypted_artifacts_need_no_key(registry: RunningRegistry, unique_repo: str,
+                                                              tmp_path: Path, keys: dict[str, Path],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Promotion and gc work on the ciphertext manifests, with no decryption key anywhere: a promotion (in the
+    repository and into another) moves the tag to the identical bytes, which still decrypt with the key; gc keeps
+    the protected model and the encrypted dataset it was made from, deletes what the policy lets go."""
+    monkeypatch.delenv("OCIART_DECRYPTION_KEY", raising=False)
+    base, data, prod = f"{registry.host}/{unique_repo}", f"{registry.host}/{unique_repo}-data", \
+        f"{registry.host}/{unique_repo}-prod"
+    day = 86400
+
+    def source(name: str, days: int, seed: int) -> Path:
+        d = tmp_path / name
+        write_random(d / "part-0.bin", 64 << 10, seed=seed)
+        (d / "config.json").write_text(json.dumps({"name": name}))
+        t = time.time() - days * day
+        for f in (d, *d.iterdir()):
+            os.utime(f, (t, t))
+        return d
+
+    digest: dict[str, str] = {}
+    for name, ref, days, seed, args in (
+            ("d1", f"{data}:d1", 50, 51, ("--kind", "dataset")),
+            ("d2", f"{data}:d2", 40, 52, ("--kind", "dataset")),
+            ("d3", f"{data}:d3", 30, 53, ("--kind", "dataset")),
+            ("v1", f"{base}:v1", 20, 54, ("--kind", "model", "--input", f"train={data}:d1")),
+            ("v2", f"{base}:v2", 15, 55, ("--kind", "model", "--input", f"train={data}:d2")),
+            ("v3", f"{base}:v3", 10, 56, ("--kind", "model", "--input", f"train={data}:d3"))):
+        digest[name] = _ok(run_cli("push", ref, str(source(name, days, seed)), "-q", "--no-git", *args,
+                                   "--encrypt-recipient", f"jwe:{keys['rsa.pub']}")).strip()
+        node, _ = _manifest(registry, ref.split("/", 1)[1])
+        assert any(layer.mediaType.endswith("+encrypted") for layer in node.layers), node.layers
+
+    # promotion: within the repository and into another; the same ciphertext manifest bytes under the new tag
+    assert _ok(run_cli("promote", f"{base}:v1", "--to", "prod")).strip() == digest["v1"]
+    assert _ok(run_cli("promote", f"{base}:prod", "--to", f"{prod}:prod")).strip() == digest["v1"]
+    _, v1 = _manifest(registry, f"{unique_repo}:v1")
+    for ref in (f"{unique_repo}:prod", f"{unique_repo}-prod:prod"):
+        _, promoted = _manifest(registry, ref)
+        assert promoted.digest == digest["v1"] and promoted.data == v1.data
+    # still encrypted (no key: refused, nothing written), and it decrypts with the key
+    _refused(run_cli("pull", f"{prod}:prod", "-o", str(tmp_path / "nokey"), "--json"), "decryption")
+    assert not (tmp_path / "nokey" / "part-0.bin").exists()
+    for ref in (f"{base}:prod", f"{prod}:prod"):
+        out = tmp_path / "pulled" / ref.rsplit("/", 1)[1].replace(":", "-")
+        _ok(run_cli("pull", ref, "-o", str(out), "-q", "--decryption-key", str(keys["rsa.pem"])))
+        assert tree_digest(out) == tree_digest(tmp_path / "v1")
+
+    # gc: prod protected, the newest model kept, the encrypted dataset prod was made from is in use
+    policy = tmp_path / "retention.yaml"
+    policy.write_text(f"apiVersion: ociart.dev/v1alpha1\nkind: RetentionPolicy\nrules:\n"
+                      f"  - repositories: ['{base}']\n    protectTags: [prod]\n    keepLast: 1\n"
+                      f"  - repositories: ['{data}']\n    keepLast: 1\n")
+    planned = json.loads(_ok(run_cli("gc", "--policy", str(policy), base, data, "--json")))
+    actions = {(i["repository"].rsplit("/", 1)[1], i["digest"]): (i["action"], i["reasons"])
+               for i in planned["plan"]["items"]}
+    repo, data_repo = unique_repo.rsplit("/", 1)[1], unique_repo.rsplit("/", 1)[1] + "-data"
+    assert actions[(repo, digest["v1"])] == ("keep", ["protected: prod"])
+    assert actions[(repo, digest["v3"])] == ("keep", ["newest 1"])
+    assert actions[(repo, digest["v2"])][0] == "delete"
+    assert actions[(data_repo, digest["d1"])] == ("keep", [f"input of {unique_repo}@{digest['v1']}"])
+    assert actions[(data_repo, digest["d3"])][0] == "keep"
+    assert actions[(data_repo, digest["d2"])][0] == "delete"
+    applied = json.loads(_ok(run_cli("gc", "--policy", str(policy), base, data, "--apply", "--json")))
+    assert sorted(a["digest"] for a in applied["applied"]) == sorted([digest["v2"], digest["d2"]])
+    with Client() as c:
+        assert set(c.tags(base)) == {"v1", "prod", "v3"} and set(c.tags(data)) == {"d1", "d3"}
+        for ref in (f"{base}@{digest['v2']}", f"{data}@{digest['d2']}"):
+            with pytest.raises(NotFoundError):
+                c.resolve(ref)
+    for ref, name in ((f"{base}:prod", "v1"), (f"{data}:d1", "d1"), (f"{base}:v3", "v3")):
+        out = tmp_path / "after-gc" / name
+        _ok(run_cli("pull", ref, "-o", str(out), "-q", "--decryption-key", str(keys["rsa.pem"])))
+        assert tree_digest(out) == tree_digest(tmp_path / name)
+
+
 # -- interop with skopeo ---------------------------------------------------------------------------------------
 @pytest.fixture
 def policy(tmp_path: Path) -> Path:
@@ -463,7 +539,8 @@ def policy(tmp_path: Path) -> Path:
 
 
 def skopeo(policy: Path, *args: str) -> str:
-    proc = subprocess.run([SKOPEO, "--policy", str(policy), *args], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([SKOPEO, "--policy", str(policy), *args], check=False, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, f"skopeo {' '.join(args)} failed:\n{proc.stderr}"
     return proc.stdout
 
