@@ -221,6 +221,9 @@ def test_api_artifact_view_graph_and_compare(api: TestClient, chain: dict[str, A
     assert {x["key"]: (x["old"], x["new"]) for x in c["metrics"]} == {"accuracy": (0.8, 0.91)}
     assert "modelfs.diffIds" in {x["key"] for x in c["config"]}  # the ModelPack config names the layers
     assert [x["path"] for x in c["diff"]["changed"]] == ["config.json", "model.safetensors"]
+    # the page, with the versions named by tag (resolved once)
+    html = api.get(f"/compare?s=0&repo={repo}&old=v0&new=v1").text
+    assert html.count('<tr class="changed">') == 2 and "<td>accuracy</td><td>0.8</td><td>0.91</td>" in html
 
 
 def test_file_tree(api: TestClient, chain: dict[str, Any]) -> None:
@@ -274,6 +277,21 @@ def test_api_refuses_what_it_does_not_serve(api: TestClient, chain: dict[str, An
     assert r.status_code == 400
     # a Host header the app was not started for (DNS rebinding) is refused
     assert api.get("/api/sources", headers={"host": "evil.example"}).status_code == 400
+
+
+def test_repository_target_serves_only_that_repository(chain: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in chain["env"].items():
+        monkeypatch.setenv(k, v)
+    repo = chain["names"]["model"].split("/", 1)[1]
+    view = View([chain["names"]["model"]])
+    with TestClient(create_app(view, allowed_hosts=["testserver"])) as api:
+        page = api.get("/api/artifacts").json()
+        assert {(a["repository"], a["digest"]) for a in page["items"]} == {(repo, chain["model"]), (repo, chain["model0"])}
+        assert api.get(f"/api/inspect?s=0&repo={repo}&digest={chain['model']}").status_code == 200
+        other = chain["names"]["data"].split("/", 1)[1]
+        r = api.get(f"/api/inspect?s=0&repo={other}&digest={chain['data']}")
+        assert r.status_code == 404 and "not served here" in r.json()["error"]
+    view.client.close()
 
 
 def test_security_headers_everywhere(api: TestClient, chain: dict[str, Any]) -> None:
