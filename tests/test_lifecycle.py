@@ -397,9 +397,9 @@ def test_failed_runs_read_from_mlflow(registry: RunningRegistry, unique_repo: st
                       f"  - repositories: ['{ckpt}']\n    keepWithin: 30d\n    failedRuns: 3d\n"
                       f"  - repositories: ['{data}']\n    keepLast: 1\n")
 
-    # --concurrency 1: the planner's parallel loads race on the first `import mlflow` in runstatus._mlflow_status
-    # (a thread that finds the half-imported module in sys.modules records "no status"); to be dropped once fixed
-    sequential = ("--concurrency", "1")
+    # --concurrency 8: the planner's parallel loads all ask MLflow at once; the first `import mlflow` is taken once,
+    # under a lock (a thread that met the module half-imported used to record "no status")
+    sequential = ("--concurrency", "8")
 
     def plan(*args: str, env: dict[str, str]) -> dict[str, tuple[str, list[str], str | None]]:
         p = run_cli("gc", "--policy", str(policy), ckpt, data, "--json", *sequential, *args, env=env)

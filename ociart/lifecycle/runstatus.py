@@ -12,8 +12,9 @@ manifest names an MLflow run (``dev.ociart.run.tracker: mlflow``) takes that run
 
 from __future__ import annotations
 
+import importlib
 import os
-import sys
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -60,22 +61,33 @@ def status_of(referrers: Sequence[Descriptor], annotations: Mapping[str, str],
     return found[0] if found else (annotations.get(A_RUN_ID), None)
 
 
+#: One import of mlflow for all of gc's threads: a thread that meets the module half-imported by another would
+#: otherwise fail and take "no status" for a run that has one.
+_MLFLOW_IMPORT = threading.Lock()
+
+
+def _mlflow() -> Any:
+    """The mlflow module (imported once, under a lock), or None where it is not installed."""
+    with _MLFLOW_IMPORT:
+        try:
+            return importlib.import_module("mlflow")
+        except ImportError:
+            return None
+
+
 def _mlflow_status(run_id: str, cache: dict[str, str | None]) -> str | None:
     """``failed`` / ``succeeded`` for an ended MLflow run, None while running or without MLflow configured."""
     if run_id in cache:
         return cache[run_id]
     status: str | None = None
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        mlflow: Any = sys.modules.get("mlflow")
+        mlflow = _mlflow()
+        if mlflow is None:
+            return None
         try:
-            if mlflow is None:
-                import mlflow
             info = mlflow.MlflowClient().get_run(run_id).info
-            status = {"FAILED": "failed", "KILLED": "failed", "FINISHED": "succeeded"}.get(str(info.status))
-        except Exception:  # noqa: BLE001 - no MLflow, or the run is unknown: no recorded status
-            status = None
+        except Exception:  # noqa: BLE001 - the run is unknown to this tracking server: no recorded status
+            return None
+        status = {"FAILED": "failed", "KILLED": "failed", "FINISHED": "succeeded"}.get(str(info.status))
     cache[run_id] = status
     return status
-
-
-__all__ = ["A_RUN_STATUS", "RUN_STATUS_TYPE", "record_status", "status_of"]
