@@ -160,7 +160,18 @@ def test_one_stream_is_the_lead_alone(tmp_path: Path) -> None:
     src = _Source(tmp_path / "blob", per_stream=64 * MiB)
     stats = _fetch(src, SIZE, tmp_path, max_streams=1)
     assert stats.streams == 1 and stats.lead == SIZE and not stats.grew
-    assert all(e - s <= MAX_RUN_PARTS * PART_BYTES for s, e in src.asked) and len(src.asked) >= 2  # runs, not one GET
+    assert src.asked == [(0, SIZE)]  # nobody will join: the lead asks for the rest at once
+
+
+def test_a_lead_that_may_be_joined_asks_in_runs(tmp_path: Path) -> None:
+    """Before the decision the lead takes runs (about a second of its rate, at most MAX_RUN_PARTS parts, never more
+    than it leaves), so a probe and growing streams find parts left to take."""
+    write_random(tmp_path / "blob", SIZE, seed=6)
+    src = _Source(tmp_path / "blob", per_stream=16 * MiB)
+    stats = _fetch(src, SIZE, tmp_path)
+    lead = sorted(r for r in src.asked if r[1] <= stats.lead)
+    assert lead[0] == (0, PART_BYTES) and len(lead) >= 2  # the first run is one part: no rate measured yet
+    assert all(e - s <= MAX_RUN_PARTS * PART_BYTES for s, e in lead)
 
 
 def test_large_blob_comes_in_parallel_ranges(registry: RunningRegistry, unique_repo: str, tmp_path: Path) -> None:

@@ -59,6 +59,8 @@ LEAD_KEPT = 0.85
 MAX_RUN_PARTS = 8
 #: The lead aims at runs of about this many seconds of its measured rate.
 RUN_SECONDS = 1.0
+#: The lead counts its bytes (throughput, progress) in steps of this size, not per piece.
+NOTE_BYTES = 1 << 20
 #: Start kernel writeback every this many bytes, so the final fsync has little left to flush.
 WRITEBACK_BYTES = 64 << 20
 
@@ -66,10 +68,10 @@ WRITEBACK_BYTES = 64 << 20
 OpenRange = Callable[[int, int], AbstractContextManager[Iterator[bytes]]]
 
 
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    n = os.pwrite(fd, data, offset)
+    if n < len(data):  # a short write (rare for a regular file): the rest from where it stopped
+        _pwrite_all(fd, memoryview(data)[n:], offset + n)
 
 
 def _hash_range(fd: int, start: int, end: int, digester: Digester) -> None:
@@ -140,7 +142,6 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
     final checkpoint records them)."""
     size = part.desc.size
     todo = plan_parts(part.digester.size, size, part.done, part_bytes)
-    os.ftruncate(part.fd, size)
     stats = RangedStats(parts=len(todo))
     cond = threading.Condition()
     queue = deque(todo)
@@ -148,6 +149,7 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
     stop = threading.Event()
     lead_leave = threading.Event()  # the streams grow: the lead hands over after its current run
     probe_stop = threading.Event()  # the probe did not help: it stops after its current part
+    lead_alone = threading.Event()  # no stream will join the lead: it takes the rest in one request
     from_right = [False]  # the probe takes parts from the right while the lead works from the left
     retry_lock = threading.Lock()
     lead_bytes = [0]
@@ -213,6 +215,9 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                     if not queue:
                         break
                     run = [queue.popleft()]
+                    if lead_alone.is_set():  # nobody else will come: the rest in one request (each costs the
+                        while queue and queue[0].start == run[-1].end:  # registry a lookup)
+                            run.append(queue.popleft())
                     # contiguous, about RUN_SECONDS of its rate, and never more than it leaves to others
                     while (queue and queue[0].start == run[-1].end and len(run) < min(MAX_RUN_PARTS, len(queue))
                            and run[-1].end - run[0].start < run_bytes):
@@ -220,41 +225,45 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                 if run[0].start > d.size:  # completed ranges of an earlier run lie before it: hash them
                     _hash_range(part.fd, d.size, run[0].start, d)
                     part.maybe_checkpoint()
-                i = 0
-                while i < len(run):
-                    try:
-                        with cond:
-                            stats.requests += 1
-                        with open_range(run[i].pos, run[-1].end) as pieces:
-                            for piece in pieces:
-                                cancel.check()
-                                if stop.is_set():
-                                    return
-                                view = memoryview(piece)[: run[-1].end - d.size]
-                                _pwrite_all(part.fd, view, d.size)
-                                d.update(view)
-                                with cond:
-                                    n = len(view)
-                                    while n:
-                                        p = run[i]
-                                        k = min(n, p.end - p.pos)
-                                        p.pos += k
-                                        n -= k
-                                        if p.complete:
-                                            i += 1
-                                    stats.received += len(view)
-                                    lead_bytes[0] += len(view)
-                                    cond.notify_all()
-                                note(len(piece))
-                                part.maybe_checkpoint()
-                                if advise and d.size - flushed >= WRITEBACK_BYTES:
-                                    advise(part.fd, flushed, d.size - flushed, os.POSIX_FADV_DONTNEED)
-                                    flushed = d.size
-                        if i < len(run):
-                            raise ShortBody(f"range ended at {run[i].pos} of {run[-1].end}")
-                    except retryable:
-                        if not retry():
-                            raise
+                end = run[-1].end
+                try:
+                    while d.size < end:
+                        pending = 0  # bytes not yet counted: the counters and progress move every NOTE_BYTES
+                        try:
+                            with cond:
+                                stats.requests += 1
+                            with open_range(d.size, end) as pieces:
+                                for piece in pieces:  # as lean as one sequential stream: write, hash, count
+                                    cancel.check()
+                                    if stop.is_set():
+                                        return
+                                    if len(piece) > end - d.size:
+                                        piece = memoryview(piece)[: end - d.size]
+                                    _pwrite_all(part.fd, piece, d.size)
+                                    d.update(piece)
+                                    pending += len(piece)
+                                    if pending >= NOTE_BYTES:
+                                        lead_bytes[0] += pending
+                                        stats.received += pending
+                                        note(pending)
+                                        pending = 0
+                                    part.maybe_checkpoint()
+                                    if advise and d.size - flushed >= WRITEBACK_BYTES:
+                                        advise(part.fd, flushed, d.size - flushed, os.POSIX_FADV_DONTNEED)
+                                        flushed = d.size
+                            if d.size < end:
+                                raise ShortBody(f"range ended at {d.size} of {end}")
+                        except retryable:
+                            if not retry():
+                                raise
+                        finally:
+                            lead_bytes[0] += pending
+                            stats.received += pending
+                            if pending:
+                                note(pending)
+                finally:
+                    for p in run:  # the run's parts are the prefix up to d.size
+                        p.pos = min(max(d.size, p.start), p.end)
                 elapsed = time.monotonic() - t0
                 if elapsed > 0:  # about RUN_SECONDS of the lead's own rate
                     run_bytes = max(part_bytes, int(lead_bytes[0] / elapsed * RUN_SECONDS))
@@ -325,6 +334,8 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
         return t
 
     threads: list[threading.Thread] = []  # the hasher, once the lead hands over
+    if max_streams <= 1:
+        lead_alone.set()
     workers = [spawn(lead)] if todo else []
     stats.streams = len(workers)
     mode = "lead"  # -> "probe" -> "grow" | "alone"
@@ -333,10 +344,8 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
     try:
         while any(w.is_alive() for w in workers) or any(t.is_alive() for t in threads):
             cancel.check()
-            with cond:
-                cond.wait(DECIDE_SECONDS / 5)
-                if stop.is_set():
-                    break
+            if stop.wait(DECIDE_SECONDS / 5):  # not the condition: the streams' notifications are for the hasher
+                break
             now = time.monotonic()
             if now - last_t < DECIDE_SECONDS:
                 continue
@@ -350,6 +359,7 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                     workers.append(spawn(lambda: work(probe=True)))
                 else:
                     mode = "alone"
+                    lead_alone.set()
             elif mode == "probe":
                 if rate >= alone_rate * PROBE_GAIN and own >= lead_rate * LEAD_KEPT and queue:
                     mode, best, stats.grew = "grow", rate, True
@@ -360,6 +370,7 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                 else:
                     mode = "alone"
                     probe_stop.set()
+                    lead_alone.set()
             elif mode == "grow" and len(workers) < max_streams and queue:
                 if rate >= best * GROWTH:  # still growing: double the streams (2, 4, 8, ...)
                     best = max(best, rate)
