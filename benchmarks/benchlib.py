@@ -3,6 +3,7 @@ log progress to stderr, write a small model directory, find this checkout."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -23,6 +24,15 @@ def load_transfer() -> Any:
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+def sha256_hex(path: Path) -> str:
+    """The sha256 of a file, hex (to check what a contender wrote; untimed)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(1 << 22):
+            h.update(data)
+    return h.hexdigest()
 
 
 def log(msg: str) -> None:

@@ -23,7 +23,6 @@ meaningful on a quiet machine.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -35,17 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import REPO_ROOT, load_transfer, log
+from benchlib import REPO_ROOT, load_transfer, log, sha256_hex
 
 PASSWORD = "bench"
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while data := f.read(1 << 22):
-            h.update(data)
-    return h.hexdigest()
 
 
 def main() -> int:
@@ -70,7 +61,7 @@ def main() -> int:
             for _ in range(args.size_mib):
                 f.write(os.urandom(1 << 20))
         (src / "config.json").write_text(json.dumps({"hidden_size": 256}))
-        expected = {p.name: _sha(p) for p in src.iterdir()}
+        expected = {p.name: sha256_hex(p) for p in src.iterdir()}
         key, pub = ociart.generate_key_pair(work / "k", password=PASSWORD)
         with ociart.Client(plain_http=True) as c:
             d = c.push(f"{registry.host}/bench/model:v1", [src], kind="model")
@@ -104,7 +95,7 @@ def main() -> int:
                 elapsed = time.perf_counter() - t0
                 if r.returncode != 0:
                     raise SystemExit(f"{name} failed: {r.stderr}")
-                got = {n: _sha(out / n) for n in expected}
+                got = {n: sha256_hex(out / n) for n in expected}
                 if got != expected:
                     raise SystemExit(f"{name}: output differs from the source")
                 times[name].append(elapsed)

@@ -37,7 +37,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchlib import REPO_ROOT, load_transfer, log
+from benchlib import REPO_ROOT, load_transfer, log, sha256_hex
 
 ALL = ["ociart push", "oras-py push", "skopeo push", "ociart pull", "oras-py pull", "skopeo pull", "ociart copy"]
 GNU_TIME = "/usr/bin/time"
@@ -51,14 +51,6 @@ import sys, oras.client
 oc = oras.client.OrasClient(hostname=sys.argv[1], insecure=True)
 oc.pull(target=sys.argv[2], outdir=sys.argv[3])
 """
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while data := f.read(1 << 22):
-            h.update(data)
-    return h.hexdigest()
 
 
 def _run(cmd: list[str], env: dict[str, str], work: Path) -> tuple[float, int]:
@@ -138,7 +130,7 @@ def main() -> int:
                 hits = list(out.rglob(n))
                 if name == "skopeo pull":  # a layout: the shard is a blob named by its digest
                     hits = [out / "blobs" / "sha256" / digest]
-                if len(hits) != 1 or _sha(hits[0]) != digest:
+                if len(hits) != 1 or sha256_hex(hits[0]) != digest:
                     raise RuntimeError(f"{name}: {n} missing or wrong in {out}")
 
         for rnd in range(args.rounds):
@@ -183,7 +175,7 @@ def main() -> int:
         print(json.dumps({"shards": args.shards, "shard_mib": args.shard_mib, "rounds": args.rounds,
                           "results": summary}, indent=2))
         return 0
-    print(f"| contender | median s | vs ociart | peak RSS MB | per round s |\n|---|---:|---:|---:|---|")
+    print("| contender | median s | vs ociart | peak RSS MB | per round s |\n|---|---:|---:|---:|---|")
     for n, s in summary.items():
         base = summary.get("ociart " + n.split()[-1])
         ratio = f"{s['median_s'] / base['median_s']:.2f}×" if base else ""
