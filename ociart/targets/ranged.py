@@ -47,8 +47,8 @@ PARALLEL_MIN_BYTES = 64 << 20
 PART_BYTES = 16 << 20
 #: Default upper bound on concurrent ranged GETs of one blob (``--max-streams``).
 DEFAULT_MAX_STREAMS = 8
-#: The stream count is reconsidered this often.
-DECIDE_SECONDS = 0.5
+#: The stream count is reconsidered this often (the first time this long after the lead's first byte).
+DECIDE_SECONDS = 0.25
 #: Another stream is added while throughput grew by at least this factor over the last window.
 GROWTH = 1.10
 #: The probe stream leads to growth when the two streams together beat the lead alone by this factor ...
@@ -348,6 +348,9 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                 break
             now = time.monotonic()
             if now - last_t < DECIDE_SECONDS:
+                continue
+            if mode == "lead" and not lead_bytes[0]:  # the lead's rate counts from its first byte (a redirect
+                last_t = now  # or an object store's time to first byte is latency, not throughput)
                 continue
             rate = (stats.received - last_bytes) / (now - last_t)
             own = (lead_bytes[0] - last_lead) / (now - last_t)
