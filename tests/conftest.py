@@ -6,6 +6,7 @@ Helpers live in ``tests/support`` and are imported as ``support.*`` (pytest puts
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,13 @@ from support.ocifake import OciFake
 from support.registry import AuthMode, RunningRegistry, registry_binary, start_registry
 from support.s3 import S3Server, S3Unavailable, start_s3
 from support.sigstore_mock import MockUnavailable, SigstoreMock, start_sigstore_mock
+
+# The interrupt tests send SIGINT to ociart subprocesses. A child only turns SIGINT into KeyboardInterrupt when it
+# starts with the default disposition; a suite started in the background by a non-interactive shell (`cmd &`, as
+# some CI runners do) inherits SIGINT *ignored*, and every child would then ignore the signal. Catching it here makes
+# children start with the default again (a caught signal is reset by exec; an ignored one is not).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 RegistryFactory = Callable[..., RunningRegistry]
 
