@@ -150,6 +150,7 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
     lead_leave = threading.Event()  # the streams grow: the lead hands over after its current run
     probe_stop = threading.Event()  # the probe did not help: it stops after its current part
     lead_alone = threading.Event()  # no stream will join the lead: it takes the rest in one request
+    recorder_stop = threading.Event()  # the lead has handed over: the recorder ends
     from_right = [False]  # the probe takes parts from the right while the lead works from the left
     retry_lock = threading.Lock()
     lead_bytes = [0]
@@ -223,8 +224,9 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                            and run[-1].end - run[0].start < run_bytes):
                         run.append(queue.popleft())
                 if run[0].start > d.size:  # completed ranges of an earlier run lie before it: hash them
-                    _hash_range(part.fd, d.size, run[0].start, d)
-                    part.maybe_checkpoint()
+                    with ckpt:
+                        _hash_range(part.fd, d.size, run[0].start, d)
+                        part.maybe_checkpoint()
                 end = run[-1].end
                 try:
                     while d.size < end:
@@ -239,15 +241,16 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                                         return
                                     if len(piece) > end - d.size:
                                         piece = memoryview(piece)[: end - d.size]
-                                    _pwrite_all(part.fd, piece, d.size)
-                                    d.update(piece)
+                                    with ckpt:  # the recorder may write the record meanwhile: a consistent prefix
+                                        _pwrite_all(part.fd, piece, d.size)
+                                        d.update(piece)
+                                        part.maybe_checkpoint()
                                     pending += len(piece)
                                     if pending >= NOTE_BYTES:
                                         lead_bytes[0] += pending
                                         stats.received += pending
                                         note(pending)
                                         pending = 0
-                                    part.maybe_checkpoint()
                                     if advise and d.size - flushed >= WRITEBACK_BYTES:
                                         advise(part.fd, flushed, d.size - flushed, os.POSIX_FADV_DONTNEED)
                                         flushed = d.size
@@ -270,12 +273,53 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
         except BaseException as exc:  # noqa: BLE001
             fail(exc)
             return
+        recorder_stop.set()  # the hasher records from here on
+        for t in list(threads):
+            t.join()
         if not stop.is_set() and d.size < size:  # others hold parts beyond the prefix: follow them, then help
             threads.append(spawn(hash_prefix))
             work()
 
     #: part start -> (digest of the part's bytes hashed so far, the end of those bytes): see hash_prefix
     hashed: dict[int, tuple[Digester, int]] = {}
+
+    ckpt = threading.Lock()  # the record: the lead's prefix and the ranges hashed beyond it, written by one at a time
+
+    def spare() -> _Part | None:
+        """A part beyond the prefix holding CHECKPOINT_BYTES not yet recorded, or complete and not all recorded
+        (called under ``cond``)."""
+        d = part.digester
+        return next((p for p in todo if p.start > d.size and (
+            p.pos - hashed.get(p.start, (None, p.start))[1] >= CHECKPOINT_BYTES
+            or (p.complete and hashed.get(p.start, (None, p.start))[1] < p.end))), None)
+
+    def record(p: _Part, upto: int) -> None:
+        """Hash what ``p`` holds up to ``upto`` (continuing its own digest) and record it, so a SIGKILL cannot lose
+        it (called without ``cond``)."""
+        own, start = hashed.get(p.start, (Digester(), p.start))
+        _hash_range(part.fd, start, upto, own)
+        hashed[p.start] = (own, upto)
+        with ckpt:
+            if (p.start, start) in part.hashes:
+                del part.hashes[(p.start, start)]
+                part.done.remove((p.start, start))
+            part.hashes[(p.start, upto)] = own.digest.removeprefix("sha256:")
+            part.done.append((p.start, upto))
+            part.checkpoint()
+
+    def recorder() -> None:
+        """While the lead extends the prefix, record what the other streams wrote beyond it."""
+        try:
+            while not stop.is_set() and not recorder_stop.is_set():
+                with cond:
+                    p = spare()
+                    if p is None:
+                        cond.wait(DECIDE_SECONDS)
+                        continue
+                    upto = p.pos
+                record(p, upto)
+        except BaseException as exc:  # noqa: BLE001
+            fail(exc)
 
     def hash_prefix() -> None:
         try:
@@ -291,31 +335,22 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                 with cond:
                     # less than a read's worth of new prefix (and the interval not finished): idle
                     while cur.pos - d.size < min(CHUNK, cur.end - d.size) and not stop.is_set():
-                        spare = next((p for p in todo if p.start > d.size and (
-                            p.pos - hashed.get(p.start, (None, p.start))[1] >= CHECKPOINT_BYTES
-                            or (p.complete and hashed.get(p.start, (None, p.start))[1] < p.end))), None)
-                        if spare is None:
+                        p = spare()
+                        if p is None:
                             cond.wait(DECIDE_SECONDS)
                             continue
-                        upto = spare.pos
+                        upto = p.pos
                         cond.release()
-                        try:  # idle: hash what a part beyond the prefix holds, so a SIGKILL cannot lose it
-                            own, start = hashed.get(spare.start, (Digester(), spare.start))
-                            _hash_range(part.fd, start, upto, own)
-                            hashed[spare.start] = (own, upto)
-                            if (spare.start, start) in part.hashes:
-                                del part.hashes[(spare.start, start)]
-                                part.done.remove((spare.start, start))
-                            part.hashes[(spare.start, upto)] = own.digest.removeprefix("sha256:")
-                            part.done.append((spare.start, upto))
-                            part.checkpoint()
+                        try:  # idle: record what a part beyond the prefix holds
+                            record(p, upto)
                         finally:
                             cond.acquire()
                     if cur.pos <= d.size:
                         return  # stopped
                     avail = cur.pos - d.size
                 _hash_range(part.fd, d.size, d.size + avail, d)
-                part.maybe_checkpoint()
+                with ckpt:
+                    part.maybe_checkpoint()
         except BaseException as exc:  # noqa: BLE001
             fail(exc)
 
@@ -360,6 +395,7 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                     mode, alone_rate, lead_rate = "probe", rate, own
                     from_right[0] = True
                     workers.append(spawn(lambda: work(probe=True)))
+                    threads.append(spawn(recorder))
                 else:
                     mode = "alone"
                     lead_alone.set()
