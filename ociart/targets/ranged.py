@@ -395,7 +395,6 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                     mode, alone_rate, lead_rate = "probe", rate, own
                     from_right[0] = True
                     workers.append(spawn(lambda: work(probe=True)))
-                    threads.append(spawn(recorder))
                 else:
                     mode = "alone"
                     lead_alone.set()
@@ -404,6 +403,9 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                     mode, best, stats.grew = "grow", rate, True
                     from_right[0] = False
                     lead_leave.set()
+                    # until the lead hands over, record the others' parts (a probe that stops is not worth it: it
+                    # ran a quarter second, and on a fast link the hashing would only compete with the lead)
+                    threads.append(spawn(recorder))
                     for _ in range(min(2, max_streams - 2, len(queue))):
                         workers.append(spawn(work))
                 else:
