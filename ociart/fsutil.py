@@ -89,11 +89,14 @@ def sweep_temps(directory: Path) -> list[Path]:
     return removed
 
 
-def write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> None:
+    """Write all of ``data`` at the file position, or at ``offset`` (``pwrite``: the position is left alone)."""
     view = memoryview(data)
     while view:
-        n = os.write(fd, view)
+        n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
         view = view[n:]
+        if offset is not None:
+            offset += n
 
 
 def publish(fd: int, tmp: Path, dest: Path) -> None:

@@ -108,7 +108,7 @@ class Partial:
             sha = self.hashes.get((start, end))
             if sha is None and final:
                 own = Digester()
-                if _hash_into(self.fd, start, end, own):
+                if hash_into(self.fd, start, end, own):
                     sha = self.hashes[(start, end)] = own.digest.removeprefix("sha256:")
             if sha is not None:
                 ranges.append(ByteRange(start=start, end=end, sha256=sha))
@@ -239,13 +239,13 @@ def _resume(part: Partial, record: Path) -> None:
             own = Digester()
             if chained and r.start == d.size:
                 trial = d.copy()
-                if _hash_into(part.fd, r.start, r.end, trial, own) and own.digest == "sha256:" + r.sha256:
+                if hash_into(part.fd, r.start, r.end, trial, own) and own.digest == "sha256:" + r.sha256:
                     d = trial
                     covered = r.end
                     continue
                 chained = False
                 own = Digester()
-            if _hash_into(part.fd, r.start, r.end, own) and own.digest == "sha256:" + r.sha256:
+            if hash_into(part.fd, r.start, r.end, own) and own.digest == "sha256:" + r.sha256:
                 done.append((r.start, r.end))  # a parallel fetcher's range beyond the prefix
                 hashes[(r.start, r.end)] = r.sha256
                 covered = r.end
@@ -260,7 +260,8 @@ def _resume(part: Partial, record: Path) -> None:
         record.unlink(missing_ok=True)
 
 
-def _hash_into(fd: int, start: int, end: int, *digesters: Digester) -> bool:
+def hash_into(fd: int, start: int, end: int, *digesters: Digester) -> bool:
+    """Feed bytes ``[start, end)`` of ``fd`` to ``digesters`` (read back in CHUNK pieces); False on a short file."""
     pos = start
     while pos < end:
         data = os.pread(fd, min(CHUNK, end - pos), pos)

@@ -38,8 +38,9 @@ from contextvars import copy_context
 from dataclasses import dataclass
 
 from .. import cancel
+from ..fsutil import write_all
 from ..oci.digest import CHUNK, Digester
-from .ingest import CHECKPOINT_BYTES, Partial
+from .ingest import CHECKPOINT_BYTES, Partial, hash_into
 
 #: Blobs at least this large are fetched in parallel ranges (when ``max_streams`` > 1).
 PARALLEL_MIN_BYTES = 64 << 20
@@ -68,20 +69,9 @@ WRITEBACK_BYTES = 64 << 20
 OpenRange = Callable[[int, int], AbstractContextManager[Iterator[bytes]]]
 
 
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    n = os.pwrite(fd, data, offset)
-    if n < len(data):  # a short write (rare for a regular file): the rest from where it stopped
-        _pwrite_all(fd, memoryview(data)[n:], offset + n)
-
-
 def _hash_range(fd: int, start: int, end: int, digester: Digester) -> None:
-    pos = start
-    while pos < end:
-        data = os.pread(fd, min(CHUNK, end - pos), pos)
-        if not data:
-            raise OSError(f"short read at {pos} of the partial blob")
-        digester.update(data)
-        pos += len(data)
+    if not hash_into(fd, start, end, digester):
+        raise OSError(f"short read in [{start}, {end}) of the partial blob")
 
 
 class RangesUnsupported(Exception):
@@ -153,7 +143,6 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
     recorder_stop = threading.Event()  # the lead has handed over: the recorder ends
     from_right = [False]  # the probe takes parts from the right while the lead works from the left
     retry_lock = threading.Lock()
-    lead_bytes = [0]
 
     def note(n: int) -> None:
         if progress is not None:
@@ -242,12 +231,12 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                                     if len(piece) > end - d.size:
                                         piece = memoryview(piece)[: end - d.size]
                                     with ckpt:  # the recorder may write the record meanwhile: a consistent prefix
-                                        _pwrite_all(part.fd, piece, d.size)
+                                        write_all(part.fd, piece, d.size)
                                         d.update(piece)
                                         part.maybe_checkpoint()
                                     pending += len(piece)
                                     if pending >= NOTE_BYTES:
-                                        lead_bytes[0] += pending
+                                        stats.lead += pending
                                         stats.received += pending
                                         note(pending)
                                         pending = 0
@@ -260,7 +249,7 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                             if not retry():
                                 raise
                         finally:
-                            lead_bytes[0] += pending
+                            stats.lead += pending
                             stats.received += pending
                             if pending:
                                 note(pending)
@@ -269,7 +258,7 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                         p.pos = min(max(d.size, p.start), p.end)
                 elapsed = time.monotonic() - t0
                 if elapsed > 0:  # about RUN_SECONDS of the lead's own rate
-                    run_bytes = max(part_bytes, int(lead_bytes[0] / elapsed * RUN_SECONDS))
+                    run_bytes = max(part_bytes, int(stats.lead / elapsed * RUN_SECONDS))
         except BaseException as exc:  # noqa: BLE001
             fail(exc)
             return
@@ -384,12 +373,12 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
             now = time.monotonic()
             if now - last_t < DECIDE_SECONDS:
                 continue
-            if mode == "lead" and not lead_bytes[0]:  # the lead's rate counts from its first byte (a redirect
+            if mode == "lead" and not stats.lead:  # the lead's rate counts from its first byte (a redirect
                 last_t = now  # or an object store's time to first byte is latency, not throughput)
                 continue
             rate = (stats.received - last_bytes) / (now - last_t)
-            own = (lead_bytes[0] - last_lead) / (now - last_t)
-            last_bytes, last_lead, last_t = stats.received, lead_bytes[0], now
+            own = (stats.lead - last_lead) / (now - last_t)
+            last_bytes, last_lead, last_t = stats.received, stats.lead, now
             if mode == "lead":
                 if max_streams > 1 and queue and workers[0].is_alive():
                     mode, alone_rate, lead_rate = "probe", rate, own
@@ -432,7 +421,6 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
             w.join()
         for t in threads:
             t.join()
-        stats.lead = lead_bytes[0]
         d = part.digester
         os.lseek(part.fd, d.size, os.SEEK_SET)  # where a sequential stream would go on
         if d.size < size:  # stopped: what was written beyond the prefix is kept for the next run

@@ -11,13 +11,13 @@ wrong (docs/lifecycle.md: the walk goes on through repositories no rule matches)
 
 from __future__ import annotations
 
-import datetime as dt
 from urllib.parse import urlencode
 
 from pydantic import BaseModel
 
 from ..errors import UsageError
 from ..lifecycle import GcResult, Plan, RetentionPolicy
+from ..lineage.record import now
 from ..reference import canonical_name
 from .service import Source, View
 
@@ -57,8 +57,7 @@ def retention_plan(view: View, policy: RetentionPolicy | None, sid: int, repo: s
     if planned:
         result = view.client.gc(policy, planned, apply=False, local=scope.embedded)
     else:
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        result = GcResult(plan=Plan(planned=now, repositories=[], items=[], protectedTags={}, reclaimable=0))
+        result = GcResult(plan=Plan(planned=now(), repositories=[], items=[], protectedTags={}, reclaimable=0))
     links: dict[int, str] = {}
     for i, item in enumerate(result.plan.items):
         where = view.locate(item.ref) if not scope.embedded else (sid, item.repository, item.digest)
