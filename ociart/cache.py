@@ -32,11 +32,11 @@ def is_racy(key: StatKey) -> bool:
     return time.time() - key[4] / 1e9 < RACY_SECONDS
 
 
-def key_of(path: Path, st: os.stat_result) -> StatKey:
+def key_of(path: str | Path, st: os.stat_result) -> StatKey:
     return (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def stat_key(path: Path) -> StatKey | None:
+def stat_key(path: str | Path) -> StatKey | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -44,7 +44,7 @@ def stat_key(path: Path) -> StatKey | None:
     return key_of(path, st)
 
 
-def check_unchanged(path: Path, before: StatKey | None) -> None:
+def check_unchanged(path: str | Path, before: StatKey | None) -> None:
     """Raise :class:`UsageError` when ``path`` vanished or its size, mtime, ctime or inode differ from ``before``."""
     after = stat_key(path)
     if before is None or after is None:

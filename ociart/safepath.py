@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import posixpath
 from pathlib import Path, PurePosixPath
 
 from .errors import UnsafePathError
@@ -34,23 +35,34 @@ def _pathconf(root: str, name: str, default: int) -> int:
     return default
 
 
-def check_name_length(name: str, what: str = "artifact", root: Path | None = None) -> None:
+class NameCheck:
     """Refuse a file name from an artifact that the file system cannot hold: a component longer than NAME_MAX
     bytes, or (with ``root``, the pull's target) a full path longer than PATH_MAX less the staging reserve. Pull
-    calls it for every title and tar member before anything is written, so the error is one line, not ``OSError:
-    File name too long`` halfway through."""
-    name_max = _limit(root, "PC_NAME_MAX", NAME_MAX)
-    for part in name.split("/"):
-        n = len(part.encode("utf-8", "surrogateescape"))
-        if n > name_max:
-            raise UnsafePathError(f"{what}: file name {part[:40]!r}… ({n} bytes) is longer than the file system "
-                                  f"allows ({name_max} bytes per name)")
-    if root is not None:
-        path_max = _limit(root, "PC_PATH_MAX", 4096) - STAGING_RESERVE
-        n = len(os.fsencode(os.path.abspath(root))) + 1 + len(name.encode("utf-8", "surrogateescape"))
-        if n > path_max:
-            raise UnsafePathError(f"{what}: path {name[:40]!r}… would be {n} bytes long under {root}, longer than "
-                                  f"the file system allows ({path_max} bytes)")
+    checks every title and tar member before anything is written, so the error is one line, not ``OSError: File
+    name too long`` halfway through. The limits are looked up once, at construction."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root
+        self.name_max = _limit(root, "PC_NAME_MAX", NAME_MAX)
+        self.path_max = _limit(root, "PC_PATH_MAX", 4096) - STAGING_RESERVE
+        self.base = len(os.fsencode(os.path.abspath(root))) + 1 if root is not None else 0
+
+    def __call__(self, name: str, what: str = "artifact") -> None:
+        raw = name.encode("utf-8", "surrogateescape")
+        if len(raw) > self.name_max:  # else no component can be too long
+            for part in name.split("/"):
+                n = len(part.encode("utf-8", "surrogateescape"))
+                if n > self.name_max:
+                    raise UnsafePathError(f"{what}: file name {part[:40]!r}… ({n} bytes) is longer than the file "
+                                          f"system allows ({self.name_max} bytes per name)")
+        if self.root is not None and self.base + len(raw) > self.path_max:
+            raise UnsafePathError(f"{what}: path {name[:40]!r}… would be {self.base + len(raw)} bytes long under "
+                                  f"{self.root}, longer than the file system allows ({self.path_max} bytes)")
+
+
+def check_name_length(name: str, what: str = "artifact", root: Path | None = None) -> None:
+    """:class:`NameCheck` for one name."""
+    NameCheck(root)(name, what)
 
 
 def safe_relpath(name: str) -> PurePosixPath:
@@ -99,11 +111,11 @@ class DirTree:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._fds: dict[tuple[str, ...], int] = {}
+        self._fds: dict[str, int] = {}  # directory below root ('' the root) -> descriptor
         self._created: list[tuple[int, str]] = []  # (parent fd, name) of directories made here, in order
 
     def __enter__(self) -> DirTree:
-        self._fds[()] = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._fds[""] = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -111,31 +123,31 @@ class DirTree:
             os.close(fd)
         self._fds.clear()
 
-    def parent(self, rel: PurePosixPath, *, create: bool) -> int:
+    def parent(self, rel: str | PurePosixPath, *, create: bool) -> int:
         """The descriptor of ``rel``'s parent directory (cached), creating missing directories when asked."""
-        parts = rel.parts[:-1]
-        fd = self._fds[()]
-        for i, part in enumerate(parts):
-            key = parts[: i + 1]
-            if key in self._fds:
-                fd = self._fds[key]
-                continue
-            try:
-                sub = os.open(part, self.FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                os.mkdir(part, 0o777, dir_fd=fd)
-                self._created.append((fd, part))
-                sub = os.open(part, self.FLAGS, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                    raise
-                where = self.root.joinpath(*key)
-                raise UnsafePathError(f"{rel}: {where} is a symlink or not a directory (anymore); refusing to "
-                                      f"write through it") from None
-            self._fds[key] = fd = sub
-        return fd
+        return self._dir(posixpath.dirname(rel if isinstance(rel, str) else rel.as_posix()), rel, create)
+
+    def _dir(self, key: str, rel: str | PurePosixPath, create: bool) -> int:
+        fd = self._fds.get(key)
+        if fd is not None:
+            return fd
+        up, _, part = key.rpartition("/")
+        top = self._dir(up, rel, create)
+        try:
+            sub = os.open(part, self.FLAGS, dir_fd=top)
+        except FileNotFoundError:
+            if not create:
+                raise
+            os.mkdir(part, 0o777, dir_fd=top)
+            self._created.append((top, part))
+            sub = os.open(part, self.FLAGS, dir_fd=top)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            raise UnsafePathError(f"{rel}: {self.root / key} is a symlink or not a directory (anymore); refusing to "
+                                  f"write through it") from None
+        self._fds[key] = sub
+        return sub
 
     def rollback(self) -> None:
         """Remove the directories created here (deepest first; only while still empty)."""

@@ -79,9 +79,10 @@ STATE_HINT = re.compile(r"(optim|scheduler|rng|trainer_state|scaler|random_state
 
 def classify(kind: Kind, rel: str, executable: bool) -> tuple[str, bool]:
     """The role of a file in an artifact of ``kind``; the flag says the choice was a fallback guess."""
-    p = PurePosixPath(rel)
-    name, suffix = p.name.lower(), p.suffix.lower()
-    in_code_dir = any(part.lower() in ("code", "src", "scripts") for part in p.parts[:-1])
+    *dirs, name = rel.lower().split("/")
+    dot = name.rfind(".")
+    suffix = name[dot:] if 0 < dot < len(name) - 1 else ""  # PurePosixPath.suffix, without the object
+    in_code_dir = any(part in ("code", "src", "scripts") for part in dirs)
     if kind is Kind.DATASET:
         if DOC_NAMES.match(name):
             return DOC, False

@@ -41,7 +41,7 @@ from .metadata import (
     file_metadata,
     manifest_annotations,
 )
-from .tarlayer import TarMember, iter_tar, normal_mode
+from .tarlayer import BLOCK, TarMember, iter_tar, normal_mode
 
 if TYPE_CHECKING:
     from ..encryption import EncryptionPlan
@@ -52,9 +52,9 @@ DEFAULT_SMALL_FILE_THRESHOLD = 1 << 20
 TAR_FORMAT_VERSION = "1"
 
 
-@dataclass
+@dataclass(slots=True)
 class FileEntry:
-    path: Path
+    path: str  # absolute
     rel: str
     size: int
     mode: int
@@ -65,7 +65,7 @@ class FileEntry:
 
 @dataclass
 class LayerPlan:
-    """One raw file, or a tar of several small files of one directory and role."""
+    """One raw file, or a tar of several small files of one role (docs/spec.md §2.2)."""
 
     role: str
     filepath: str
@@ -82,60 +82,146 @@ class PackPlan:
     newest_mtime: float | None
 
 
-def walk(root: Path, follow_symlinks: bool = False) -> list[tuple[Path, str, os.stat_result]]:
-    """Regular files under ``root`` (symlinks inside it followed and stored as regular files, loops refused; a
-    symlink leading outside ``root`` refused unless ``follow_symlinks``), sorted by relative path."""
-    out: list[tuple[Path, str, os.stat_result]] = []
+def walk(root: Path, follow_symlinks: bool = False) -> list[tuple[str, str, os.stat_result]]:
+    """Regular files under ``root`` as (absolute path, relative ``/``-path, stat), sorted by the relative path's
+    UTF-8 bytes. Symlinks inside ``root`` are followed and stored as regular files, loops refused; a file reached
+    through a symlink leading outside ``root`` is refused unless ``follow_symlinks``. ``realpath`` runs once per
+    directory and per symlink, not per file: a plain file in a directory inside ``root`` is inside ``root``."""
+    out: list[tuple[str, str, os.stat_result]] = []
     seen_dirs: set[str] = set()
-    real_root = os.path.realpath(root)
-    for dirpath, dirs, files in os.walk(root, followlinks=True):
+    top = os.path.abspath(root)
+    real_root = os.path.realpath(top)
+
+    def visit(dirpath: str, rel_dir: str) -> None:
         real = os.path.realpath(dirpath)
         if real in seen_dirs:
             raise UsageError(f"{dirpath}: directory symlink loop")
         seen_dirs.add(real)
-        dirs.sort()
-        for name in files:
-            p = Path(dirpath) / name
-            rel = p.relative_to(root).as_posix()
-            check_local_file(root, p, rel, real_root, follow_symlinks)
+        inside = real == real_root or real.startswith(real_root.rstrip("/") + "/")
+        try:
+            with os.scandir(dirpath) as it:
+                found = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            raise UsageError(f"{dirpath}: cannot read directory ({exc.strerror or exc})") from None
+        for ent in found:
+            rel = f"{rel_dir}/{ent.name}" if rel_dir else ent.name
+            link = ent.is_symlink()
+            try:
+                isdir = ent.is_dir()
+            except OSError:
+                isdir = False
+            if isdir:
+                visit(ent.path, rel)
+                continue
+            if link or not inside or not rel.isascii():
+                check_local_file(root, Path(ent.path), rel, real_root, follow_symlinks)
             if rel == METADATA_FILE:
                 continue
             try:
-                st = p.stat()
+                st = ent.stat()
             except FileNotFoundError:
-                raise UsageError(f"{p}: broken symlink") from None
+                raise UsageError(f"{ent.path}: broken symlink") from None
             if not stat.S_ISREG(st.st_mode):
-                raise UsageError(f"{p}: not a regular file (devices, FIFOs and sockets cannot be packed)")
-            out.append((p, rel, st))
+                raise UsageError(f"{ent.path}: not a regular file (devices, FIFOs and sockets cannot be packed)")
+            out.append((ent.path, rel, st))
+
+    visit(top, "")
     out.sort(key=lambda t: t[1].encode())
     return out
 
 
+#: Roughly the most file bytes (with their tar headers) that small files of several directories share a tar
+#: layer with (docs/spec.md §2.2).
+GROUP_BYTES = 16 << 20
+
+
+def _tar_bytes(e: FileEntry) -> int:
+    return BLOCK + e.size + (-e.size % BLOCK)
+
+
+def _anchor(name: str) -> bool:
+    """A name after which a group may end early (one in four, by its hash): cuts that depend on names, not on
+    what came before, so an edit moves the boundaries of its own group only."""
+    return hashlib.sha256(name.encode("utf-8", "surrogateescape")).digest()[0] < 64
+
+
+def _groups(files: list[FileEntry], cap: int) -> list[list[FileEntry]]:
+    """Cut the small files of one role into tar groups (docs/spec.md §2.2): a directory whose files, all the way
+    down, add up to at most ``cap`` tar bytes stays in one group; siblings (files and such directories, in byte
+    order of their names) share a group until it would exceed ``cap``, or at an anchor name once it holds a
+    quarter of ``cap``; a directory over ``cap`` is cut the same way inside."""
+    tree: dict[str, dict] = {}  # name -> subtree (dict) or FileEntry
+    for e in files:
+        node = tree
+        *dirs, leaf = e.rel.split("/")
+        for d in dirs:
+            node = node.setdefault(d, {})
+        node[leaf] = e
+    sizes: dict[int, int] = {}
+
+    def total(node: dict) -> int:
+        n = sum(total(v) if isinstance(v, dict) else _tar_bytes(v) for v in node.values())
+        sizes[id(node)] = n
+        return n
+
+    def flat(node: dict) -> list[FileEntry]:
+        return [x for v in node.values() for x in (flat(v) if isinstance(v, dict) else [v])]
+
+    out: list[list[FileEntry]] = []
+
+    def cut(node: dict) -> None:
+        cur: list[FileEntry] = []
+        acc = 0
+        for name in sorted(node, key=lambda k: k.encode("utf-8", "surrogateescape")):
+            child = node[name]
+            size = sizes[id(child)] if isinstance(child, dict) else _tar_bytes(child)
+            if isinstance(child, dict) and size > cap:
+                if cur:
+                    out.append(cur)
+                cur, acc = [], 0
+                cut(child)
+                continue
+            if cur and (acc + size > cap or (acc >= cap // 4 and _anchor(name))):
+                out.append(cur)
+                cur, acc = [], 0
+            cur.extend(flat(child) if isinstance(child, dict) else [child])
+            acc += size
+        if cur:
+            out.append(cur)
+
+    if total(tree) <= cap:
+        return [flat(tree)]
+    cut(tree)
+    return out
+
+
 def plan(root: Path, kind: Kind, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD,
-         follow_symlinks: bool = False) -> PackPlan:
+         follow_symlinks: bool = False, group_bytes: int = GROUP_BYTES) -> PackPlan:
     if not root.is_dir():
         raise UsageError(f"{root}: --kind {kind.value} needs a directory")
     entries: list[FileEntry] = []
     for path, rel, st in walk(root, follow_symlinks):
         role, untested = classify(kind, rel, bool(st.st_mode & 0o100))
-        key = key_of(path, st)
-        entries.append(FileEntry(path, rel, st.st_size, normal_mode(st.st_mode), role, untested, key))
+        entries.append(FileEntry(path, rel, st.st_size, normal_mode(st.st_mode), role, untested, key_of(path, st)))
     if not entries:
         raise UsageError(f"{root}: no files to pack")
-    groups: dict[tuple[str, str], list[FileEntry]] = {}
+    small: dict[str, list[FileEntry]] = {}
     layers: list[LayerPlan] = []
     for e in entries:
         # weights and their configs stay raw, where ModelPack readers look them up by filepath
         if kind is not Kind.REPORT and e.role not in (WEIGHT, WEIGHT_CONFIG) and e.size < threshold:
-            groups.setdefault((os.path.dirname(e.rel), e.role), []).append(e)
+            small.setdefault(e.role, []).append(e)
         else:
             layers.append(LayerPlan(e.role, e.rel, [e]))
-    for (directory, role), members in groups.items():
-        if len(members) == 1:
-            layers.append(LayerPlan(role, members[0].rel, members))
-        else:
-            layers.append(LayerPlan(role, directory or ".", members, tar=True))
-    layers.sort(key=lambda lp: (lp.filepath.encode(), lp.tar, lp.role))
+    for role, files in small.items():
+        for members in _groups(files, group_bytes):
+            if len(members) == 1:
+                layers.append(LayerPlan(role, members[0].rel, members))
+            else:
+                where = os.path.commonpath([os.path.dirname(m.rel) or "." for m in members]) \
+                    if all("/" in m.rel for m in members) else "."
+                layers.append(LayerPlan(role, where or ".", members, tar=True))
+    layers.sort(key=lambda lp: (lp.filepath.encode(), lp.tar, lp.role, lp.files[0].rel.encode()))
     newest = max(e.stat[4] for e in entries) / 1e9  # mtime_ns from the walk's stat
     return PackPlan(kind, layers, len(entries), sum(e.size for e in entries), newest)
 
@@ -192,9 +278,9 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
         if e.untested:
             annotations[A_UNTESTED] = "true"
         if encryption is not None and encryption.selects(media_type):
-            return push_file_encrypted(target, repo, e.path, media_type, annotations, encryption, cache, progress,
+            return push_file_encrypted(target, repo, Path(e.path), media_type, annotations, encryption, cache, progress,
                                        e.rel, e.stat)
-        out = push_file_cached(target, repo, e.path, media_type, cache, prehash, progress, e.rel, e.stat)
+        out = push_file_cached(target, repo, Path(e.path), media_type, cache, prehash, progress, e.rel, e.stat)
         return Descriptor(mediaType=out.mediaType, digest=out.digest, size=out.size, annotations=annotations), \
             out.digest
     prefix = (image_prefix + "/") if image_prefix else ""

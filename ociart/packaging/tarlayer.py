@@ -13,17 +13,19 @@ them: 10 KiB of archive restoring as 1 GiB), and names that collide. What one la
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tarfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Literal
 
 from ..errors import TooLargeError, UnsafePathError, UsageError
-from ..safepath import check_name_length
+from ..fsutil import write_all
+from ..safepath import NameCheck
 
 BLOCK = 512
 RECORD = 20 * BLOCK
@@ -32,7 +34,7 @@ FLUSH = 1 << 20
 
 @dataclass(frozen=True)
 class TarMember:
-    path: Path | None  # on disk (None: read from ``source``)
+    path: str | Path | None  # on disk (None: read from ``source``)
     name: str  # in the archive
     size: int
     mode: int  # 0o755 or 0o644
@@ -120,48 +122,229 @@ def _open_member(m: TarMember) -> Iterator[Iterator[bytes]]:
         yield iter(lambda: f.read(FLUSH), b"")
 
 
+# -- reading ----------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Header:
+    """One archive member as the reader needs it; ``kind``: ``f`` regular file, ``d`` directory, ``l`` symlink,
+    ``h`` hardlink, ``s`` sparse file, ``c`` device or FIFO, ``?`` anything else (``type`` says what)."""
+
+    name: str  # as in the archive (uncleaned)
+    kind: str
+    size: int
+    mode: int
+    offset: int = -1  # of the data in an uncompressed archive; -1: read through ``info``
+    linkname: str = ""
+    type: bytes = b"0"
+    info: tarfile.TarInfo | None = None
+
+
+def _from_info(m: tarfile.TarInfo) -> Header:
+    kind = ("s" if m.issparse() else "f" if m.isreg() else "d" if m.isdir() else "l" if m.issym() else
+            "h" if m.islnk() else "c" if (m.ischr() or m.isblk() or m.isfifo() or m.isdev()) else "?")
+    return Header(m.name, kind, m.size, m.mode, -1, m.linkname, m.type, m)
+
+
+_KINDS = {b"0": "f", b"\0": "f", b"5": "d", b"2": "l", b"1": "h", b"3": "c", b"4": "c", b"6": "c"}
+ZERO_BLOCK = bytes(BLOCK)
+#: The largest pax extended header the fast reader parses (longer ones go through ``tarfile``).
+PAX_MAX = 1 << 16
+
+
+def _nts(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _octal(field: bytes) -> int:
+    return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+
+
+def _pax(buf: bytes) -> dict[str, str] | None:
+    out: dict[str, str] = {}
+    pos = 0
+    while pos < len(buf):
+        sp = buf.find(b" ", pos)
+        if sp < 0 or not buf[pos:sp].isdigit():
+            return None
+        n = int(buf[pos:sp])
+        if n <= sp - pos or pos + n > len(buf) or buf[pos + n - 1] != 0x0A:
+            return None
+        key, eq, value = buf[sp + 1:pos + n - 1].partition(b"=")
+        if not eq or key == b"hdrcharset" or key.startswith(b"GNU."):
+            return None  # other encodings, GNU sparse maps: ``tarfile``'s business
+        if key in (b"path", b"linkpath", b"size"):
+            out[key.decode()] = value.decode("utf-8", "surrogateescape")
+        pos += n
+    return out
+
+
+def scan(fd: int) -> list[Header] | None:
+    """The members of an uncompressed POSIX (ustar/pax) archive, read header by header with ``pread``: what
+    ``tarfile`` would list, without its per-member objects. None for anything else (GNU or v7 headers, global
+    pax headers, base-256 numbers, a bad checksum, a truncated member), which :class:`Archive` then reads with
+    ``tarfile``, errors included."""
+    end = os.fstat(fd).st_size
+    out: list[Header] = []
+    pos = 0
+    pax: dict[str, str] | None = None
+    try:
+        while pos < end:
+            hdr = os.pread(fd, BLOCK, pos)
+            if len(hdr) < BLOCK:
+                return None
+            if hdr == ZERO_BLOCK:
+                return out if out and pax is None else None
+            if hdr[257:265] != b"ustar\x0000" or hdr[124] & 0x80 or \
+                    _octal(hdr[148:156]) != sum(hdr) - sum(hdr[148:156]) + 256:
+                return None
+            t = hdr[156:157]
+            size = _octal(hdr[124:136])
+            data = pos + BLOCK
+            if t == b"x":
+                if size > PAX_MAX or pax is not None:
+                    return None
+                pax = _pax(os.pread(fd, size, data))
+                if pax is None:
+                    return None
+                pos = data + size + (-size % BLOCK)
+                continue
+            kind = _KINDS.get(t)
+            if kind is None:
+                return None
+            name, prefix = _nts(hdr[0:100]), _nts(hdr[345:500])
+            if prefix:
+                name = prefix + "/" + name
+            linkname = _nts(hdr[157:257])
+            if pax is not None:
+                name = pax.get("path", name)
+                linkname = pax.get("linkpath", linkname)
+                size = int(pax.get("size", size))
+                pax = None
+            if t == b"\0" and name.endswith("/"):
+                kind = "d"
+            if kind == "d":
+                name = name.rstrip("/")  # as tarfile names directories
+            if kind != "f":
+                out.append(Header(name, kind, size, _octal(hdr[100:108]), -1, linkname, t))
+                pos = data
+                continue
+            if data + size > end:
+                return None
+            out.append(Header(name, kind, size, _octal(hdr[100:108]), data, linkname, t))
+            pos = data + size + (-size % BLOCK)
+    except ValueError:
+        return None
+    return out if out and pax is None else None
+
+
+class Archive:
+    """A tar layer opened for reading: :attr:`members` lists every member (headers only), :meth:`chunks` reads one
+    member's bytes. Uncompressed POSIX archives (what :func:`iter_tar` writes) are read by :func:`scan`; gzip and
+    anything :func:`scan` declines go through ``tarfile``. ``tarfile.TarError`` escapes as :class:`UnsafePathError`
+    naming ``what``."""
+
+    def __init__(self, path: Path, media_type: str, what: str) -> None:
+        self.what = what
+        self._tf: tarfile.TarFile | None = None
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            mode = tar_mode(media_type)
+            members = scan(self._fd) if mode == "r:" else None
+            if members is None:
+                self._tf = tarfile.open(path, mode)
+                members = [_from_info(m) for m in self._tf.getmembers()]
+        except tarfile.TarError as exc:
+            self.close()
+            raise UnsafePathError(f"{what}: not a valid tar archive ({exc})") from None
+        except BaseException:
+            self.close()
+            raise
+        self.members = members
+
+    def chunks(self, m: Header) -> Iterator[bytes]:
+        """Exactly ``m.size`` bytes, in pieces of at most :data:`FLUSH`."""
+        if m.info is None:
+            pos, left = m.offset, m.size
+            while left:
+                chunk = os.pread(self._fd, min(left, FLUSH), pos)
+                if not chunk:
+                    raise UnsafePathError(f"{self.what}: tar member {m.name!r} is cut short")
+                pos += len(chunk)
+                left -= len(chunk)
+                yield chunk
+            return
+        assert self._tf is not None
+        try:
+            src = self._tf.extractfile(m.info)
+            assert src is not None
+            while chunk := src.read(FLUSH):
+                yield chunk
+        except tarfile.TarError as exc:
+            raise UnsafePathError(f"{self.what}: not a valid tar archive ({exc})") from None
+
+    def close(self) -> None:
+        if self._tf is not None:
+            self._tf.close()
+            self._tf = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 # -- extraction -------------------------------------------------------------------------------------
 def _clean_name(name: str) -> str:
     while name.startswith("./"):
         name = name[2:]
-    return name.rstrip("/")
+    name = name.rstrip("/")
+    if "/." in name:  # inner ``.`` components: ``a/./b`` is ``a/b``
+        name = "/".join(p for p in name.split("/") if p != ".")
+    return name
 
 
-def check_members(members: list[tarfile.TarInfo], what: str) -> None:
+def check_members(members: Sequence[Header], what: str) -> None:
     seen: dict[str, bool] = {}
+    fits = NameCheck()
     for m in members:
         raw = m.name
         name = _clean_name(raw)
+        isdir = m.kind == "d"
         if not name or name == ".":
-            if m.isdir():
+            if isdir:
                 continue
             raise UnsafePathError(f"{what}: tar member {raw!r} has no name")
-        if raw.startswith("/") or PurePosixPath(raw).is_absolute():
+        if raw.startswith("/"):
             raise UnsafePathError(f"{what}: tar member {raw!r} is an absolute path")
-        if "\\" in name or "\x00" in name or any(p in ("..", "") for p in name.split("/")):
+        if "\\" in name or "\x00" in name or "//" in name or name == ".." or name.startswith("../") or \
+                name.endswith("/..") or "/../" in name:
             raise UnsafePathError(f"{what}: tar member {raw!r} would escape the target directory")
-        if m.issym() or m.islnk():
-            kind = "symlink" if m.issym() else "hardlink"
+        if m.kind in ("l", "h"):
+            kind = "symlink" if m.kind == "l" else "hardlink"
             target = m.linkname
-            escapes = target.startswith("/") or ".." in PurePosixPath(target).parts
+            escapes = target.startswith("/") or ".." in target.split("/")
             why = "leaves the target directory" if escapes else "is not allowed in ociart layers"
             raise UnsafePathError(f"{what}: tar member {raw!r} is a {kind} to {target!r}, which {why}")
-        if m.issparse():
+        if m.kind == "s":
             raise UnsafePathError(f"{what}: tar member {raw!r} is a sparse file, which ociart does not restore")
-        if m.ischr() or m.isblk() or m.isfifo() or m.isdev():
+        if m.kind == "c":
             raise UnsafePathError(f"{what}: tar member {raw!r} is a device or FIFO")
-        if not (m.isreg() or m.isdir()):
+        if m.kind not in ("f", "d"):
             raise UnsafePathError(f"{what}: tar member {raw!r} has unsupported type {m.type!r}")
-        check_name_length(name, f"{what}: tar member")
+        fits(name, f"{what}: tar member")
         # a name may not repeat, nor be both a file and a directory (file 'a' then 'a/b')
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
+        cut = name.find("/")
+        while cut >= 0:
+            parent = name[:cut]
             if seen.get(parent) is False:
                 raise UnsafePathError(f"{what}: tar member {raw!r} collides with the file {parent!r}")
-        if name in seen and not (m.isdir() and seen[name]):
+            cut = name.find("/", cut + 1)
+        if name in seen and not (isdir and seen[name]):
             raise UnsafePathError(f"{what}: tar member {raw!r} appears twice (colliding names)")
-        seen[name] = m.isdir()
+        seen[name] = isdir
 
 
 def tar_mode(media_type: str) -> Literal["r:gz", "r:"]:
@@ -187,54 +370,61 @@ class Budget:
                                 f"pass --max-size (OCIART_MAX_SIZE) to allow more")
 
 
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def extract(tar_path: Path, dest: Path, media_type: str, what: str,
             want: Callable[[str], bool] = lambda _: True, budget: Budget | None = None,
             layer_limit: int | None = None,
             scope: Callable[[str], bool] | None = None) -> list[tuple[str, int, int, str]]:
-    """Extract the regular files ``want`` selects into ``dest``; returns (name, size, mode, sha256 digest).
+    """Extract the regular files ``want`` selects into ``dest`` (a fresh directory of the caller's); returns
+    (name, size, mode, sha256 digest) in archive order, each file hashed as it is written.
 
     ``scope`` (image layers: the mount path) limits the archive to the members it accepts: the others (a base
     image's system files, symlinks and devices included) are neither checked nor written.
 
-    All members are validated first; files are written below ``dest`` only (created fresh, never through links).
-    ``layer_limit`` bounds this layer's members and ``budget`` the whole pull: both are checked against the sizes
-    the headers declare before anything is written (``tarfile`` reads exactly those sizes).
+    All members are validated first; files are created fresh (``O_EXCL``, relative to their directory's
+    descriptor). ``layer_limit`` bounds this layer's members and ``budget`` the whole pull: both are checked
+    against the sizes the headers declare before anything is written (the reader reads exactly those sizes).
     """
-    from ..oci.digest import Digester
-
     out: list[tuple[str, int, int, str]] = []
-    made: set[str] = set()
-    base = str(dest)
-    try:
-        with tarfile.open(tar_path, tar_mode(media_type)) as tf:
-            members = _scoped(tf.getmembers(), scope)
-            check_members(members, what)
-            chosen = [m for m in members if m.isreg() and want(_clean_name(m.name))]
-            total = sum(m.size for m in chosen)
-            if layer_limit is not None and total > layer_limit:
-                raise TooLargeError(f"{what}: its files add up to {total} bytes, more than the {layer_limit} this "
-                                    f"layer may expand to; pass --max-size (OCIART_MAX_SIZE) to allow more")
-            if budget is not None:
-                budget.take(total, what)
+    with Archive(tar_path, media_type, what) as ar:
+        members = _scoped(ar.members, scope)
+        check_members(members, what)
+        chosen = [m for m in members if m.kind == "f" and want(_clean_name(m.name))]
+        total = sum(m.size for m in chosen)
+        if layer_limit is not None and total > layer_limit:
+            raise TooLargeError(f"{what}: its files add up to {total} bytes, more than the {layer_limit} this "
+                                f"layer may expand to; pass --max-size (OCIART_MAX_SIZE) to allow more")
+        if budget is not None:
+            budget.take(total, what)
+        fits = NameCheck(dest)
+        base = str(dest)
+        dirs: dict[str, int] = {}
+        try:
             for m in chosen:
                 name = _clean_name(m.name)
-                check_name_length(name, f"{what}: tar member", dest)
-                target = os.path.join(base, name)  # plain strings: 10,000 members make pathlib costly
-                parent = os.path.dirname(target)
-                if parent not in made:
-                    os.makedirs(parent, exist_ok=True)
-                    made.add(parent)
-                src = tf.extractfile(m)
-                assert src is not None
-                d = Digester()
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, normal_mode(m.mode))
-                with os.fdopen(fd, "wb") as f:
-                    while chunk := src.read(FLUSH):
-                        d.update(chunk)
-                        f.write(chunk)
-                out.append((name, m.size, normal_mode(m.mode), d.digest))
-    except tarfile.TarError as exc:
-        raise UnsafePathError(f"{what}: not a valid tar archive ({exc})") from None
+                fits(name, f"{what}: tar member")
+                parent, _, leaf = name.rpartition("/")
+                dfd = dirs.get(parent)
+                if dfd is None:
+                    path = os.path.join(base, parent) if parent else base
+                    os.makedirs(path, exist_ok=True)
+                    dfd = dirs[parent] = os.open(path, DIR_FLAGS)
+                mode = normal_mode(m.mode)
+                h = hashlib.sha256()
+                fd = os.open(leaf, NEW_FILE, mode, dir_fd=dfd)
+                try:
+                    for chunk in ar.chunks(m):
+                        h.update(chunk)
+                        write_all(fd, chunk)
+                finally:
+                    os.close(fd)
+                out.append((name, m.size, mode, "sha256:" + h.hexdigest()))
+        finally:
+            for dfd in dirs.values():
+                os.close(dfd)
     return out
 
 
@@ -242,26 +432,19 @@ def member_digests(tar_path: Path, media_type: str, what: str, want: Callable[[s
                    scope: Callable[[str], bool] | None = None) -> Iterator[tuple[str, str, int]]:
     """(name, sha256 digest, size) of each regular member ``want`` selects, streamed; the archive (the members in
     ``scope``) is validated first."""
-    from ..oci.digest import Digester
-
-    try:
-        with tarfile.open(tar_path, tar_mode(media_type)) as tf:
-            members = _scoped(tf.getmembers(), scope)
-            check_members(members, what)
-            for m in members:
-                if not m.isreg() or not want(_clean_name(m.name)):
-                    continue
-                src = tf.extractfile(m)
-                assert src is not None
-                d = Digester()
-                while chunk := src.read(FLUSH):
-                    d.update(chunk)
-                yield _clean_name(m.name), d.digest, m.size
-    except tarfile.TarError as exc:
-        raise UnsafePathError(f"{what}: not a valid tar archive ({exc})") from None
+    with Archive(tar_path, media_type, what) as ar:
+        members = _scoped(ar.members, scope)
+        check_members(members, what)
+        for m in members:
+            if m.kind != "f" or not want(_clean_name(m.name)):
+                continue
+            h = hashlib.sha256()
+            for chunk in ar.chunks(m):
+                h.update(chunk)
+            yield _clean_name(m.name), "sha256:" + h.hexdigest(), m.size
 
 
-def _scoped(members: list[tarfile.TarInfo], scope: Callable[[str], bool] | None) -> list[tarfile.TarInfo]:
+def _scoped(members: list[Header], scope: Callable[[str], bool] | None) -> list[Header]:
     return members if scope is None else [m for m in members if scope(_clean_name(m.name))]
 
 
@@ -274,21 +457,18 @@ def changeset(tar_path: Path, media_type: str, what: str) -> Iterator[tuple[Lite
     """What an image layer changes, in archive order: ``("file", name)`` for each regular file, ``("delete", name)``
     for each whiteout and ``("opaque", directory)`` for each opaque whiteout (names cleaned, ``""`` the root).
     Only headers are read; nothing is validated here (the extraction checks what it writes)."""
-    try:
-        with tarfile.open(tar_path, tar_mode(media_type)) as tf:
-            for m in tf:
-                name = _clean_name(m.name)
-                if name in ("", "."):
-                    continue
-                parent, _, base = name.rpartition("/")
-                if base == OPAQUE:
-                    yield "opaque", parent
-                elif base.startswith(WHITEOUT):
-                    yield "delete", (parent + "/" if parent else "") + base[len(WHITEOUT):]
-                elif m.isreg():
-                    yield "file", name
-    except tarfile.TarError as exc:
-        raise UnsafePathError(f"{what}: not a valid tar archive ({exc})") from None
+    with Archive(tar_path, media_type, what) as ar:
+        for m in ar.members:
+            name = _clean_name(m.name)
+            if name in ("", "."):
+                continue
+            parent, _, base = name.rpartition("/")
+            if base == OPAQUE:
+                yield "opaque", parent
+            elif base.startswith(WHITEOUT):
+                yield "delete", (parent + "/" if parent else "") + base[len(WHITEOUT):]
+            elif m.kind == "f":
+                yield "file", name
 
 
 class _ChunkReader(io.RawIOBase):
@@ -326,7 +506,7 @@ def restream(open_chunks: Callable[[], AbstractContextManager[Iterator[bytes]]],
         try:
             with tarfile.open(fileobj=reader, mode="r|gz" if gz else "r|") as tf:
                 for m in tf:
-                    check_members([m], what)
+                    check_members([_from_info(m)], what)
                     if not m.isreg():
                         continue
                     if _clean_name(m.name) in names:

@@ -13,7 +13,9 @@ import fcntl
 import fnmatch
 import json
 import os
+import posixpath
 import re
+import stat
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -33,7 +35,7 @@ from ..oci import Descriptor, Manifest
 from ..oci.mediatypes import IMAGE_CONFIG_TYPES, IMAGE_LAYER_TYPES
 from ..oci.digest import sha256_file
 from ..progress import Progress
-from ..safepath import DirTree, safe_dest, safe_relpath
+from ..safepath import DirTree, NameCheck, safe_dest, safe_relpath
 from ..targets.base import Target
 from ..targets.layout import LayoutTarget
 from ..transfer import copy_blobs, parallel
@@ -388,14 +390,43 @@ def _decrypt_plan(entries: list[Entry], keys: Sequence[DecryptionKey]
     return out, encrypted
 
 
-@dataclass
+@dataclass(slots=True)
 class Move:
-    """Staged file (relative to the staging store) -> destination (relative to the output directory)."""
+    """Staged file (relative to the staging store) -> destination (relative to the output directory), ``/``-paths."""
 
-    staged: PurePosixPath
-    dest: PurePosixPath
+    staged: str
+    dest: str
     mode: int  # -1: keep the staged file's mode
     copy: bool  # the blob serves more than one file: place a copy
+
+
+class DestDirs:
+    """What the output directory already holds, listed once per directory: a pull into a fresh tree costs no
+    ``stat`` per file. A parent that is a symlink or not a directory is refused (an early check before anything
+    moves; :class:`~ociart.safepath.DirTree` enforces the same at placement, immune to a swap in between)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = str(root)
+        self._seen: dict[str, frozenset[str] | None] = {}
+
+    def names(self, rel_dir: str, for_name: str) -> frozenset[str] | None:
+        """The entries of ``rel_dir`` (``""``: the root); None when it does not exist yet."""
+        if rel_dir in self._seen:
+            return self._seen[rel_dir]
+        path = os.path.join(self.root, rel_dir) if rel_dir else self.root
+        out: frozenset[str] | None = None
+        up, _, leaf = rel_dir.rpartition("/")
+        if not rel_dir or leaf in (self.names(up, for_name) or ()):
+            try:
+                st = os.lstat(path)
+                if not stat.S_ISDIR(st.st_mode):
+                    raise UnsafePathError(f"{for_name}: parent {path} is a symlink or not a directory; refusing "
+                                          f"to write through it")
+                out = frozenset(os.listdir(path))
+            except FileNotFoundError:
+                out = None
+        self._seen[rel_dir] = out
+        return out
 
 
 def _collisions(names: Sequence[str]) -> None:
@@ -422,7 +453,7 @@ def _unpack_staged(staging: Path, entries: list[Entry], raw_plan: list[tuple[Ent
     names = {str(e.rel) for e, _ in raw_plan} | {r.path for r in results}
     for e, _ in raw_plan:
         assert e.rel is not None
-        moves.append(Move(PurePosixPath("blobs", "sha256", e.desc.digest.removeprefix("sha256:")), e.rel, e.mode,
+        moves.append(Move("blobs/sha256/" + e.desc.digest.removeprefix("sha256:"), str(e.rel), e.mode,
                           uses[e.desc.digest] > 1))
         results.append(PulledFile(path=str(e.rel), digest=e.desc.digest, size=e.desc.size, mode=e.mode))
     blobs = staging.parent / "blobs" / "sha256"
@@ -430,8 +461,11 @@ def _unpack_staged(staging: Path, entries: list[Entry], raw_plan: list[tuple[Ent
     owners = _overlay(blobs, image, view) if view is not None and image else {}
     keep = _member_filter(filters)
     nth_image = 0
+    present = DestDirs(out_dir)
+    fits = NameCheck(out_dir)
     for i, e in enumerate(x for x in entries if x.tar):
         tree = staging / f"tree{i}"
+        staged = f"{staging.name}/{tree.name}"
         what = f"layer {e.desc.digest} ({layer_path(e.desc) or 'tar'})"
         want, scope, strip = match, None, _same_name
         if e.image and view is not None:
@@ -441,17 +475,21 @@ def _unpack_staged(staging: Path, entries: list[Entry], raw_plan: list[tuple[Ent
         for full, size, mode, digest in extract(blobs / e.desc.digest.removeprefix("sha256:"), tree,
                                                 e.desc.mediaType, what, want, budget,
                                                 None if budget is not None else layer_limit(e.desc), scope):
-            name = strip(full)
+            name = strip(full)  # a member name: checked like safe_relpath's (tarlayer.check_members)
             if name in names:
                 raise UnsafePathError(f"{what}: {name!r} is also in another layer (colliding names)")
             names.add(name)
-            rel = safe_relpath(name)
-            dest = safe_dest(out_dir, rel, checked)
-            if _check_dest(dest, digest, size, overwrite):
-                results.append(PulledFile(path=name, digest=digest, size=size, mode=mode, skipped=True))
-                continue
-            moves.append(Move(PurePosixPath(staging.name, tree.name, *PurePosixPath(full).parts), rel, -1, False))
-            results.append(PulledFile(path=name, digest=digest, size=size, mode=mode))
+            fits(name, name)
+            parent, _, leaf = name.rpartition("/")
+            if leaf in (present.names(parent, name) or ()):
+                dest = out_dir / name
+                if dest.is_symlink():
+                    raise UnsafePathError(f"{name}: destination {dest} is a symlink; refusing to write through it")
+                if _check_dest(dest, digest, size, overwrite):
+                    results.append(PulledFile(path=name, digest=digest, size=size, mode=mode, skipped=True))
+                    continue
+            moves.append(Move(f"{staged}/{full}", name, -1, False))
+            results.append(PulledFile.model_construct(path=name, digest=digest, size=size, mode=mode, skipped=False))
     _collisions(sorted(names))
     return moves
 
@@ -463,8 +501,8 @@ def _same_name(name: str) -> str:
 def _overlay(blobs: Path, image: Sequence[Entry], view: ImageView) -> dict[str, int]:
     """Apply the image layers' changesets in order (image-spec layer.md: a whiteout or an opaque directory hides
     what the layers *below* it hold): the file names in the mount path that the image ends with -> the position in
-    ``image`` of the layer whose copy wins (two layers may be one blob). Names outside the mount path are not kept, but a whiteout of the mount path or of a
-    directory above it still hides the files below."""
+    ``image`` of the layer whose copy wins (two layers may be one blob). Names outside the mount path are not
+    kept, but a whiteout of the mount path or of a directory above it still hides the files below."""
     owner: dict[str, int] = {}
     for i, e in enumerate(image):
         blob = blobs / e.desc.digest.removeprefix("sha256:")
@@ -516,7 +554,7 @@ def place(staging_root: Path, out_dir: Path, moves: Sequence[Move]) -> None:
             raise
         for m, dfd in zip(moves, parents, strict=True):
             sfd = src.parent(m.staged, create=False)
-            name = m.staged.name
+            name = posixpath.basename(m.staged)
             if m.copy:
                 name = _copy_at(sfd, name)
             if m.mode >= 0:
@@ -525,7 +563,7 @@ def place(staging_root: Path, out_dir: Path, moves: Sequence[Move]) -> None:
                     os.fchmod(fd, m.mode)
                 finally:
                     os.close(fd)
-            os.rename(name, m.dest.name, src_dir_fd=sfd, dst_dir_fd=dfd)
+            os.rename(name, posixpath.basename(m.dest), src_dir_fd=sfd, dst_dir_fd=dfd)
 
 
 def _copy_at(dir_fd: int, name: str) -> str:
