@@ -44,9 +44,10 @@ def stat_key(path: str | Path) -> StatKey | None:
     return key_of(path, st)
 
 
-def check_unchanged(path: str | Path, before: StatKey | None) -> None:
-    """Raise :class:`UsageError` when ``path`` vanished or its size, mtime, ctime or inode differ from ``before``."""
-    after = stat_key(path)
+def check_unchanged(path: str | Path, before: StatKey | None, now: os.stat_result | None = None) -> None:
+    """Raise :class:`UsageError` when ``path`` vanished or its size, mtime, ctime or inode differ from ``before``;
+    ``now``: the ``fstat`` of the file as it was read, instead of a fresh ``stat`` of ``path``."""
+    after = key_of(path, now) if now is not None else stat_key(path)
     if before is None or after is None:
         raise UsageError(f"{path} vanished while it was being pushed; nothing was published")
     if after != before:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..cache import DigestCache, StatKey, check_unchanged, is_racy, key_of
+from ..cache import DigestCache, StatKey, is_racy, key_of
 from ..errors import UsageError
 from ..oci.digest import Digester
 from ..oci import EMPTY_JSON_DIGEST, OCI_LAYER, Content, Descriptor
@@ -284,7 +284,9 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
         return Descriptor(mediaType=out.mediaType, digest=out.digest, size=out.size, annotations=annotations), \
             out.digest
     prefix = (image_prefix + "/") if image_prefix else ""
-    members = [TarMember(m.path, prefix + m.rel, m.size, m.mode) for m in layer.files]
+    # each member is checked against the walk's stat as it is read (tarlayer._read_fd): what is sent is what the
+    # tar headers and the digest-cache key describe
+    members = [TarMember(m.path, prefix + m.rel, m.size, m.mode, stat=m.stat) for m in layer.files]
     role_type = _role_media_type(kind, layer)
     media_type = OCI_LAYER if image_prefix is not None else role_type
 
@@ -304,10 +306,7 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
         from ..encryption import push_encrypted
 
         cb = progress.task(layer.filepath, sum(m.size for m in layer.files)) if progress else None
-        desc, plain = push_encrypted(target, repo, media_type, annotations, opener, encryption.recipients, cb)
-        for m in layer.files:
-            check_unchanged(m.path, m.stat)
-        return desc, plain
+        return push_encrypted(target, repo, media_type, annotations, opener, encryption.recipients, cb)
     key = _tar_key(layer, prefix)
     known = cache.get_key(key) if key else None
     if known is None and prehash and sum(m.size for m in layer.files) < PREHASH_MAX_BYTES:
@@ -324,8 +323,6 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
         out = target.push_blob_chunks(repo, opener, media_type)
         if key and _tar_key(layer, prefix) == key:
             cache.put_key(key, out.digest, out.size)
-    for m in layer.files:  # the tar headers (size, mode) came from the walk's stat
-        check_unchanged(m.path, m.stat)
     return Descriptor(mediaType=media_type, digest=out.digest, size=out.size, annotations=annotations), out.digest
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from ..cache import StatKey, check_unchanged
 from ..errors import TooLargeError, UnsafePathError, UsageError
 from ..fsutil import write_all
 from ..safepath import NameCheck
@@ -41,6 +42,9 @@ class TarMember:
     #: Another source of the member's bytes than ``path``: called once, yields exactly ``size`` bytes (convert
     #: streams a registry blob through it).
     source: Callable[[], AbstractContextManager[Iterator[bytes]]] | None = None
+    #: The walk's stat of ``path``: once read, the open file must still match it
+    #: (:func:`~ociart.cache.check_unchanged`), so the bytes sent are the bytes that stat describes.
+    stat: StatKey | None = None
 
 
 def normal_mode(st_mode: int) -> int:
@@ -115,11 +119,25 @@ def _open_member(m: TarMember) -> Iterator[Iterator[bytes]]:
         return
     assert m.path is not None
     try:
-        f = open(m.path, "rb")
+        fd = os.open(m.path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise UsageError(f"{m.path} vanished while it was being pushed; nothing was published") from None
-    with f:
-        yield iter(lambda: f.read(FLUSH), b"")
+    try:
+        yield _read_fd(fd, m)
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd: int, m: TarMember) -> Iterator[bytes]:
+    """The file's bytes, read with requests sized to what is left (a 4 KiB file is one ``read`` of 4 KiB, not of
+    a 1 MiB buffer) and one more to see the end; then the open file is checked against ``m.stat``."""
+    left = m.size
+    while chunk := os.read(fd, min(FLUSH, max(left, 0) + 1)):
+        left -= len(chunk)
+        yield chunk
+    if m.stat is not None:
+        assert m.path is not None
+        check_unchanged(m.path, m.stat, os.fstat(fd))
 
 
 # -- reading ----------------------------------------------------------------------------------------
