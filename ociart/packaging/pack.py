@@ -321,7 +321,7 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
         target.push_blob_stream(repo, out, opener)
     else:
         out = target.push_blob_chunks(repo, opener, media_type)
-        if key and _tar_key(layer, prefix) == key:
+        if key:  # every member matched the stats in the key as it was read (tarlayer._read_fd)
             cache.put_key(key, out.digest, out.size)
     return Descriptor(mediaType=media_type, digest=out.digest, size=out.size, annotations=annotations), out.digest
 
