@@ -286,3 +286,79 @@ def test_many_small_files_round_trip_in_few_layers(registry: Any, tmp_path: Path
         c.push(f"{registry.host}/small/many:v2", [str(src)], kind="dataset")
         after = Manifest.model_validate_json(c.manifest(f"{registry.host}/small/many:v2")[1].data)
     assert len({x.digest for x in after.layers} - {x.digest for x in manifest.layers}) == 1
+
+
+# -- whole directories into place ------------------------------------------------------------------------------
+def _tree_of_dirs(root: Path, dirs: int, files: int) -> None:
+    for d in range(dirs):
+        (root / f"part-{d:02d}").mkdir(parents=True)
+        for i in range(files):
+            (root / f"part-{d:02d}" / f"{i:02d}.csv").write_bytes(os.urandom(300 + i))
+
+
+def test_new_directories_move_whole_and_existing_ones_file_by_file(tmp_path: Path, monkeypatch: Any) -> None:
+    """Directories the output lacks arrive in one rename each; into a directory that exists (here with a file of
+    its own) the pulled files move one by one, and the file already there stays."""
+    import ociart.packaging.unpack as unpack_mod
+
+    src = tmp_path / "src"
+    _tree_of_dirs(src, 6, 5)
+    (src / "big.bin").write_bytes(os.urandom(2 << 20))  # a raw layer beside the tar layer
+    out = tmp_path / "out"
+    (out / "part-03").mkdir(parents=True)
+    (out / "part-03" / "mine.txt").write_bytes(b"keep me")
+    seen: list[list[tuple[str, int]]] = []
+    real = unpack_mod.place
+
+    def spy(staging_root: Path, out_dir: Path, moves: Any) -> None:
+        seen.append([(m.dest, m.mode) for m in moves])
+        real(staging_root, out_dir, moves)
+
+    monkeypatch.setattr(unpack_mod, "place", spy)
+    with ociart.Client() as c:
+        ref = f"oci:{tmp_path / 'store'}:ds"
+        c.push(ref, [str(src)], kind="dataset")
+        c.pull(ref, str(out))
+    (moves,) = seen
+    dirs = sorted(d for d, mode in moves if mode == unpack_mod.DIRECTORY)
+    assert dirs == ["part-00", "part-01", "part-02", "part-04", "part-05"]
+    assert sorted(d for d, mode in moves if mode != unpack_mod.DIRECTORY) == \
+        ["big.bin"] + [f"part-03/{i:02d}.csv" for i in range(5)]
+    assert (out / "part-03" / "mine.txt").read_bytes() == b"keep me"
+    got = tree_digest(out)
+    del got["part-03/mine.txt"]
+    assert got == tree_digest(src)
+
+
+@pytest.mark.parametrize("intruder", ["directory", "symlink"])
+def test_a_directory_that_appears_before_the_move_is_not_written_through(tmp_path: Path, monkeypatch: Any,
+                                                                        intruder: str) -> None:
+    """Another user creates the new directory (or a symlink to elsewhere) between the pull's check and its move:
+    one error line, nothing written into it or through it."""
+    import ociart.packaging.unpack as unpack_mod
+    from ociart.errors import LocalIOError
+
+    src = tmp_path / "src"
+    _tree_of_dirs(src, 2, 3)
+    out = tmp_path / "out"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    real = unpack_mod.place
+
+    def racing(staging_root: Path, out_dir: Path, moves: Any) -> None:
+        if intruder == "directory":
+            (out_dir / "part-01").mkdir()
+            (out_dir / "part-01" / "theirs").write_bytes(b"x")
+        else:
+            (out_dir / "part-01").symlink_to(elsewhere)
+        real(staging_root, out_dir, moves)
+
+    monkeypatch.setattr(unpack_mod, "place", racing)
+    with ociart.Client() as c:
+        ref = f"oci:{tmp_path / 'store'}:ds"
+        c.push(ref, [str(src)], kind="dataset")
+        with pytest.raises(LocalIOError, match=r"part-01: appeared while the pull ran"):
+            c.pull(ref, str(out))
+    assert not any(elsewhere.iterdir())
+    if intruder == "directory":
+        assert sorted(os.listdir(out / "part-01")) == ["theirs"]
