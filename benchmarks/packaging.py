@@ -87,6 +87,7 @@ def _runner(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     kind: str = spec["kind"]
     out: dict[str, Any] = {}
+    import filelock  # noqa: F401  (imported lazily by the embedded store's first lock)
     import httpcore  # noqa: F401  (httpx imports it lazily, at the first client)
     import ociart
     import ociart.client  # imports outside the timed region

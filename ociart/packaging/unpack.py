@@ -493,7 +493,7 @@ def _unpack_staged(staging: Path, entries: list[Entry], raw_plan: list[tuple[Ent
                     results.append(PulledFile(path=name, digest=digest, size=size, mode=mode, skipped=True))
                     continue
             fresh.append((i, name, f"{staged}/{full}"))
-            results.append(PulledFile.model_construct(path=name, digest=digest, size=size, mode=mode, skipped=False))
+            results.append(PulledFile(path=name, digest=digest, size=size, mode=mode))
     _collisions(sorted(names))
     return moves + _whole_dirs(fresh, [str(e.rel) for e, _ in raw_plan], present)
 
