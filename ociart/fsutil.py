@@ -99,9 +99,11 @@ def write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> N
             offset += n
 
 
-def publish(fd: int, tmp: Path, dest: Path) -> None:
-    """fsync ``fd`` and atomically move ``tmp`` to ``dest``."""
-    os.fsync(fd)
+def publish(fd: int, tmp: Path, dest: Path, *, sync: bool = True) -> None:
+    """fsync ``fd`` (unless not ``sync``: a store whose every file is re-verified before use) and atomically move
+    ``tmp`` to ``dest``."""
+    if sync:
+        os.fsync(fd)
     os.replace(tmp, dest)
 
 

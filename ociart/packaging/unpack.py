@@ -276,7 +276,7 @@ def staging_store(out_dir: Path, wanted: Sequence[Descriptor],
         os.close(fd)
     keep = False
     try:
-        store = LayoutTarget(root)
+        store = LayoutTarget(root, durable=False)  # blobs re-verified below; outputs fsynced by place()
         want = {d.digest: d.size for d in wanted}
         removed += [f"{staging}/{p.relative_to(root)}" for p in store.ingest.sweep(keep=set(want))]
         blobs = root / "blobs" / "sha256"
@@ -599,10 +599,11 @@ def place(staging_root: Path, out_dir: Path, moves: Sequence[Move]) -> None:
             name = posixpath.basename(m.staged)
             if m.copy:
                 name = _copy_at(sfd, name)
-            if m.mode >= 0:
+            if m.mode >= 0:  # a raw blob becoming a file: its mode, and to disk before its name appears
                 fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=sfd)
                 try:
                     os.fchmod(fd, m.mode)
+                    os.fsync(fd)
                 finally:
                     os.close(fd)
             if m.mode == DIRECTORY:  # renameat of a directory never writes through what is at the destination

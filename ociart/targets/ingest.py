@@ -6,8 +6,8 @@ its own bytes, so one format serves a sequential download (one range from 0 that
 downloads writing at offsets (one range each). Nothing in the record is trusted blindly: on resume every range is
 hashed again from the file and a range that does not match is dropped; the contiguous verified prefix's hash state
 continues the whole-blob digest, and verified ranges beyond it are kept as :attr:`Partial.done` (a ranged
-download fetches only what they do not cover; a sequential one rewrites them). The blob is still verified whole before it is renamed into
-place.
+download fetches only what they do not cover; a sequential one rewrites them). The blob is still verified whole
+before it is renamed into place.
 
 Write policy: the record is replaced atomically (temp file + rename) every :data:`CHECKPOINT_BYTES` of progress
 and when a transfer stops; it is not fsynced, and the data file is not fsynced for it either — after a power loss
@@ -65,7 +65,8 @@ class Partial:
     known. A periodic checkpoint records the prefix and the ranges whose hash is known; the final one (the transfer
     stops) hashes the others from the file first, so every completed range survives a restart."""
 
-    def __init__(self, desc: Descriptor, fd: int, path: Path, record: Path | None) -> None:
+    def __init__(self, desc: Descriptor, fd: int, path: Path, record: Path | None, durable: bool = True) -> None:
+        self.durable = durable  # fsync before the rename (see Ingest)
         self.desc = desc
         self.fd = fd
         self.path = path
@@ -121,7 +122,7 @@ class Partial:
     def publish(self, dest: Path) -> None:
         """fsync and rename the (verified) partial to ``dest``; drop the record."""
         dest.parent.mkdir(parents=True, exist_ok=True)
-        publish(self.fd, self.path, dest)
+        publish(self.fd, self.path, dest, sync=self.durable)
         if self.record is not None:
             self.record.unlink(missing_ok=True)
 
@@ -129,8 +130,11 @@ class Partial:
 class Ingest:
     """A directory of resumable partial blobs, keyed by digest (see the module docstring)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, durable: bool = True) -> None:
         self.root = Path(root)
+        #: fsync each blob before it is renamed into the store. Pull's staging store says no: it re-verifies every
+        #: blob it finds before use, and what it makes final is fsynced where it lands (unpack.place).
+        self.durable = durable
         self._swept = False
 
     def paths(self, digest: str) -> tuple[Path, Path]:
@@ -160,7 +164,7 @@ class Ingest:
             except FileNotFoundError:
                 pass
             os.close(fd)  # the holder published or removed it meanwhile: open the new one
-        part = Partial(desc, fd, path, record)
+        part = Partial(desc, fd, path, record, self.durable)
         done = False
         try:
             _resume(part, record)

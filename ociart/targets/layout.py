@@ -23,7 +23,8 @@ from pathlib import Path
 
 from .. import cancel
 from ..errors import DigestMismatchError, InvalidContentError, NotFoundError
-from ..fsutil import copy_file_verified, publish, read_file_chunks, sweep_temps, temp_file, write_all, write_stream_verified
+from ..fsutil import (copy_file_verified, publish, read_file_chunks, sweep_temps, temp_file, write_all,
+                      write_stream_verified)
 from ..oci import ANNOTATION_REF_NAME, INDEX_TYPES, MANIFEST_TYPES, Content, Descriptor, ImageLayout, Index
 from ..oci.digest import Digester
 from ..oci.models import MAX_MANIFEST_BYTES, detect_media_type, parse_manifest_content
@@ -102,13 +103,14 @@ log = logging.getLogger("ociart")
 
 
 class LayoutTarget(Target):
-    def __init__(self, root: Path, *, create: bool = True, embedded: bool = False) -> None:
+    def __init__(self, root: Path, *, create: bool = True, embedded: bool = False, durable: bool = True) -> None:
         self.root = Path(root)
         self.embedded = embedded
         self.name = "embedded store" if embedded else f"oci:{self.root}"
         self._tmp = self.root / ".ociart-tmp"
-        #: Resumable partial downloads into this layout (``copy`` and pull's staging store write through it).
-        self.ingest = Ingest(self._tmp / "ingest")
+        #: Resumable partial downloads into this layout (``copy`` and pull's staging store write through it);
+        #: ``durable``: see :attr:`Ingest.durable`.
+        self.ingest = Ingest(self._tmp / "ingest", durable=durable)
         self._lock = StoreLock(self.root / ".ociart-store.lock")
         #: digest -> (subject digest, referrer descriptor) of manifests read from this store (they never change)
         self._manifest_info: dict[str, tuple[str | None, Descriptor]] = {}
