@@ -210,11 +210,21 @@ def test_hardlink_to_outside_file_is_replaced_not_chmodded(tmp_path: Path) -> No
     assert [(f.path, f.skipped) for f in result.files] == [("run.sh", False)]
 
 
-@pytest.mark.parametrize("case", ["raw-beside-tar-member", "two-titles"])
+@pytest.mark.parametrize("case", ["raw-beside-tar-member", "two-titles", "member-in-two-tars", "file-then-dir-tars",
+                                  "dir-then-file-tars"])
 def test_file_directory_collision_across_layers_is_one_line_and_leaves_nothing(tmp_path: Path, case: str) -> None:
+    def tar_layer(members: list[tuple[str, bytes]]) -> tuple[bytes, str, dict[str, str]]:
+        return tar_of(members), CODE_TAR, {A_FILEPATH: "."}
+
     if case == "raw-beside-tar-member":
         layers = [titled("x", b"a file named x\n"),
                   (tar_of([("x/y", b"a file under the directory x\n")]), CODE_TAR, {A_FILEPATH: "x"})]
+    elif case == "member-in-two-tars":  # the tars are extracted into one tree: the second finds the name taken
+        layers = [tar_layer([("a", b"1"), ("x/y", b"first\n")]), tar_layer([("b", b"2"), ("x/y", b"second\n")])]
+    elif case == "file-then-dir-tars":
+        layers = [tar_layer([("a", b"1"), ("x", b"a file x\n")]), tar_layer([("b", b"2"), ("x/y", b"under x\n")])]
+    elif case == "dir-then-file-tars":
+        layers = [tar_layer([("a", b"1"), ("x/y", b"under x\n")]), tar_layer([("b", b"2"), ("x", b"a file x\n")])]
     else:
         layers = [titled("x/y", b"under x\n"), titled("x", b"x itself\n")]
     ref = f"hostile/collide-{case}:v1"

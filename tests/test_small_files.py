@@ -341,6 +341,7 @@ def test_a_directory_that_appears_before_the_move_is_not_written_through(tmp_pat
     src = tmp_path / "src"
     _tree_of_dirs(src, 2, 3)
     out = tmp_path / "out"
+    out.mkdir()  # an existing output: the tree is not adopted whole, its directories move one by one
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     real = unpack_mod.place
@@ -362,3 +363,76 @@ def test_a_directory_that_appears_before_the_move_is_not_written_through(tmp_pat
     assert not any(elsewhere.iterdir())
     if intruder == "directory":
         assert sorted(os.listdir(out / "part-01")) == ["theirs"]
+
+
+# -- a new output directory appears whole ----------------------------------------------------------------------
+def test_a_new_output_directory_appears_whole(tmp_path: Path, monkeypatch: Any) -> None:
+    """Pulled into a directory that did not exist, the extracted tree takes its place in one rename: no file or
+    directory is moved on its own, several tar layers included (one extraction tree), and nothing is left beside
+    it."""
+    import ociart.packaging.unpack as unpack_mod
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(200):
+        (src / f"{i:03d}.bin").write_bytes(os.urandom(4096))
+    (src / "sub").mkdir()
+    (src / "sub" / "x.txt").write_bytes(b"x")
+    placed: list[int] = []
+    real = unpack_mod.place
+    monkeypatch.setattr(unpack_mod, "place", lambda root, out, moves: (placed.append(len(moves)),
+                                                                        real(root, out, moves)))
+    monkeypatch.setattr("ociart.packaging.pack.GROUP_BYTES", 64 * 1024)  # several tar layers, all at the root
+    parent = tmp_path / "deploy"
+    parent.mkdir()
+    with ociart.Client() as c:
+        ref = f"oci:{tmp_path / 'store'}:ds"
+        c.push(ref, [str(src)], kind="dataset")
+        layers = Manifest.model_validate_json(c.manifest(ref)[1].data).layers
+        assert len(layers) >= 4
+        res = c.pull(ref, str(parent / "out"))
+    assert placed == []  # adopted: place() never ran
+    assert len(res.files) == 201 and tree_digest(parent / "out") == tree_digest(src)
+    assert sorted(os.listdir(parent)) == ["out"]
+
+
+def test_adoption_steps_aside_when_the_directory_is_written_meanwhile(tmp_path: Path, monkeypatch: Any) -> None:
+    """Something written into the new output directory during the pull: the tree cannot replace it, so the files
+    move in one by one beside what is there, and nothing is left beside the output."""
+    import ociart.packaging.unpack as unpack_mod
+
+    src = tmp_path / "src"
+    _tree_of_dirs(src, 3, 4)
+    (src / "top.txt").write_bytes(b"top")
+    out = tmp_path / "out"
+    real = unpack_mod._unpack_staged
+
+    def meanwhile(*args: Any, **kw: Any) -> Any:
+        (out / "theirs.txt").write_bytes(b"theirs")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(unpack_mod, "_unpack_staged", meanwhile)
+    with ociart.Client() as c:
+        ref = f"oci:{tmp_path / 'store'}:ds"
+        c.push(ref, [str(src)], kind="dataset")
+        c.pull(ref, str(out))
+    got = tree_digest(out)
+    assert got.pop("theirs.txt") == hashlib.sha256(b"theirs").hexdigest()
+    assert got == tree_digest(src)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".out")]
+
+
+def test_a_killed_adoption_is_cleaned_by_the_next_pull(tmp_path: Path) -> None:
+    """The tree left beside the output by a pull killed between its renames is removed by the next pull, which
+    says so."""
+    src = tmp_path / "src"
+    _tree_of_dirs(src, 2, 2)
+    side = tmp_path / ".out.ociart-pull-new"
+    (side / "part-00").mkdir(parents=True)
+    (side / "part-00" / "00.csv").write_bytes(b"half")
+    with ociart.Client() as c:
+        ref = f"oci:{tmp_path / 'store'}:ds"
+        c.push(ref, [str(src)], kind="dataset")
+        res = c.pull(ref, str(tmp_path / "out"))
+    assert not side.exists() and str(side) in res.cleaned
+    assert tree_digest(tmp_path / "out") == tree_digest(src)

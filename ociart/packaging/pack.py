@@ -196,7 +196,7 @@ def _groups(files: list[FileEntry], cap: int) -> list[list[FileEntry]]:
 
 
 def plan(root: Path, kind: Kind, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD,
-         follow_symlinks: bool = False, group_bytes: int = GROUP_BYTES) -> PackPlan:
+         follow_symlinks: bool = False, group_bytes: int | None = None) -> PackPlan:
     if not root.is_dir():
         raise UsageError(f"{root}: --kind {kind.value} needs a directory")
     entries: list[FileEntry] = []
@@ -214,7 +214,7 @@ def plan(root: Path, kind: Kind, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD,
         else:
             layers.append(LayerPlan(e.role, e.rel, [e]))
     for role, files in small.items():
-        for members in _groups(files, group_bytes):
+        for members in _groups(files, group_bytes or GROUP_BYTES):
             if len(members) == 1:
                 layers.append(LayerPlan(role, members[0].rel, members))
             else:

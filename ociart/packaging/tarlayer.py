@@ -396,8 +396,9 @@ def extract(tar_path: Path, dest: Path, media_type: str, what: str,
             want: Callable[[str], bool] = lambda _: True, budget: Budget | None = None,
             layer_limit: int | None = None,
             scope: Callable[[str], bool] | None = None) -> list[tuple[str, int, int, str]]:
-    """Extract the regular files ``want`` selects into ``dest`` (a fresh directory of the caller's); returns
-    (name, size, mode, sha256 digest) in archive order, each file hashed as it is written.
+    """Extract the regular files ``want`` selects into ``dest`` (a directory of the caller's, fresh or holding
+    other layers' members: a name already there is a collision); returns (name, size, mode, sha256 digest) in
+    archive order, each file hashed as it is written.
 
     ``scope`` (image layers: the mount path) limits the archive to the members it accepts: the others (a base
     image's system files, symlinks and devices included) are neither checked nor written.
@@ -425,14 +426,19 @@ def extract(tar_path: Path, dest: Path, media_type: str, what: str,
                 name = _clean_name(m.name)
                 fits(name, f"{what}: tar member")
                 parent, _, leaf = name.rpartition("/")
-                dfd = dirs.get(parent)
-                if dfd is None:
-                    path = os.path.join(base, parent) if parent else base
-                    os.makedirs(path, exist_ok=True)
-                    dfd = dirs[parent] = os.open(path, DIR_FLAGS)
                 mode = normal_mode(m.mode)
                 h = hashlib.sha256()
-                fd = os.open(leaf, NEW_FILE, mode, dir_fd=dfd)
+                try:
+                    dfd = dirs.get(parent)
+                    if dfd is None:
+                        path = os.path.join(base, parent) if parent else base
+                        os.makedirs(path, exist_ok=True)
+                        dfd = dirs[parent] = os.open(path, DIR_FLAGS)
+                    fd = os.open(leaf, NEW_FILE, mode, dir_fd=dfd)
+                except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                    # ``dest`` may hold other layers' members (pull extracts them all into one tree); within this
+                    # layer check_members already refused every repeat and file/directory clash
+                    raise UnsafePathError(f"{what}: {name!r} is also in another layer (colliding names)") from None
                 try:
                     for chunk in ar.chunks(m):
                         h.update(chunk)

@@ -226,16 +226,25 @@ def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filter
     created = not out_dir.exists()
     if not created and not out_dir.is_dir():
         raise LocalIOError(f"output {out_dir} is not a directory")
+    cleaned = cleaned if cleaned is not None else []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LocalIOError(f"cannot create output directory {out_dir}: {exc.strerror or exc}") from None
+    side = adopted_name(out_dir.absolute())
+    try:
+        st = os.lstat(side)  # an adoption killed halfway: the tree of a pull that never finished
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+            shutil.rmtree(side)
+            cleaned.append(str(side))
+    except FileNotFoundError:
+        pass
     try:
         return _restore(target, repo, entries, out_dir, _matcher(include), overwrite, concurrency, progress,
-                        budget, cleaned if cleaned is not None else [], staging or STAGING, link, view,
-                        check_filters(filters), decryption_keys)
+                        budget, cleaned, staging or STAGING, link, view, check_filters(filters), decryption_keys,
+                        adopt=created and staging is None)
     except BaseException:
-        if created and not any(out_dir.iterdir()):
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # leave no trace of a failed pull
         raise
 
@@ -323,7 +332,10 @@ def _check_dest(dest: Path, digest: str, size: int, overwrite: bool, mode: int |
 def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, match: Callable[[str], bool],
              overwrite: bool, concurrency: int, progress: Progress | None, budget: Budget | None,
              cleaned: list[str], staging_name: str = STAGING, link: bool = False, view: ImageView | None = None,
-             filters: Sequence[str] = (), decryption_keys: Sequence[DecryptionKey] = ()) -> list[PulledFile]:
+             filters: Sequence[str] = (), decryption_keys: Sequence[DecryptionKey] = (),
+             adopt: bool = False) -> list[PulledFile]:
+    """``adopt``: ``out_dir`` was made by this pull, empty: the extracted tree may take its place whole
+    (:func:`_adopt`)."""
     entries, encrypted = _decrypt_plan(entries, decryption_keys)
     results: list[PulledFile] = []
     fetch: dict[str, Descriptor] = {}
@@ -358,10 +370,46 @@ def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, mat
         try:
             moves = _unpack_staged(staging, entries, raw_plan, results, out_dir, match, overwrite, checked,
                                    budget, view, filters)
-            place(store.root, out_dir, moves)
+            if not (adopt and not raw_plan and not any(e.image for e in entries)
+                    and _adopt(store.root, staging / TREES[0], out_dir)):
+                place(store.root, out_dir, moves)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return sorted(results, key=lambda r: r.path)
+
+
+def adopted_name(out_dir: Path) -> Path:
+    """Where :func:`_adopt` puts the extracted tree for a moment: beside ``out_dir``."""
+    return out_dir.parent / f".{out_dir.name}.ociart-pull-new"
+
+
+def _adopt(store_root: Path, tree: Path, out_dir: Path) -> bool:
+    """Make the extracted ``tree`` the output directory in three renames, when ``out_dir`` holds nothing but the
+    staging store at ``store_root`` (the pull made it): the tree goes beside ``out_dir``, the staging store (still
+    locked, still in use) into the tree, and the tree over the then empty ``out_dir``, which ``rename`` replaces
+    atomically: the whole directory appears at once, and not one file is renamed on its own. False, with
+    everything put back, when any step fails (a name in the way, something written into ``out_dir`` meanwhile):
+    the caller then moves entries one by one. A kill between the renames leaves ``.NAME.ociart-pull-new`` beside
+    the output, which the next pull removes."""
+    side = adopted_name(out_dir)
+    if not tree.is_dir() or os.path.lexists(tree / store_root.name):
+        return False
+    try:
+        os.rename(tree, side)
+    except OSError:
+        return False
+    try:
+        os.rename(store_root, side / store_root.name)
+    except OSError:
+        os.rename(side, tree)
+        return False
+    try:
+        os.rename(side, out_dir)
+        return True
+    except OSError:
+        os.rename(side / store_root.name, store_root)
+        os.rename(side, tree)
+        return False
 
 
 def _decrypt_plan(entries: list[Entry], keys: Sequence[DecryptionKey]
@@ -467,8 +515,12 @@ def _unpack_staged(staging: Path, entries: list[Entry], raw_plan: list[tuple[Ent
     present = DestDirs(out_dir)
     fits = NameCheck(out_dir)
     fresh: list[tuple[int, str, str]] = []  # (tree, name, staged path) of the members to move
-    for i, e in enumerate(x for x in entries if x.tar):
-        tree = staging / f"tree{i}"
+    for e in (x for x in entries if x.tar):
+        # every layer into one tree (a name in two layers is a collision, found by the extraction), image layers
+        # into another (their members are renamed by the view): so a new directory moves whole, whatever the
+        # number of layers it came in
+        i = 1 if e.image else 0
+        tree = staging / TREES[i]
         staged = f"{staging.name}/{tree.name}"
         what = f"layer {e.desc.digest} ({layer_path(e.desc) or 'tar'})"
         want, scope, strip = match, None, _same_name
@@ -533,6 +585,10 @@ def _whole_dirs(fresh: list[tuple[int, str, str]], raw: Sequence[str], present: 
         elif top not in whole:
             whole[top] = staged[:len(staged) - len(name)] + top
     return [Move(staged, d, DIRECTORY, False) for d, staged in whole.items()] + moves
+
+
+#: Extraction trees in a pull's ``restore-*`` directory: artifact layers, image layers.
+TREES = ("tree", "image")
 
 
 def _same_name(name: str) -> str:
