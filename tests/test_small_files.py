@@ -341,7 +341,8 @@ def test_a_directory_that_appears_before_the_move_is_not_written_through(tmp_pat
     src = tmp_path / "src"
     _tree_of_dirs(src, 2, 3)
     out = tmp_path / "out"
-    out.mkdir()  # an existing output: the tree is not adopted whole, its directories move one by one
+    out.mkdir()  # an output holding a file: the tree is not adopted whole, its directories move one by one
+    (out / "already.txt").write_bytes(b"here before")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     real = unpack_mod.place
@@ -436,3 +437,31 @@ def test_a_killed_adoption_is_cleaned_by_the_next_pull(tmp_path: Path) -> None:
         res = c.pull(ref, str(tmp_path / "out"))
     assert not side.exists() and str(side) in res.cleaned
     assert tree_digest(tmp_path / "out") == tree_digest(src)
+
+
+def test_an_empty_output_directory_is_replaced_keeping_its_mode(tmp_path: Path, monkeypatch: Any) -> None:
+    """An empty directory made beforehand (``mkdir out && ociart pull REF out``) is adopted too, with its mode; one
+    holding anything is not."""
+    import ociart.packaging.unpack as unpack_mod
+
+    src = tmp_path / "src"
+    _tree_of_dirs(src, 2, 3)
+    placed: list[int] = []
+    real = unpack_mod.place
+    monkeypatch.setattr(unpack_mod, "place", lambda root, out, moves: (placed.append(len(moves)),
+                                                                        real(root, out, moves)))
+    empty, used = tmp_path / "empty", tmp_path / "used"
+    empty.mkdir(mode=0o750)
+    os.chmod(empty, 0o750)
+    used.mkdir()
+    (used / "keep").write_bytes(b"k")
+    with ociart.Client() as c:
+        ref = f"oci:{tmp_path / 'store'}:ds"
+        c.push(ref, [str(src)], kind="dataset")
+        c.pull(ref, str(empty))
+        assert placed == []
+        c.pull(ref, str(used))
+        assert placed == [2]  # the two new directories, each in one rename
+    assert os.stat(empty).st_mode & 0o777 == 0o750
+    assert tree_digest(empty) == tree_digest(src)
+    assert (used / "keep").read_bytes() == b"k"

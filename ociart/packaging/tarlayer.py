@@ -279,7 +279,15 @@ class Archive:
         self.members = members
 
     def chunks(self, m: Header) -> Iterator[bytes]:
-        """Exactly ``m.size`` bytes, in pieces of at most :data:`FLUSH`."""
+        """Exactly ``m.size`` bytes, in pieces of at most :data:`FLUSH` (a small member of an uncompressed archive:
+        one ``pread``)."""
+        if m.info is None and m.size <= FLUSH:
+            chunk = os.pread(self._fd, m.size, m.offset)
+            if len(chunk) != m.size:
+                raise UnsafePathError(f"{self.what}: tar member {m.name!r} is cut short")
+            if chunk:
+                yield chunk
+            return
         if m.info is None:
             pos, left = m.offset, m.size
             while left:

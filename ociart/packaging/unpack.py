@@ -226,6 +226,10 @@ def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filter
     created = not out_dir.exists()
     if not created and not out_dir.is_dir():
         raise LocalIOError(f"output {out_dir} is not a directory")
+    # a directory the pull makes, or an empty one of this user's that is no mount point, may be replaced by the
+    # extracted tree (_adopt)
+    adopt = staging is None and (created or (not out_dir.is_symlink() and out_dir.stat().st_uid == os.getuid()
+                                             and not os.path.ismount(out_dir) and not any(out_dir.iterdir())))
     cleaned = cleaned if cleaned is not None else []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -242,7 +246,7 @@ def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filter
     try:
         return _restore(target, repo, entries, out_dir, _matcher(include), overwrite, concurrency, progress,
                         budget, cleaned, staging or STAGING, link, view, check_filters(filters), decryption_keys,
-                        adopt=created and staging is None)
+                        adopt=adopt)
     except BaseException:
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # leave no trace of a failed pull
@@ -334,7 +338,7 @@ def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, mat
              cleaned: list[str], staging_name: str = STAGING, link: bool = False, view: ImageView | None = None,
              filters: Sequence[str] = (), decryption_keys: Sequence[DecryptionKey] = (),
              adopt: bool = False) -> list[PulledFile]:
-    """``adopt``: ``out_dir`` was made by this pull, empty: the extracted tree may take its place whole
+    """``adopt``: ``out_dir`` was made by this pull or found empty: the extracted tree may take its place whole
     (:func:`_adopt`)."""
     entries, encrypted = _decrypt_plan(entries, decryption_keys)
     results: list[PulledFile] = []
@@ -385,14 +389,22 @@ def adopted_name(out_dir: Path) -> Path:
 
 def _adopt(store_root: Path, tree: Path, out_dir: Path) -> bool:
     """Make the extracted ``tree`` the output directory in three renames, when ``out_dir`` holds nothing but the
-    staging store at ``store_root`` (the pull made it): the tree goes beside ``out_dir``, the staging store (still
-    locked, still in use) into the tree, and the tree over the then empty ``out_dir``, which ``rename`` replaces
-    atomically: the whole directory appears at once, and not one file is renamed on its own. False, with
+    staging store at ``store_root`` (the pull made it, or found it empty), keeping its mode and group: the tree
+    goes beside ``out_dir``, the staging store (still locked, still in use) into the tree, and the tree over the
+    then empty ``out_dir``, which ``rename`` replaces atomically: the whole directory appears at once, and not one
+    file is renamed on its own. False, with
     everything put back, when any step fails (a name in the way, something written into ``out_dir`` meanwhile):
     the caller then moves entries one by one. A kill between the renames leaves ``.NAME.ociart-pull-new`` beside
     the output, which the next pull removes."""
     side = adopted_name(out_dir)
     if not tree.is_dir() or os.path.lexists(tree / store_root.name):
+        return False
+    try:
+        st = os.stat(out_dir)
+        os.chmod(tree, stat.S_IMODE(st.st_mode))  # the directory keeps its mode (setgid included) and group
+        if os.stat(tree).st_gid != st.st_gid:
+            os.chown(tree, -1, st.st_gid)
+    except OSError:
         return False
     try:
         os.rename(tree, side)
