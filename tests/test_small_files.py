@@ -23,7 +23,7 @@ import ociart
 from ociart.errors import UnsafePathError
 from ociart.oci import Manifest
 from ociart.packaging.kinds import Kind
-from ociart.packaging.pack import GROUP_BYTES, FileEntry, _groups, _tar_bytes, plan
+from ociart.packaging.pack import FileEntry, _groups, _tar_bytes, plan
 from ociart.packaging.tarlayer import Archive, TarMember, extract, iter_tar, scan
 
 A_FILEPATH = "org.cncf.model.filepath"
@@ -261,25 +261,28 @@ def test_plan_names_the_common_directory(tmp_path: Path) -> None:
     assert [lp.filepath for lp in only_a] == ["train/a", "train/b", "val"]
 
 
-def test_many_small_files_round_trip_in_few_layers(registry: Any, tmp_path: Path) -> None:
-    """4,500 files in 100 directories (18 MB, over one group's cap): a few tar layers instead of 100, pulled back
-    byte for byte; a second push with one file changed re-sends one layer."""
+def test_many_small_files_round_trip_in_few_layers(registry: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """2,000 files in 100 directories, over a group's cap (lowered to 2 MiB here): a few tar layers instead of 100,
+    pulled back byte for byte; a second push with one file changed re-sends one layer."""
+    monkeypatch.setattr("ociart.packaging.pack.GROUP_BYTES", 2 << 20)
+    from ociart.packaging import pack
+
     src = tmp_path / "ds"
     total = 0
     for d in range(100):
         (src / f"part-{d:03d}").mkdir(parents=True)
-        for i in range(45):
+        for i in range(20):
             (src / f"part-{d:03d}" / f"{i:02d}.bin").write_bytes(os.urandom(4096 + d))
             total += 512 + 4096 + d + (-(4096 + d) % 512)
-    assert total > GROUP_BYTES
+    assert total > pack.GROUP_BYTES
     ref = f"{registry.host}/small/many:v1"
     with ociart.Client(plain_http=True) as c:
         desc = c.push(ref, [str(src)], kind="dataset")
         manifest = Manifest.model_validate_json(c.manifest(ref)[1].data)
         tars = [x for x in manifest.layers if x.mediaType == DATASET_TAR]
-        assert len(tars) == len(manifest.layers) and 2 <= len(tars) <= total // (GROUP_BYTES // 4) + 1
+        assert len(tars) == len(manifest.layers) and 2 <= len(tars) <= total // (pack.GROUP_BYTES // 4) + 1
         res = c.pull(ref, str(tmp_path / "out"))
-        assert len(res.files) == 4500 and res.digest == desc.digest
+        assert len(res.files) == 2000 and res.digest == desc.digest
     assert tree_digest(tmp_path / "out") == tree_digest(src)
     (src / "part-050" / "07.bin").write_bytes(os.urandom(4096))
     with ociart.Client(plain_http=True) as c:

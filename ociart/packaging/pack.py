@@ -132,7 +132,7 @@ def walk(root: Path, follow_symlinks: bool = False) -> list[tuple[str, str, os.s
 
 #: Roughly the most file bytes (with their tar headers) that small files of several directories share a tar
 #: layer with (docs/spec.md §2.2).
-GROUP_BYTES = 16 << 20
+GROUP_BYTES = 64 << 20
 
 
 def _tar_bytes(e: FileEntry) -> int:
