@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +123,18 @@ def push_subject(target: Any, repo: str, note: bytes, tag: str = "v1") -> Any:
                                           layers=[layer]))
     target.put_manifest(repo, content, tag)
     return content.descriptor()
+
+
+def make_tar(entries: list[tuple[str, bytes | None]], fmt: int = tarfile.PAX_FORMAT, mode: int = 0o644) -> bytes:
+    """A tar written by ``tarfile`` in ``fmt``: each entry a regular file of ``mode``, or a directory (data None)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tf.addfile(info)
+            else:
+                info.size, info.mode = len(data), mode
+                tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

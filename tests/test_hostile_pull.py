@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import run_cli, write_random
+from helpers import make_tar, run_cli, write_random
 from support.faultproxy import FaultProxy
 
 import ociart
@@ -69,13 +69,7 @@ def titled(name: str, data: bytes, mode: int | None = None) -> tuple[bytes, str,
 
 
 def tar_of(members: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return make_tar(list(members))
 
 
 def sparse_tar(name: str, real_size: int) -> bytes:

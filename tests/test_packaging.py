@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import optional_spec_dir, run_cli, spec_dir, tree_digest, write_random
+from helpers import make_tar, optional_spec_dir, run_cli, spec_dir, tree_digest, write_random
 from support.faultproxy import FaultProxy
 
 import ociart
@@ -834,17 +834,7 @@ def test_diff_lists_added_removed_changed_including_tar_members(registry, unique
 
 # -- 8. foreign formats -----------------------------------------------------------------------------
 def _kit_tar(entries: list[tuple[str, bytes | None]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in entries:
-            info = tarfile.TarInfo(name)
-            if data is None:
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tf.addfile(info)
-            else:
-                info.size, info.mode = len(data), 0o644
-                tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return make_tar(entries)
 
 
 def test_kitops_modelkit_inspect_and_pull(registry, unique_repo: str, tmp_path: Path, spec: Spec) -> None:

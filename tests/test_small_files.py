@@ -8,7 +8,6 @@ by GNU tar; the grouping on the plans it makes and on a real push and pull throu
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import tree_digest
+from helpers import make_tar, tree_digest
 
 import ociart
 from ociart.errors import UnsafePathError
@@ -49,15 +48,7 @@ def _contents(ar: Archive) -> dict[str, bytes]:
 
 def _write_tarfile(path: Path, fmt: int, members: list[tuple[str, bytes | None]]) -> None:
     """A tar written by ``tarfile`` in ``fmt``; ``None`` data makes a directory entry."""
-    with tarfile.open(path, "w", format=fmt) as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            if data is None:
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tf.addfile(info)
-            else:
-                info.size, info.mode = len(data), 0o640
-                tf.addfile(info, io.BytesIO(data))
+    path.write_bytes(make_tar(members, fmt, mode=0o640))
 
 
 LONG = "d" * 60 + "/" + "e" * 60 + "/file.bin"  # > 100 bytes: ustar splits it into prefix + name, pax records it
