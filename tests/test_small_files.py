@@ -459,3 +459,21 @@ def test_an_empty_output_directory_is_replaced_keeping_its_mode(tmp_path: Path, 
     assert os.stat(empty).st_mode & 0o777 == 0o750
     assert tree_digest(empty) == tree_digest(src)
     assert (used / "keep").read_bytes() == b"k"
+
+
+def test_the_working_directory_is_never_replaced(tmp_path: Path, monkeypatch: Any) -> None:
+    """``cd out && ociart pull REF .`` into an empty directory: the files move in (a shell in it would otherwise be
+    left in the replaced directory); the directory keeps its inode."""
+    src = tmp_path / "src"
+    _tree_of_dirs(src, 2, 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    inode = out.stat().st_ino
+    with ociart.Client() as c:
+        ref = f"oci:{tmp_path / 'store'}:ds"
+        c.push(ref, [str(src)], kind="dataset")
+        monkeypatch.chdir(out)
+        c.pull(ref, ".")
+    assert out.stat().st_ino == inode
+    assert tree_digest(out) == tree_digest(src)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]

@@ -228,14 +228,16 @@ def pull(target: Target, repo: str, manifest: Manifest, out_dir: Path, *, filter
         raise LocalIOError(f"output {out_dir} is not a directory")
     # a directory the pull makes, or an empty one of this user's that is no mount point, may be replaced by the
     # extracted tree (_adopt)
+    # (not the working directory: a shell sitting in it would be left in the replaced, empty one)
     adopt = staging is None and (created or (not out_dir.is_symlink() and out_dir.stat().st_uid == os.getuid()
-                                             and not os.path.ismount(out_dir) and not any(out_dir.iterdir())))
+                                             and not os.path.ismount(out_dir) and not os.path.samefile(out_dir, ".")
+                                             and not any(out_dir.iterdir())))
     cleaned = cleaned if cleaned is not None else []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LocalIOError(f"cannot create output directory {out_dir}: {exc.strerror or exc}") from None
-    side = adopted_name(out_dir.absolute())
+    side = adopted_name(out_dir)
     try:
         st = os.lstat(side)  # an adoption killed halfway: the tree of a pull that never finished
         if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
@@ -383,8 +385,10 @@ def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, mat
 
 
 def adopted_name(out_dir: Path) -> Path:
-    """Where :func:`_adopt` puts the extracted tree for a moment: beside ``out_dir``."""
-    return out_dir.parent / f".{out_dir.name}.ociart-pull-new"
+    """Where :func:`_adopt` puts the extracted tree for a moment: beside ``out_dir`` (its normalised absolute path,
+    so ``.`` or ``a/..`` name the directory itself)."""
+    out = Path(os.path.abspath(out_dir))
+    return out.parent / f".{out.name}.ociart-pull-new"
 
 
 def _adopt(store_root: Path, tree: Path, out_dir: Path) -> bool:
@@ -416,7 +420,7 @@ def _adopt(store_root: Path, tree: Path, out_dir: Path) -> bool:
         os.rename(side, tree)
         return False
     try:
-        os.rename(side, out_dir)
+        os.rename(side, os.path.abspath(out_dir))
         return True
     except OSError:
         os.rename(side / store_root.name, store_root)
