@@ -156,6 +156,15 @@ def test_streams_do_not_grow_on_a_shared_bottleneck(tmp_path: Path) -> None:
     assert stats.lead >= SIZE - 2 * PART_BYTES, stats
 
 
+def test_no_probe_when_the_lead_alone_is_fast(tmp_path: Path) -> None:
+    """A lead receiving 300 MB/s (over PROBE_BELOW) is left alone: no probe, one stream, although each connection
+    is capped (a probe would find the cap and grow the streams)."""
+    size = 160 * MiB  # about half a second at 300 MB/s: past the first decision
+    write_random(tmp_path / "blob", size, seed=8)
+    stats = _fetch(_Source(tmp_path / "blob", per_stream=300_000_000), size, tmp_path)
+    assert stats.streams == 1 and not stats.grew and stats.lead == size, stats
+
+
 def test_one_stream_is_the_lead_alone(tmp_path: Path) -> None:
     write_random(tmp_path / "blob", SIZE, seed=5)
     src = _Source(tmp_path / "blob", per_stream=64 * MiB)

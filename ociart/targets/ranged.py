@@ -9,7 +9,8 @@ One stream, the *lead*, starts alone. It takes runs of contiguous parts from the
 of its own measured rate, :data:`PART_BYTES` to :data:`MAX_RUN_PARTS` parts), GETs each run as one ranged request
 and writes and hashes it inline: it extends the verified prefix exactly as a single-stream download does, so where
 one stream is as fast as the link (loopback, an unthrottled registry) nothing is paid for parallelism. After
-:data:`DECIDE_SECONDS` a *probe* stream starts, taking parts from the right. At the next decision the streams
+:data:`DECIDE_SECONDS` a *probe* stream starts, taking parts from the right, unless the lead already receives
+:data:`PROBE_BELOW` bytes a second. At the next decision the streams
 grow only if the probe added throughput (:data:`PROBE_GAIN`) without slowing the lead (:data:`LEAD_KEPT`): the
 signature of a per-connection cap (object storage behind a redirect, a throttled proxy), not of a shared
 bottleneck (the CPU, one link). Growing: the streams double every :data:`DECIDE_SECONDS` while throughput still
@@ -56,6 +57,11 @@ GROWTH = 1.10
 PROBE_GAIN = 1.2
 #: ... while the lead kept at least this share of its own rate (the streams do not share one bottleneck).
 LEAD_KEPT = 0.85
+#: No probe when the lead alone already receives this many bytes a second: no per-connection cap worth splitting
+#: around (object stores cap a connection at tens of MB/s), and on loopback a probe only takes CPU from the lead
+#: (1 GiB unthrottled, 5 rounds each, the same day: 1.12-1.17x one stream with the probe, at the commit before and
+#: after the change that exposed it; benchmarks/README.md).
+PROBE_BELOW = 200_000_000
 #: The lead's run is at most this many parts (one ranged GET).
 MAX_RUN_PARTS = 8
 #: The lead aims at runs of about this many seconds of its measured rate.
@@ -380,7 +386,7 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
             own = (stats.lead - last_lead) / (now - last_t)
             last_bytes, last_lead, last_t = stats.received, stats.lead, now
             if mode == "lead":
-                if max_streams > 1 and queue and workers[0].is_alive():
+                if max_streams > 1 and queue and workers[0].is_alive() and own < PROBE_BELOW:
                     mode, alone_rate, lead_rate = "probe", rate, own
                     from_right[0] = True
                     workers.append(spawn(lambda: work(probe=True)))
