@@ -245,8 +245,7 @@ def test_record_is_json_with_ranges(tmp_path: Path) -> None:
     desc = Descriptor(mediaType="application/octet-stream", digest=digest, size=len(data))
     ingest = Ingest(tmp_path)
     with pytest.raises(KeyboardInterrupt), ingest.open(desc) as part:
-        part.digester.update(data[:CHECKPOINT_BYTES + 5])
-        os.write(part.fd, data[:CHECKPOINT_BYTES + 5])
+        part.append(data[:CHECKPOINT_BYTES + 5])
         raise KeyboardInterrupt  # an interrupt records the progress
     rec = json.loads((tmp_path / f"{digest[7:]}.ranges.json").read_text())
     assert rec == {"digest": digest, "size": len(data), "ranges": [
@@ -258,8 +257,7 @@ def test_record_is_json_with_ranges(tmp_path: Path) -> None:
     with ingest.open(desc) as part:
         assert part.resumed == part.digester.size == CHECKPOINT_BYTES + 5
         assert os.fstat(part.fd).st_size == CHECKPOINT_BYTES + 5
-        part.digester.update(data[CHECKPOINT_BYTES + 5:])
-        os.write(part.fd, data[CHECKPOINT_BYTES + 5:])
+        part.append(data[CHECKPOINT_BYTES + 5:])
         assert part.digester.digest == digest
         part.publish(tmp_path / "blob")
     assert (tmp_path / "blob").read_bytes() == data

@@ -28,7 +28,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ..errors import InvalidContentError, VerificationError
-from ..fsutil import publish, temp_file, writer_alive
+from ..fsutil import publish, temp_file, write_all, writer_alive
 from ..oci import Descriptor
 from ..oci.digest import CHUNK, Digester
 from ..reference import is_digest
@@ -57,8 +57,14 @@ class RangesRecord(BaseModel):
     ranges: list[ByteRange] = []
 
 
+#: :meth:`Partial.append` starts the kernel's writeback every this many bytes, so the final fsync has little left.
+WRITEBACK_BYTES = 64 << 20
+_ADVISE = getattr(os, "posix_fadvise", None)
+
+
 class Partial:
-    """One blob being downloaded: ``fd`` is positioned at ``digester.size``, which hashed ``[0, digester.size)``.
+    """One blob being downloaded: ``digester`` hashed ``[0, digester.size)`` of the file, the verified prefix, and
+    :meth:`append` writes at its end (``pwrite``: the file position is not used).
 
     ``done`` lists ranges beyond that prefix known to be complete in the file (``(start, end)``, from an earlier
     process's record or written by parallel ranged GETs), with the sha256 of their own bytes in ``hashes`` when
@@ -76,15 +82,28 @@ class Partial:
         self.done: list[tuple[int, int]] = []
         self.hashes: dict[tuple[int, int], str] = {}
         self._recorded = 0
+        self._flushed = 0  # writeback started up to here
+
+    def append(self, piece: bytes | memoryview) -> None:
+        """Write ``piece`` at the end of the verified prefix and hash it: the one step of a sequential fetch
+        (``registry._pump``) and of the ranged download's lead. Records progress every :data:`CHECKPOINT_BYTES`
+        and starts writeback every :data:`WRITEBACK_BYTES`."""
+        d = self.digester
+        write_all(self.fd, piece, d.size)
+        d.update(piece)
+        if d.size - self._recorded >= CHECKPOINT_BYTES:
+            self.checkpoint()
+        if _ADVISE is not None and d.size - self._flushed >= WRITEBACK_BYTES:
+            _ADVISE(self.fd, self._flushed, d.size - self._flushed, os.POSIX_FADV_DONTNEED)
+            self._flushed = d.size
 
     def reset(self) -> None:
         """Start again from byte 0 (the server ignored ``Range``, or a resumed blob failed verification)."""
         os.ftruncate(self.fd, 0)
-        os.lseek(self.fd, 0, os.SEEK_SET)
         self.digester = Digester()
         self.done = []
         self.hashes = {}
-        self._recorded = 0
+        self._recorded = self._flushed = 0
         if self.record is not None:
             self.record.unlink(missing_ok=True)
 
@@ -255,7 +274,6 @@ def _resume(part: Partial, record: Path) -> None:
                 covered = r.end
     keep = max([d.size] + [e for _, e in done])
     os.ftruncate(part.fd, keep)
-    os.lseek(part.fd, d.size, os.SEEK_SET)
     part.digester = d
     part.done, part.hashes = done, hashes
     part.resumed = keep and part.resumed_bytes()

@@ -39,7 +39,6 @@ from contextvars import copy_context
 from dataclasses import dataclass
 
 from .. import cancel
-from ..fsutil import write_all
 from ..oci.digest import CHUNK, Digester
 from .ingest import CHECKPOINT_BYTES, Partial, hash_into
 
@@ -68,8 +67,6 @@ MAX_RUN_PARTS = 8
 RUN_SECONDS = 1.0
 #: The lead counts its bytes (throughput, progress) in steps of this size, not per piece.
 NOTE_BYTES = 1 << 20
-#: Start kernel writeback every this many bytes, so the final fsync has little left to flush.
-WRITEBACK_BYTES = 64 << 20
 
 #: ``open_range(start, end)`` → a context manager yielding the body pieces of bytes ``[start, end)``.
 OpenRange = Callable[[int, int], AbstractContextManager[Iterator[bytes]]]
@@ -202,8 +199,6 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
     def lead() -> None:
         """Runs of contiguous parts from the left, written and hashed inline (the prefix grows as it arrives)."""
         d = part.digester
-        advise = getattr(os, "posix_fadvise", None)
-        flushed = d.size
         t0, run_bytes = time.monotonic(), part_bytes
         try:
             while not stop.is_set() and not lead_leave.is_set():
@@ -237,18 +232,13 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
                                     if len(piece) > end - d.size:
                                         piece = memoryview(piece)[: end - d.size]
                                     with ckpt:  # the recorder may write the record meanwhile: a consistent prefix
-                                        write_all(part.fd, piece, d.size)
-                                        d.update(piece)
-                                        part.maybe_checkpoint()
+                                        part.append(piece)
                                     pending += len(piece)
                                     if pending >= NOTE_BYTES:
                                         stats.lead += pending
                                         stats.received += pending
                                         note(pending)
                                         pending = 0
-                                    if advise and d.size - flushed >= WRITEBACK_BYTES:
-                                        advise(part.fd, flushed, d.size - flushed, os.POSIX_FADV_DONTNEED)
-                                        flushed = d.size
                             if d.size < end:
                                 raise ShortBody(f"range ended at {d.size} of {end}")
                         except retryable:
@@ -428,7 +418,6 @@ def fetch_ranges(part: Partial, open_range: OpenRange, *, max_streams: int, retr
         for t in threads:
             t.join()
         d = part.digester
-        os.lseek(part.fd, d.size, os.SEEK_SET)  # where a sequential stream would go on
         if d.size < size:  # stopped: what was written beyond the prefix is kept for the next run
             moved = {p.start: p.pos for p in todo if p.start >= d.size and p.pos > p.start}
             part.done = [r for r in part.done if r[0] not in moved and r[1] > d.size] + sorted(moved.items())
