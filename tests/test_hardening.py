@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -322,6 +323,37 @@ def test_file_changing_under_push_fails_without_manifest(tmp_path: Path, how: st
     repo = fake_registry.repos.get("hard/changing")
     assert repo is None or (not repo.manifests and not repo.tags)  # no manifest left behind
     assert all(isinstance(e, ConnectionError) for e in fake_registry.errors), fake_registry.errors
+
+
+def test_file_changing_under_a_cached_tar_layer_push_fails(registry: RunningRegistry, unique_repo: str,
+                                                          tmp_path: Path, monkeypatch: Any) -> None:
+    """A re-push whose tar layer the digest cache knows and the registry holds reads none of its members; a member
+    changed after the walk is still caught (one error naming it, no manifest for the new tag)."""
+    import ociart.packaging.pack as pack_mod
+    from ociart.errors import NotFoundError, UsageError
+
+    src = tmp_path / "src"
+    (src / "docs").mkdir(parents=True)
+    for i in range(3):
+        (src / "docs" / f"n{i}.md").write_text(f"note {i}\n" * 50)
+    (src / "config.json").write_text('{"hidden": 8}')
+    old = time.time() - 3600  # older than the cache's racy window: the tar layer's digest is cached
+    for p in src.rglob("*"):
+        os.utime(p, (old, old))
+    with ociart.Client(plain_http=True) as client:
+        client.push(f"{registry.host}/{unique_repo}:v1", [src], kind="model", lineage=False)
+        real = pack_mod.plan
+
+        def plan_then_touch(*args: Any, **kw: Any) -> Any:
+            p = real(*args, **kw)
+            os.utime(src / "docs" / "n1.md", (old, old + 60))  # after the walk, before the push
+            return p
+
+        monkeypatch.setattr(pack_mod, "plan", plan_then_touch)
+        with pytest.raises(UsageError, match=r"n1\.md changed while it was being pushed"):
+            client.push(f"{registry.host}/{unique_repo}:v2", [src], kind="model", lineage=False)
+        with pytest.raises(NotFoundError):
+            client.resolve(f"{registry.host}/{unique_repo}:v2")
 
 
 def test_digest_cache_sees_in_place_rewrite_and_retries_refused_digest(registry: RunningRegistry, unique_repo: str,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..cache import DigestCache, StatKey, is_racy, key_of
+from ..cache import DigestCache, StatKey, check_unchanged, is_racy, key_of
 from ..errors import UsageError
 from ..oci.digest import Digester
 from ..oci import EMPTY_JSON_DIGEST, OCI_LAYER, Content, Descriptor
@@ -308,7 +308,7 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
         cb = progress.task(layer.filepath, sum(m.size for m in layer.files)) if progress else None
         return push_encrypted(target, repo, media_type, annotations, opener, encryption.recipients, cb)
     key = _tar_key(layer, prefix)
-    known = cache.get_key(key) if key else None
+    known = cached = cache.get_key(key) if key else None
     if known is None and prehash and sum(m.size for m in layer.files) < PREHASH_MAX_BYTES:
         d = Digester()
         for chunk in iter_tar(members):
@@ -319,6 +319,9 @@ def push_layer(target: Target, repo: str, kind: Kind, layer: LayerPlan, cache: D
     if known:
         out = Descriptor(mediaType=media_type, digest=known[0], size=known[1])
         target.push_blob_stream(repo, out, opener)
+        if cached is not None:  # the registry may hold the blob already: then no member was read (and checked)
+            for m in layer.files:
+                check_unchanged(m.path, m.stat)
     else:
         out = target.push_blob_chunks(repo, opener, media_type)
         if key:  # every member matched the stats in the key as it was read (tarlayer._read_fd)
