@@ -218,9 +218,8 @@ def plan(root: Path, kind: Kind, threshold: int = DEFAULT_SMALL_FILE_THRESHOLD,
             if len(members) == 1:
                 layers.append(LayerPlan(role, members[0].rel, members))
             else:
-                where = os.path.commonpath([os.path.dirname(m.rel) or "." for m in members]) \
-                    if all("/" in m.rel for m in members) else "."
-                layers.append(LayerPlan(role, where or ".", members, tar=True))
+                where = os.path.commonpath([os.path.dirname(m.rel) for m in members]) or "."
+                layers.append(LayerPlan(role, where, members, tar=True))
     layers.sort(key=lambda lp: (lp.filepath.encode(), lp.tar, lp.role, lp.files[0].rel.encode()))
     newest = max(e.stat[4] for e in entries) / 1e9  # mtime_ns from the walk's stat
     return PackPlan(kind, layers, len(entries), sum(e.size for e in entries), newest)

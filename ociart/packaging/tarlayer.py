@@ -13,7 +13,6 @@ them: 10 KiB of archive restoring as 1 GiB), and names that collide. What one la
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tarfile
@@ -26,6 +25,7 @@ from typing import IO, Literal
 from ..cache import StatKey, check_unchanged
 from ..errors import TooLargeError, UnsafePathError, UsageError
 from ..fsutil import write_all
+from ..oci.digest import Digester
 from ..safepath import NameCheck
 
 BLOCK = 512
@@ -281,13 +281,6 @@ class Archive:
     def chunks(self, m: Header) -> Iterator[bytes]:
         """Exactly ``m.size`` bytes, in pieces of at most :data:`FLUSH` (a small member of an uncompressed archive:
         one ``pread``)."""
-        if m.info is None and m.size <= FLUSH:
-            chunk = os.pread(self._fd, m.size, m.offset)
-            if len(chunk) != m.size:
-                raise UnsafePathError(f"{self.what}: tar member {m.name!r} is cut short")
-            if chunk:
-                yield chunk
-            return
         if m.info is None:
             pos, left = m.offset, m.size
             while left:
@@ -435,7 +428,7 @@ def extract(tar_path: Path, dest: Path, media_type: str, what: str,
                 fits(name, f"{what}: tar member")
                 parent, _, leaf = name.rpartition("/")
                 mode = normal_mode(m.mode)
-                h = hashlib.sha256()
+                h = Digester()
                 try:
                     dfd = dirs.get(parent)
                     if dfd is None:
@@ -453,7 +446,7 @@ def extract(tar_path: Path, dest: Path, media_type: str, what: str,
                         write_all(fd, chunk)
                 finally:
                     os.close(fd)
-                out.append((name, m.size, mode, "sha256:" + h.hexdigest()))
+                out.append((name, m.size, mode, h.digest))
         finally:
             for dfd in dirs.values():
                 os.close(dfd)
@@ -470,10 +463,10 @@ def member_digests(tar_path: Path, media_type: str, what: str, want: Callable[[s
         for m in members:
             if m.kind != "f" or not want(_clean_name(m.name)):
                 continue
-            h = hashlib.sha256()
+            h = Digester()
             for chunk in ar.chunks(m):
                 h.update(chunk)
-            yield _clean_name(m.name), "sha256:" + h.hexdigest(), m.size
+            yield _clean_name(m.name), h.digest, m.size
 
 
 def _scoped(members: list[Header], scope: Callable[[str], bool] | None) -> list[Header]:

@@ -35,7 +35,7 @@ from ..oci import Descriptor, Manifest
 from ..oci.mediatypes import IMAGE_CONFIG_TYPES, IMAGE_LAYER_TYPES
 from ..oci.digest import sha256_file
 from ..progress import Progress
-from ..safepath import DirTree, NameCheck, safe_dest, safe_relpath
+from ..safepath import DirTree, safe_dest, safe_relpath
 from ..targets.base import Target
 from ..targets.layout import LayoutTarget
 from ..transfer import copy_blobs, parallel
@@ -374,8 +374,8 @@ def _restore(target: Target, repo: str, entries: list[Entry], out_dir: Path, mat
         parallel(decrypt, [d for d in fetch if d in encrypted], concurrency)
         staging = Path(tempfile.mkdtemp(prefix="restore-", dir=store.root))
         try:
-            moves = _unpack_staged(staging, entries, raw_plan, results, out_dir, match, overwrite, checked,
-                                   budget, view, filters)
+            moves = _unpack_staged(staging, entries, raw_plan, results, out_dir, match, overwrite, budget, view,
+                                   filters)
             if not (adopt and not raw_plan and not any(e.image for e in entries)
                     and _adopt(store.root, staging / TREES[0], out_dir)):
                 place(store.root, out_dir, moves)
@@ -396,10 +396,9 @@ def _adopt(store_root: Path, tree: Path, out_dir: Path) -> bool:
     staging store at ``store_root`` (the pull made it, or found it empty), keeping its mode and group: the tree
     goes beside ``out_dir``, the staging store (still locked, still in use) into the tree, and the tree over the
     then empty ``out_dir``, which ``rename`` replaces atomically: the whole directory appears at once, and not one
-    file is renamed on its own. False, with
-    everything put back, when any step fails (a name in the way, something written into ``out_dir`` meanwhile):
-    the caller then moves entries one by one. A kill between the renames leaves ``.NAME.ociart-pull-new`` beside
-    the output, which the next pull removes."""
+    file is renamed on its own. False, with everything put back, when any step fails (a name in the way,
+    something written into ``out_dir`` meanwhile): the caller then moves entries one by one. A kill between the
+    renames leaves ``.NAME.ociart-pull-new`` beside the output, which the next pull removes."""
     side = adopted_name(out_dir)
     if not tree.is_dir() or os.path.lexists(tree / store_root.name):
         return False
@@ -510,7 +509,7 @@ def _collisions(names: Sequence[str]) -> None:
 
 def _unpack_staged(staging: Path, entries: list[Entry], raw_plan: list[tuple[Entry, Path]],
                    results: list[PulledFile], out_dir: Path, match: Callable[[str], bool], overwrite: bool,
-                   checked: set[Path], budget: Budget | None, view: ImageView | None = None,
+                   budget: Budget | None, view: ImageView | None = None,
                    filters: Sequence[str] = ()) -> list[Move]:
     """Extract tar layers (bounded) and check every destination and every name; returns what to move in place."""
     moves: list[Move] = []
@@ -529,7 +528,6 @@ def _unpack_staged(staging: Path, entries: list[Entry], raw_plan: list[tuple[Ent
     keep = _member_filter(filters)
     nth_image = 0
     present = DestDirs(out_dir)
-    fits = NameCheck(out_dir)
     fresh: list[tuple[int, str, str]] = []  # (tree, name, staged path) of the members to move
     for e in (x for x in entries if x.tar):
         # every layer into one tree (a name in two layers is a collision, found by the extraction), image layers
@@ -550,8 +548,7 @@ def _unpack_staged(staging: Path, entries: list[Entry], raw_plan: list[tuple[Ent
             name = strip(full)  # a member name: checked like safe_relpath's (tarlayer.check_members)
             if name in names:
                 raise UnsafePathError(f"{what}: {name!r} is also in another layer (colliding names)")
-            names.add(name)
-            fits(name, name)
+            names.add(name)  # its length was checked by extract, under the longer staging path
             parent, _, leaf = name.rpartition("/")
             if leaf in (present.names(parent, name) or ()):
                 dest = out_dir / name

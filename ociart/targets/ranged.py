@@ -10,12 +10,12 @@ of its own measured rate, :data:`PART_BYTES` to :data:`MAX_RUN_PARTS` parts), GE
 and writes and hashes it inline: it extends the verified prefix exactly as a single-stream download does, so where
 one stream is as fast as the link (loopback, an unthrottled registry) nothing is paid for parallelism. After
 :data:`DECIDE_SECONDS` a *probe* stream starts, taking parts from the right, unless the lead already receives
-:data:`PROBE_BELOW` bytes a second. At the next decision the streams
-grow only if the probe added throughput (:data:`PROBE_GAIN`) without slowing the lead (:data:`LEAD_KEPT`): the
-signature of a per-connection cap (object storage behind a redirect, a throttled proxy), not of a shared
-bottleneck (the CPU, one link). Growing: the streams double every :data:`DECIDE_SECONDS` while throughput still
-grows by :data:`GROWTH`, up to ``max_streams``; the lead leaves after its current run. Otherwise the probe
-finishes its part and stops, and the lead goes on alone.
+:data:`PROBE_BELOW` bytes a second. At the next decision the streams grow only if the probe added throughput
+(:data:`PROBE_GAIN`) without slowing the lead (:data:`LEAD_KEPT`): the signature of a per-connection cap (object
+storage behind a redirect, a throttled proxy), not of a shared bottleneck (the CPU, one link). Growing: the
+streams double every :data:`DECIDE_SECONDS` while throughput still grows by :data:`GROWTH`, up to
+``max_streams``; the lead leaves after its current run. Otherwise the probe finishes its part and stops, and the
+lead goes on alone.
 
 Workers other than the lead ``pwrite`` each piece at its offset as it arrives (flat memory: no piece is kept after
 it is written). When the lead leaves with bytes still missing, one hashing thread follows the contiguous written
